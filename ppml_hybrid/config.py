@@ -1,0 +1,292 @@
+"""Typed run configuration.
+
+Hydra composes YAML from ``conf/``; :func:`parse_run_config` turns the result into frozen
+dataclasses, checking every key and type and naming the full key (``dp.max_grad_norm``) in
+any error. Code below the pipeline only ever sees these dataclasses, never a DictConfig.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Tuple, Union
+
+from ppml_hybrid.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Shape of the built-in demo set (generated offline on first use; ppml_hybrid.data.demo).
+
+    Defaults: 400 subjects x 12 slices = 4,800 slices, about 3,360 in train at the default
+    fractions, enough for DP-SGD to learn; generation takes seconds on 2 cores.
+    """
+
+    n_subjects: int = 400
+    slices_per_subject: int = 12
+    # Even; lesions are drawn on a stored_size/2 grid so data.image_size = stored_size/2 sees them exactly.
+    stored_size: int = 64
+    lesion_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "demo"
+    # Folder the labels CSV's paths are relative to. For demo: None means the user cache.
+    root: Optional[str] = None
+    labels: Optional[str] = None
+    image_size: int = 32
+    # 3D inputs: 2D slices are taken along this axis, from this fractional range [start, stop).
+    slice_axis: int = 2
+    slice_range: Tuple[float, float] = (0.0, 1.0)
+    slice_step: int = 1
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    """One block of the model: conv + activation + pooling, or dense + activation."""
+
+    type: str
+    out: int
+    activation: str = "none"
+    kernel_size: int = 3
+    padding: int = 1
+    stride: int = 1
+    pool: str = "none"
+    pool_size: int = 2
+
+
+@dataclass(frozen=True)
+class PolyConfig:
+    """a*x^2 + b*x activation: initial coefficients and whether they train."""
+
+    a: float = 0.05
+    b: float = 1.0
+    trainable: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    blocks: Tuple[BlockConfig, ...]
+    in_channels: int = 1
+    num_classes: int = 2
+    poly: PolyConfig = field(default_factory=PolyConfig)
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    enabled: bool = True
+    noise_multiplier: Optional[float] = 1.0
+    # When set, the noise multiplier is calibrated to reach this epsilon after all steps.
+    target_epsilon: Optional[float] = None
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    accountant: str = "rdp"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    max_steps: Optional[int] = None
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    num_threads: int = 1
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class SMPCConfig:
+    parties: int = 2
+    backend: str = "gloo"
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class HEConfig:
+    name: str = "ckks_128"
+    security_level: str = "HEStd_128_classic"
+    # 0: chosen by OpenFHE from the security level and depth.
+    ring_dim: int = 0
+    scale_bits: int = 50
+    first_mod_bits: int = 60
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    name: str = "lan"
+    bandwidth_bps: float = 10e9
+    rtt_s: float = 0.2e-3
+
+
+@dataclass(frozen=True)
+class KeyServiceConfig:
+    address: str = "127.0.0.1:0"
+    round_quota: int = 4
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    mode: str
+    split_layer: int
+    seed: int
+    data: DataConfig
+    model: ModelConfig
+    dp: DPConfig
+    train: TrainConfig
+    smpc: SMPCConfig
+    he: HEConfig
+    network: NetworkConfig
+    keyservice: KeyServiceConfig
+    output_dir: Optional[str] = None
+
+
+MODES = ("hybrid", "plaintext")
+
+
+def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
+    """Build and check a :class:`RunConfig` from a plain (resolved) mapping."""
+    cfg = from_mapping(RunConfig, raw, "")
+    if cfg.mode not in MODES:
+        raise ConfigError(f"mode={cfg.mode!r} is not one of {', '.join(MODES)}")
+    _check_ranges(cfg)
+    return cfg
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    checks = [
+        ("data.image_size", cfg.data.image_size >= 4, "must be at least 4"),
+        ("data.val_fraction", 0 <= cfg.data.val_fraction < 1, "must be in [0, 1)"),
+        ("data.test_fraction", 0 <= cfg.data.test_fraction < 1, "must be in [0, 1)"),
+        (
+            "data.val_fraction + data.test_fraction",
+            cfg.data.val_fraction + cfg.data.test_fraction < 1,
+            "must leave rows for training (sum < 1)",
+        ),
+        (
+            "data.slice_range",
+            0.0 <= cfg.data.slice_range[0] < cfg.data.slice_range[1] <= 1.0,
+            "must be [start, stop) with 0 <= start < stop <= 1 (fractions of the axis)",
+        ),
+        ("data.slice_step", cfg.data.slice_step >= 1, "must be at least 1"),
+        ("train.batch_size", cfg.train.batch_size >= 1, "must be at least 1"),
+        ("train.epochs", cfg.train.epochs >= 1, "must be at least 1"),
+        ("train.max_steps", cfg.train.max_steps is None or cfg.train.max_steps >= 1, "must be at least 1 or null"),
+        ("train.lr", cfg.train.lr > 0, "must be positive"),
+        ("train.num_threads", cfg.train.num_threads >= 1, "must be at least 1"),
+        ("dp.max_grad_norm", cfg.dp.max_grad_norm > 0, "must be positive"),
+        ("dp.delta", 0 < cfg.dp.delta < 1, "must be in (0, 1)"),
+        ("dp.accountant", cfg.dp.accountant in ("rdp", "prv"), "must be 'rdp' or 'prv'"),
+        (
+            "dp.noise_multiplier",
+            cfg.dp.noise_multiplier is None or cfg.dp.noise_multiplier >= 0,
+            "must be non-negative",
+        ),
+        (
+            "dp.target_epsilon",
+            cfg.dp.target_epsilon is None or cfg.dp.target_epsilon > 0,
+            "must be positive or null",
+        ),
+        ("smpc.parties", cfg.smpc.parties in (2, 3), "must be 2 or 3"),
+    ]
+    for key, ok, why in checks:
+        if not ok:
+            raise ConfigError(f"{key} {why}; got {_value_of(cfg, key)!r}")
+    if cfg.dp.enabled and cfg.dp.noise_multiplier is None and cfg.dp.target_epsilon is None:
+        raise ConfigError("dp needs dp.noise_multiplier or dp.target_epsilon (or dp=off)")
+
+
+def _value_of(cfg: Any, dotted: str) -> Any:
+    if "+" in dotted:
+        return None
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+# --------------------------------------------------------------------------- builder
+
+
+def from_mapping(cls: type, raw: Any, path: str) -> Any:
+    """Build dataclass ``cls`` from ``raw``, recursively, naming ``path.key`` in errors."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path or 'config'} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = path or "top level"
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(_join(path, k) for k in unknown)} at {where}; "
+            f"known: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        key = _join(path, name)
+        if name in raw:
+            kwargs[name] = _convert(hints[name], raw[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing config key {key}")
+    return cls(**kwargs)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _convert(inner[0], value, key)
+        raise ConfigError(f"{key}: unsupported union type {tp}")  # pragma: no cover
+    if value is None:
+        raise ConfigError(f"{key} must not be null")
+    if dataclasses.is_dataclass(tp):
+        return from_mapping(tp, value, key)
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        items = list(value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(items))
+        if len(items) != len(args):
+            raise ConfigError(f"{key} must have {len(args)} items, got {len(items)}")
+        return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, items)))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads "1e-5" as a string
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover

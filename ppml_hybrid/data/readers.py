@@ -1,0 +1,209 @@
+"""Read one image file (NIfTI, DICOM file or DICOM series folder) into a checked float32 array.
+
+The result is always 2D ``[X, Y]`` or 3D ``[X, Y, Z]`` in NIfTI/MONAI axis order (DICOM pixel
+arrays, which are ``[rows, columns]``, are transposed to match), finite and non-empty. Every
+failure is a :class:`~ppml_hybrid.errors.DataError` naming the file; messages state shapes and
+counts but never voxel values (DESIGN.md section 3).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ppml_hybrid.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DICOM_SUFFIX = ".dcm"
+
+
+def read_image(path: Path | str) -> np.ndarray:
+    """Read ``path`` by its kind and return a checked 2D or 3D float32 array."""
+    path = Path(path)
+    if path.is_dir():
+        data = read_dicom_series(path)
+    elif _is_nifti(path):
+        data = read_nifti(path)
+    elif path.suffix.lower() == DICOM_SUFFIX:
+        data = read_dicom_file(path)
+    elif not path.exists():
+        raise DataError(f"{path}: file does not exist")
+    else:
+        raise DataError(
+            f"{path}: unsupported file type; expected .nii, .nii.gz, .dcm or a folder of .dcm files"
+        )
+    return check_image(data, source=path)
+
+
+def check_image(data: np.ndarray, *, source: Path | str) -> np.ndarray:
+    """Squeeze singleton axes and reject empty, >3D, non-finite or complex data.
+
+    Accepted: 2D; 3D; 3D/4D whose extra axes have size 1 (``[X, Y, Z, 1]`` from 4D writers,
+    ``[X, Y, 1]`` single slices). A true 4D series (several volumes) is rejected rather than
+    silently reduced to its first volume: which volume is wanted is the data owner's call.
+    """
+    if np.iscomplexobj(data):
+        raise DataError(f"{source}: complex-valued image data (dtype {data.dtype}) is not supported")
+    shape = tuple(int(s) for s in data.shape)
+    if data.size == 0:
+        raise DataError(f"{source}: image is empty (shape {shape})")
+    squeezed = data
+    while squeezed.ndim > 3 and squeezed.shape[-1] == 1:
+        squeezed = squeezed[..., 0]
+    if squeezed.ndim == 3 and 1 in squeezed.shape:
+        squeezed = squeezed.reshape([s for s in squeezed.shape if s != 1] or [1])
+    if squeezed.ndim > 3:
+        extra = int(np.prod(squeezed.shape[3:]))
+        raise DataError(
+            f"{source}: image has shape {shape}: {squeezed.ndim}D data with {extra} volumes beyond the "
+            f"first three axes; expected a 2D image or a 3D volume (extra axes must have size 1)"
+        )
+    if squeezed.ndim < 2 or min(squeezed.shape[:2]) < 2:
+        raise DataError(
+            f"{source}: image has shape {shape}; expected a 2D image or a 3D volume with at least 2 pixels "
+            f"along each in-plane axis"
+        )
+    out = np.asarray(squeezed, dtype=np.float32)
+    bad = int(np.count_nonzero(~np.isfinite(out)))
+    if bad:
+        raise DataError(
+            f"{source}: {bad} of {out.size} voxels are NaN or Inf; fix or mask them before training"
+        )
+    return out
+
+
+def read_nifti(path: Path) -> np.ndarray:
+    """NIfTI-1/2 (``.nii``, ``.nii.gz``) via nibabel, scaling (scl_slope/inter) applied, as stored."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        return np.asarray(img.get_fdata(dtype=np.float32, caching="unchanged"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: file does not exist") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # nibabel raises many types for corrupt/truncated files
+        raise DataError(f"{path}: cannot read NIfTI file ({type(exc).__name__}: {_short(exc)})") from exc
+
+
+def read_dicom_file(path: Path) -> np.ndarray:
+    """One DICOM file: a 2D image, or a 3D volume for multi-frame files (frames on the last axis)."""
+    ds = _dcmread(path)
+    pixels = _modality_pixels(ds, path)
+    if pixels.ndim == 3:  # multi-frame: [frames, rows, cols] -> [cols, rows, frames]
+        return np.transpose(pixels, (2, 1, 0))
+    return pixels.T
+
+
+def read_dicom_series(folder: Path) -> np.ndarray:
+    """A folder holding one series of single-frame ``.dcm`` files -> ``[cols, rows, slices]``.
+
+    Slices are ordered by position along the slice normal (ImagePositionPatient projected on
+    the cross product of ImageOrientationPatient), else by InstanceNumber, else by file name,
+    because file names rarely follow anatomy. Rescale slope/intercept is applied per slice.
+    """
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == DICOM_SUFFIX)
+    if not files:
+        raise DataError(f"{folder}: folder holds no .dcm files; expected one DICOM series")
+    datasets = [(f, _dcmread(f)) for f in files]
+    series = {str(ds.get("SeriesInstanceUID", "")) for _, ds in datasets}
+    if len(series) > 1:
+        raise DataError(
+            f"{folder}: folder holds {len(series)} DICOM series (different SeriesInstanceUID); "
+            f"put each series in its own folder and list each as its own row"
+        )
+    slices = []
+    for f, ds in datasets:
+        pixels = _modality_pixels(ds, f)
+        if pixels.ndim != 2:
+            raise DataError(
+                f"{f}: multi-frame DICOM (shape {pixels.shape}) inside a series folder; "
+                f"list the file as its own row instead"
+            )
+        slices.append(pixels)
+    shapes = {s.shape for s in slices}
+    if len(shapes) > 1:
+        raise DataError(f"{folder}: slices have different sizes {sorted(shapes)}; expected one series")
+    order = _slice_order(folder, [f for f, _ in datasets], [ds for _, ds in datasets])
+    volume = np.stack([slices[i] for i in order], axis=0)  # [slices, rows, cols]
+    return np.transpose(volume, (2, 1, 0))
+
+
+def _slice_order(folder: Path, files: list[Path], datasets: list) -> list[int]:
+    positions = [ds.get("ImagePositionPatient") for ds in datasets]
+    orientations = [ds.get("ImageOrientationPatient") for ds in datasets]
+    if all(p is not None and len(p) == 3 for p in positions) and all(
+        o is not None and len(o) == 6 for o in orientations
+    ):
+        orient = np.asarray(orientations[0], dtype=np.float64)
+        normal = np.cross(orient[:3], orient[3:])
+        keys = [float(np.dot(np.asarray(p, dtype=np.float64), normal)) for p in positions]
+        kind = "ImagePositionPatient"
+    elif all(ds.get("InstanceNumber") is not None for ds in datasets):
+        keys = [float(ds.InstanceNumber) for ds in datasets]
+        kind = "InstanceNumber"
+    else:
+        logger.warning("%s: no slice positions or instance numbers; ordering slices by file name", folder)
+        return list(range(len(files)))
+    order = sorted(range(len(files)), key=lambda i: (keys[i], files[i].name))
+    for a, b in zip(order, order[1:]):
+        if abs(keys[a] - keys[b]) < 1e-6:
+            raise DataError(
+                f"{folder}: {files[a].name} and {files[b].name} have the same {kind}; "
+                f"the folder seems to hold more than one acquisition"
+            )
+    return order
+
+
+def _dcmread(path: Path):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(str(path))
+    except FileNotFoundError:
+        raise DataError(f"{path}: file does not exist") from None
+    except InvalidDicomError as exc:
+        raise DataError(f"{path}: not a DICOM file ({_short(exc)})") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read DICOM file ({type(exc).__name__}: {_short(exc)})") from exc
+
+
+def _modality_pixels(ds, path: Path) -> np.ndarray:
+    """Pixel data with the modality LUT / rescale slope and intercept applied, as float32."""
+    from pydicom.pixels import apply_modality_lut
+
+    if "PixelData" not in ds:
+        raise DataError(f"{path}: DICOM file has no pixel data")
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples != 1:
+        raise DataError(f"{path}: colour DICOM (SamplesPerPixel={samples}) is not supported; expected greyscale")
+    try:
+        pixels = ds.pixel_array
+        pixels = apply_modality_lut(pixels, ds)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise DataError(
+            f"{path}: cannot decode DICOM pixel data (transfer syntax "
+            f"{getattr(getattr(ds, 'file_meta', None), 'TransferSyntaxUID', 'unknown')}; "
+            f"{type(exc).__name__}: {_short(exc)})"
+        ) from exc
+    return np.asarray(pixels, dtype=np.float32)
+
+
+def _is_nifti(path: Path) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(s) for s in NIFTI_SUFFIXES)
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

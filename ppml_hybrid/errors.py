@@ -1,0 +1,35 @@
+"""Typed errors. Every message says what was wrong and, where it helps, what to do.
+
+All project errors derive from :class:`PPMLError` so the command line can print them
+without a traceback and exit non-zero.
+"""
+
+from __future__ import annotations
+
+
+class PPMLError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(PPMLError):
+    """A configuration value is missing, of the wrong type, or out of range."""
+
+    exit_code = 2
+
+
+class SplitError(ConfigError):
+    """``split_layer`` does not fit the model (out of range, or a non-polynomial block on the HE side)."""
+
+
+class DataError(PPMLError):
+    """A data file, a labels-CSV row or the dataset as a whole is unusable."""
+
+    exit_code = 3
+
+
+class NotBuiltYetError(PPMLError):
+    """The requested mode needs a stage that does not exist in this version."""
+
+    exit_code = 4

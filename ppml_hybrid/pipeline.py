@@ -1,0 +1,87 @@
+"""One run, from a checked config to metrics on disk.
+
+``train(cfg)`` is what ``train.py`` calls after Hydra has composed the config. It checks
+everything that can be checked before any work starts (model shapes, the split), then
+dispatches on ``mode``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+
+from ppml_hybrid.config import RunConfig
+from ppml_hybrid.errors import NotBuiltYetError
+from ppml_hybrid.model import block_shapes, valid_splits, validate_split
+
+log = logging.getLogger(__name__)
+
+
+def check_run(cfg: RunConfig) -> None:
+    """Everything that can fail from the config alone fails here, before data or processes."""
+    block_shapes(cfg.model, cfg.data.image_size)
+    if cfg.mode == "hybrid":
+        validate_split(cfg.model, cfg.split_layer)
+
+
+def train(cfg: RunConfig) -> Dict[str, Any]:
+    """Run ``cfg`` and return its metrics (also written to ``metrics.json`` in the output dir)."""
+    check_run(cfg)
+    if cfg.mode == "hybrid":
+        raise NotBuiltYetError(
+            f"mode=hybrid (split_layer={cfg.split_layer}) needs the SMPC stage, the HE stage and "
+            "the share/ciphertext conversions, which are not built yet in this version. "
+            "Run `python train.py mode=plaintext` for the plaintext Opacus reference."
+        )
+    from ppml_hybrid.data import load_splits
+    from ppml_hybrid.training.plaintext import train_plaintext
+
+    if cfg.mode == "plaintext":
+        log.info("mode=plaintext: split_layer=%d is not used (valid splits for %s: %s)",
+                 cfg.split_layer, cfg.model.name, list(valid_splits(cfg.model)))
+    torch.set_num_threads(cfg.train.num_threads)
+    splits = load_splits(cfg.data, num_classes=cfg.model.num_classes, progress=cfg.train.progress)
+    log.info("data: %d train / %d val / %d test images", len(splits.train.labels),
+             len(splits.val.labels), len(splits.test.labels))
+    result = train_plaintext(cfg, splits)
+    metrics = {
+        "mode": cfg.mode,
+        "model": cfg.model.name,
+        "split_layer": cfg.split_layer,
+        "seed": cfg.seed,
+        "dp": asdict(cfg.dp),
+        **result.metrics(),
+    }
+    log.info(
+        "test: accuracy %.4f, AUC %.4f, loss %.4f%s", result.test.accuracy, result.test.auc,
+        result.test.loss, f"; epsilon {result.epsilon:.3f} at delta {cfg.dp.delta:g}"
+        if result.epsilon is not None else " (dp=off)",
+    )
+    if cfg.output_dir is not None:
+        out = Path(cfg.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2) + "\n")
+        torch.save(
+            {"state_dict": result.model.state_dict(), "model": asdict(cfg.model),
+             "image_size": cfg.data.image_size},
+            out / "model.pt",
+        )
+        log.info("wrote %s and %s", out / "metrics.json", out / "model.pt")
+    return metrics
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: write undefined values (AUC with one class) as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

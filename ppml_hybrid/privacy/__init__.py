@@ -1,0 +1,1 @@
+"""DP-SGD pieces: Opacus grad samplers for project layers, noise calibration, accounting."""

@@ -1,0 +1,48 @@
+"""Aggregate classification metrics of a model on one split (loss, accuracy, AUC).
+
+Only aggregates leave this function: per-sample losses and predictions stay inside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+
+@dataclass(frozen=True)
+class SplitMetrics:
+    loss: float
+    accuracy: float
+    auc: float
+    n: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 512) -> SplitMetrics:
+    """Mean cross-entropy, accuracy and (one-vs-rest) ROC AUC over ``images``."""
+    was_training = model.training
+    model.eval()
+    try:
+        logits = torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    finally:
+        model.train(was_training)
+    loss = nn.functional.cross_entropy(logits, labels).item()
+    probs = torch.softmax(logits, dim=1).numpy()
+    y = labels.numpy()
+    accuracy = float((probs.argmax(axis=1) == y).mean())
+    return SplitMetrics(loss=loss, accuracy=accuracy, auc=_auc(y, probs), n=len(y))
+
+
+def _auc(y: np.ndarray, probs: np.ndarray) -> float:
+    if len(np.unique(y)) < 2:
+        return float("nan")  # AUC is undefined with one class present
+    if probs.shape[1] == 2:
+        return float(roc_auc_score(y, probs[:, 1]))
+    return float(roc_auc_score(y, probs, multi_class="ovr", labels=list(range(probs.shape[1]))))

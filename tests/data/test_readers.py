@@ -1,0 +1,143 @@
+"""NIfTI and DICOM reading, shape rules and bad-file errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from ppml_hybrid.data.readers import read_image
+from ppml_hybrid.errors import DataError
+
+
+def test_nifti_3d_from_nibabel(nibabel_data):
+    volume = read_image(nibabel_data / "anatomical.nii")
+    assert volume.shape == (33, 41, 25)
+    assert volume.dtype == np.float32
+
+
+def test_nifti_gz(nibabel_data):
+    assert read_image(nibabel_data / "standard.nii.gz").shape == (4, 5, 7)
+
+
+def test_true_4d_is_rejected_with_shape(nibabel_data):
+    with pytest.raises(DataError) as err:
+        read_image(nibabel_data / "example4d.nii.gz")
+    message = str(err.value)
+    assert "example4d.nii.gz" in message and "(128, 96, 24, 2)" in message and "2 volumes" in message
+
+
+def test_singleton_trailing_axes_are_squeezed(tmp_path, write_nifti):
+    assert read_image(write_nifti(tmp_path / "a.nii.gz", np.ones((6, 7, 5, 1), np.float32))).shape == (6, 7, 5)
+    assert read_image(write_nifti(tmp_path / "b.nii", np.ones((6, 7, 1), np.int16))).shape == (6, 7)
+
+
+def test_1d_is_rejected(tmp_path, write_nifti):
+    with pytest.raises(DataError, match=r"c\.nii.*shape \(8, 1, 1\)"):
+        read_image(write_nifti(tmp_path / "c.nii", np.ones((8, 1, 1), np.float32)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_inf_voxels_name_the_file(tmp_path, write_nifti, bad):
+    data = np.ones((5, 5, 3), np.float32)
+    data[1, 2, 0] = bad
+    with pytest.raises(DataError, match=r"bad\.nii\.gz: 1 of 75 voxels are NaN or Inf"):
+        read_image(write_nifti(tmp_path / "bad.nii.gz", data))
+
+
+def test_corrupt_nifti(tmp_path):
+    path = tmp_path / "corrupt.nii.gz"
+    path.write_bytes(b"this is not a nifti file")
+    with pytest.raises(DataError, match="corrupt.nii.gz: cannot read NIfTI"):
+        read_image(path)
+
+
+def test_truncated_nifti(tmp_path, nibabel_data):
+    path = tmp_path / "cut.nii"
+    path.write_bytes((nibabel_data / "anatomical.nii").read_bytes()[:1000])
+    with pytest.raises(DataError, match="cut.nii"):
+        read_image(path)
+
+
+def test_unsupported_suffix(tmp_path):
+    path = tmp_path / "scan.png"
+    path.write_bytes(b"\x89PNG")
+    with pytest.raises(DataError, match="scan.png: unsupported file type"):
+        read_image(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="nope.nii.gz"):
+        read_image(tmp_path / "nope.nii.gz")
+
+
+def test_dicom_single_files(pydicom_data):
+    ct = read_image(pydicom_data / "CT_small.dcm")
+    mr = read_image(pydicom_data / "MR_small.dcm")
+    assert ct.shape == (128, 128) and mr.shape == (64, 64)
+    raw = pydicom.dcmread(pydicom_data / "CT_small.dcm").pixel_array
+    # Rescale intercept -1024 applied; array transposed to [columns, rows] (NIfTI order).
+    np.testing.assert_allclose(ct, raw.T.astype(np.float32) - 1024.0)
+
+
+def _series(folder: Path, source: Path, offsets: list[int]) -> None:
+    """Copies of ``source`` at z = offset, pixel data shifted by 10 * offset, names in reverse order."""
+    folder.mkdir()
+    for n, offset in enumerate(offsets):
+        ds = pydicom.dcmread(source)
+        ds.PixelData = (ds.pixel_array + 10 * offset).astype(ds.pixel_array.dtype).tobytes()
+        position = [float(v) for v in ds.ImagePositionPatient]
+        ds.ImagePositionPatient = [position[0], position[1], position[2] + 5.0 * offset]
+        ds.InstanceNumber = offset + 1
+        ds.save_as(folder / f"img{len(offsets) - n:03d}.dcm")
+
+
+def test_dicom_series_folder_sorted_by_position(tmp_path, pydicom_data):
+    folder = tmp_path / "series"
+    _series(folder, pydicom_data / "CT_small.dcm", [2, 0, 3, 1])
+    volume = read_image(folder)
+    assert volume.shape == (128, 128, 4)
+    means = volume.mean(axis=(0, 1))
+    assert np.all(np.diff(means) > 9)  # slice k carries +10*k: sorted by position, not file name
+
+
+def test_dicom_series_from_nibabel(nibabel_data, tmp_path):
+    folder = tmp_path / "nib_series"
+    folder.mkdir()
+    for name in ("0.dcm", "1.dcm"):
+        shutil.copy(nibabel_data / name, folder / name)
+    assert read_image(folder).shape == (256, 256, 2)
+
+
+def test_dicom_two_series_rejected(tmp_path, pydicom_data):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(pydicom_data / "CT_small.dcm", folder / "a.dcm")
+    shutil.copy(pydicom_data / "MR_small.dcm", folder / "b.dcm")
+    with pytest.raises(DataError, match="mixed: folder holds 2 DICOM series"):
+        read_image(folder)
+
+
+def test_dicom_duplicate_positions_rejected(tmp_path, pydicom_data):
+    folder = tmp_path / "dup"
+    folder.mkdir()
+    shutil.copy(pydicom_data / "CT_small.dcm", folder / "a.dcm")
+    shutil.copy(pydicom_data / "CT_small.dcm", folder / "b.dcm")
+    with pytest.raises(DataError, match="same ImagePositionPatient"):
+        read_image(folder)
+
+
+def test_empty_dicom_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty: folder holds no .dcm files"):
+        read_image(tmp_path / "empty")
+
+
+def test_corrupt_dicom(tmp_path):
+    path = tmp_path / "broken.dcm"
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(DataError, match="broken.dcm"):
+        read_image(path)

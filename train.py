@@ -1,0 +1,38 @@
+"""Train the CNN: ``python train.py split_layer=3`` or ``python train.py -m split_layer=3,4,5``.
+
+A thin Hydra entry point: compose the config, check it, call ``ppml_hybrid.pipeline.train``.
+Project errors print one clear line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from ppml_hybrid.config import parse_run_config
+from ppml_hybrid.errors import ConfigError, PPMLError
+from ppml_hybrid.pipeline import train
+
+log = logging.getLogger("train")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> dict:
+    try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise ConfigError(f"missing required config value(s): {', '.join(missing)}")
+        raw = OmegaConf.to_container(cfg, resolve=True)
+        raw["output_dir"] = HydraConfig.get().runtime.output_dir
+        return train(parse_run_config(raw))
+    except PPMLError as exc:
+        log.error("%s: %s", type(exc).__name__, exc)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()
