@@ -77,3 +77,12 @@ def test_cli_errors_exit_non_zero_with_one_line(tmp_path):
     proc = _run_cli("split_layer=3", f"hydra.run.dir={tmp_path}/r2", cwd=tmp_path)
     assert proc.returncode == 4
     assert "NotBuiltYetError" in proc.stdout + proc.stderr
+
+
+def test_cli_bad_data_exits_3_naming_the_file(tmp_path):
+    (tmp_path / "labels.csv").write_text("path,label,patient_id\nmissing_scan.nii.gz,1,p1\n")
+    proc = _run_cli("mode=plaintext", "data=nifti", f"data.root={tmp_path}",
+                    f"data.labels={tmp_path}/labels.csv", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    assert proc.returncode == 3
+    out = proc.stdout + proc.stderr
+    assert "DataError" in out and "missing_scan.nii.gz" in out
