@@ -99,17 +99,28 @@ class TrainConfig:
     optimizer: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9
+    lr_schedule: str = "cosine"
     num_threads: int = 1
     progress: bool = True
 
 
 @dataclass(frozen=True)
 class SMPCConfig:
+    """MPC parties and their rendezvous (ppml_hybrid.smpc_stage.rendezvous).
+
+    On one machine the orchestrator starts every party and the dealer (``rank`` null). Across
+    machines each host runs one role with the same section and its own ``rank``: 0..parties-1
+    for the parties, ``parties`` for the dealer; rank 0 listens on master_addr:master_port.
+    ``master_port: 0`` lets the local orchestrator pick a free port.
+    """
+
     parties: int = 2
     backend: str = "gloo"
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
+    # A run stops with an error naming the party when no party progresses for this long.
     timeout_s: float = 300.0
+    rank: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +132,12 @@ class HEConfig:
     scale_bits: int = 50
     first_mod_bits: int = 60
     insecure: bool = False
+    # HE->SS slot masks R are uniform in [-2^mask_bits, 2^mask_bits) (multiples of 2^-16); the
+    # values handed back are assumed below 2^value_bits; hiding is 2^-(mask_bits - value_bits).
+    mask_bits: int = 30
+    value_bits: int = 8
+    # steps whose ciphertexts the evaluator keeps between forward and backward (oldest dropped)
+    max_held_steps: int = 2
 
 
 @dataclass(frozen=True)
@@ -133,7 +150,14 @@ class NetworkConfig:
 @dataclass(frozen=True)
 class KeyServiceConfig:
     address: str = "127.0.0.1:0"
+    # requests one caller may make naming one round (accepted or refused); then RESOURCE_EXHAUSTED
     round_quota: int = 4
+    # rounds announced but not yet decrypted, at most (announcing further ahead is refused)
+    max_open_rounds: int = 8
+    # how long a share fetch waits for its round to be decrypted
+    share_wait_s: float = 60.0
+    # how long the orchestrator waits for K (key generation) and E to report ready
+    startup_timeout_s: float = 600.0
 
 
 @dataclass(frozen=True)

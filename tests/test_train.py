@@ -31,7 +31,7 @@ def _cfg(tmp_path: Path, *overrides: str):
 
 
 def test_short_dp_run_beats_chance_and_intensity_statistics(tmp_path):
-    cfg = _cfg(tmp_path, "train.epochs=3")
+    cfg = _cfg(tmp_path, "train.epochs=5")
     metrics = train(cfg)
     splits = load_splits(cfg.data, num_classes=2)
     baseline = intensity_baseline_accuracy(splits.train, splits.test)
@@ -41,7 +41,7 @@ def test_short_dp_run_beats_chance_and_intensity_statistics(tmp_path):
     assert test_acc > baseline + 0.05, f"CNN {test_acc:.3f} vs intensity statistics {baseline:.3f}"
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["test"]["accuracy"] == test_acc
-    assert len(written["epochs"]) == 3 and all(e["epsilon"] > 0 for e in written["epochs"])
+    assert len(written["epochs"]) == 5 and all(e["epsilon"] > 0 for e in written["epochs"])
     assert written["epochs"][0]["epsilon"] < written["epochs"][-1]["epsilon"]
     assert (tmp_path / "run" / "model.pt").is_file()
 

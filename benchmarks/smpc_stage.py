@@ -1,0 +1,133 @@
+"""SMPC conv stage (blocks 1..3 of the default model): ours vs CrypTen's own way, same run.
+
+Forward + backward (weight gradients of every conv and activation parameter; no opening) of
+the three conv blocks at batch B (default 64, 32x32 inputs), 2 parties + TTP dealer process,
+one thread per process, fixed point f=16. In ONE launch of the parties it runs:
+
+* ours, ReLU (relu_cnn blocks 1..3: conv, ReLU, max pool) with public weights;
+* CrypTen's own way on the same layers: ``crypten.nn`` Conv2d/ReLU/MaxPool2d built directly,
+  ``encrypt()`` (weights secret-shared by party 0), CrypTen autograd, TTP provider;
+* both again with the polynomial activation (poly_cnn blocks 1..3: conv, a*x^2+b*x, avg pool).
+
+Traffic is counted by our transport wrapper in every case (sent + received bytes per party,
+both channels: other parties and the dealer; rounds = communicator calls). Per-image figures
+divide by B. Prints the per-layer table of our ReLU run, the totals and the target ratios.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/smpc_stage.py [--batch 64] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Tuple
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ppml_hybrid.config import ModelConfig, SMPCConfig, from_mapping  # noqa: E402
+from ppml_hybrid.model.plaintext import build_model  # noqa: E402
+from ppml_hybrid.smpc_stage.baseline import CrypTenStep  # noqa: E402
+from ppml_hybrid.smpc_stage.launcher import run_parties  # noqa: E402
+from ppml_hybrid.smpc_stage.programs import PartyInputs, StageStep  # noqa: E402
+
+IMAGE = 32
+STOP = 3
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Runs several programs one after the other in the same party processes."""
+
+    programs: Tuple[Any, ...]
+
+    def __call__(self, ctx: Any, inputs: Any) -> Tuple[Any, ...]:
+        return tuple(p(ctx, inputs) for p in self.programs)
+
+
+def load_model(name: str) -> ModelConfig:
+    return from_mapping(ModelConfig, yaml.safe_load((ROOT / "conf" / "model" / f"{name}.yaml").read_text()), "model")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    parties = 2
+    per = args.batch // parties
+    g = torch.Generator().manual_seed(0)
+    programs, names = [], []
+    for label, model_name in (("relu", "relu_cnn"), ("poly", "poly_cnn")):
+        model = load_model(model_name)
+        net = build_model(model, image_size=IMAGE, seed=0)
+        sd = net.state_dict()
+        programs += [StageStep(model=model, state_dict=sd, image_size=IMAGE, stop=STOP),
+                     CrypTenStep(model=model, state_dict=sd, image_size=IMAGE, stop=STOP)]
+        names += [f"ours-{label}", f"crypten-{label}"]
+    out_shape = (args.batch,) + tuple(build_model(load_model("relu_cnn"), image_size=IMAGE, seed=0)
+                                      .forward_blocks(torch.zeros(1, 1, IMAGE, IMAGE), 0, STOP).shape[1:])
+    rows = [torch.randn(per, 1, IMAGE, IMAGE, generator=g) for _ in range(parties)]
+    delta = torch.randn(out_shape, generator=g) * 0.01
+    inputs = [PartyInputs(rows=rows[r], delta=delta if r == 0 else None) for r in range(parties)]
+    run = run_parties(smpc=SMPCConfig(parties=parties, master_port=0, timeout_s=600), program=Suite(tuple(programs)),
+                      party_inputs=inputs)
+    B = args.batch
+    summary = {}
+    for i, name in enumerate(names):
+        reps = [run.results[r][i] for r in range(parties)]
+        summary[name] = {
+            "seconds": max(r.seconds for r in reps),
+            "forward_s": max(r.forward_s for r in reps),
+            "backward_s": max(r.backward_s for r in reps),
+            "bytes_per_image_max_party": max(r.traffic.bytes_total for r in reps) / B,
+            "bytes_sent_per_image_max_party": max(r.traffic.bytes_sent for r in reps) / B,
+            "rounds_max_party": max(r.traffic.rounds for r in reps),
+            "dealer_bytes_per_image": reps[0].traffic.dealer.bytes_total / B,
+        }
+    print(f"batch {B}, {IMAGE}x{IMAGE}, blocks 1..{STOP}, {parties} parties + TTP dealer, one thread each")
+    print("\nPer layer, ours with ReLU (party 0; bytes = sent + received, both channels):")
+    print("| layer | direction | rounds | bytes/image | dealer rounds | s |")
+    print("|---|---|---|---|---|---|")
+    layer_rows = []
+    for c in run.results[0][0].costs:
+        t = c.traffic
+        row = [c.layer, c.direction, t.rounds, round(t.bytes_total / B), t.dealer.rounds, round(c.seconds, 3)]
+        layer_rows.append(row)
+        print("| " + " | ".join(str(v) for v in row) + " |")
+    print("\n| run | fwd+bwd s | fwd s | bwd s | MB/image (max party) | rounds | dealer MB/image |")
+    print("|---|---|---|---|---|---|---|")
+    for name, s in summary.items():
+        print(f"| {name} | {s['seconds']:.2f} | {s['forward_s']:.2f} | {s['backward_s']:.2f} | "
+              f"{s['bytes_per_image_max_party'] / 1e6:.3f} | {s['rounds_max_party']} | {s['dealer_bytes_per_image'] / 1e6:.3f} |")
+    o, c, op = summary["ours-relu"], summary["crypten-relu"], summary["ours-poly"]
+    ratios = {
+        "relu_time_crypten_over_ours": c["seconds"] / o["seconds"],
+        "relu_bytes_crypten_over_ours": c["bytes_per_image_max_party"] / o["bytes_per_image_max_party"],
+        "relu_rounds_crypten_over_ours": c["rounds_max_party"] / o["rounds_max_party"],
+        "crypten_relu_bytes_over_ours_poly": c["bytes_per_image_max_party"] / op["bytes_per_image_max_party"],
+        "poly_bytes_crypten_over_ours": summary["crypten-poly"]["bytes_per_image_max_party"] / op["bytes_per_image_max_party"],
+    }
+    linear_free = all(r[2] == 0 and r[3] == 0 for r in layer_rows
+                      if r[0].endswith((".conv",)) and r[1] in ("forward", "backward"))
+    print("\nratios:", json.dumps({k: round(v, 2) for k, v in ratios.items()}))
+    print("targets: public-weight conv forward/backward-delta zero bytes & rounds:", linear_free,
+          "| ReLU no slower:", ratios["relu_time_crypten_over_ours"] >= 1.0,
+          "| ReLU no more bytes:", ratios["relu_bytes_crypten_over_ours"] >= 1.0,
+          "| poly >= 10x fewer bytes than CrypTen ReLU:", ratios["crypten_relu_bytes_over_ours_poly"] >= 10.0)
+    if args.json:
+        args.json.write_text(json.dumps({"batch": B, "summary": summary, "ratios": ratios, "layers": layer_rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

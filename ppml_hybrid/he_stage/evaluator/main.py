@@ -1,0 +1,73 @@
+"""E's process: read the launch spec, fetch public material from K, serve, print the ready line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before openfhe is imported
+
+from ppml_hybrid.errors import PPMLError  # noqa: E402
+
+log = logging.getLogger("ppml_hybrid.he_stage.evaluator")
+
+
+def serve(raw_spec: dict) -> None:
+    from ppml_hybrid.he_stage.errors import KeyMaterialError
+    from ppml_hybrid.he_stage.evaluator.mask_book import MaskShareBook
+    from ppml_hybrid.he_stage.evaluator.server import EvaluatorServicer
+    from ppml_hybrid.he_stage.evaluator.spec import EvaluatorSpec
+    from ppml_hybrid.he_stage.evaluator.store import StepStore
+    from ppml_hybrid.he_stage.keys import load_public_material
+    from ppml_hybrid.he_stage.runspec import run_head, run_layout
+    from ppml_hybrid.keyservice.client import EvaluatorKeyClient
+    from ppml_hybrid.rpc import evaluator_pb2_grpc as pb_grpc
+    from ppml_hybrid.rpc.launch import announce_ready
+    from ppml_hybrid.rpc.server import start_server
+    from ppml_hybrid.rpc.tls import self_signed_server, server_credentials
+
+    spec = EvaluatorSpec.from_json(raw_spec)
+    k = EvaluatorKeyClient(address=spec.key_address, server_trust_pem=spec.key_trust_pem,
+                           credential=spec.key_credential, wire_log=spec.wire_log)
+    published = k.get_public_material()
+    keys = load_public_material(material=published.material)
+    layout = run_layout(spec=spec.run, slots=keys.info.slots)
+    if layout != keys.layout or published.parties != spec.run.parties:
+        raise KeyMaterialError(f"K published layout {keys.layout} for {published.parties} parties; this run needs "
+                               f"{layout} for {spec.run.parties}: start K and E with the same run config")
+    head = run_head(spec=spec.run, layout=layout)
+    missing = set(head.rotation_indices) - set(keys.rotation_indices)
+    if missing:
+        raise KeyMaterialError(f"K published no rotation keys for {sorted(missing)}; the run configs differ")
+    servicer = EvaluatorServicer(
+        keys=keys, head=head, registry=spec.registry, key_client=k,
+        store=StepStore(max_steps=spec.run.he.max_held_steps),
+        masks=MaskShareBook(parties=spec.run.parties, max_rounds=spec.max_mask_rounds),
+        mask_bits=published.mask_bits, parties=spec.run.parties, share_wait_s=spec.share_wait_s)
+    identity = self_signed_server(common_name="ppml-hybrid HE evaluator")
+    server, address = start_server(
+        address=spec.address, credentials=server_credentials(identity=identity, client_ca_pem=spec.client_ca_pem),
+        register=lambda s: pb_grpc.add_EvaluatorServicer_to_server(servicer, s), wire_log=spec.wire_log)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    announce_ready(address=address, trust_pem=identity.trust_pem)
+    log.info("HE evaluator listening on %s", address)
+    stop.wait()
+    server.stop(grace=1.0).wait()
+    k.close()
+
+
+def main() -> int:
+    from ppml_hybrid.rpc.launch import read_spec
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s E %(levelname)s %(message)s")
+    try:
+        serve(read_spec())
+    except PPMLError as exc:
+        log.error("%s: %s", type(exc).__name__, exc)
+        return exc.exit_code
+    return 0

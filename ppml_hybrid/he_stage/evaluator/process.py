@@ -1,0 +1,11 @@
+"""Start E as its own process (what the orchestrator calls, after K is up)."""
+
+from __future__ import annotations
+
+from ppml_hybrid.he_stage.evaluator.spec import EvaluatorSpec
+from ppml_hybrid.rpc.launch import ServiceProcess, spawn
+
+
+def spawn_evaluator(*, spec: EvaluatorSpec, timeout_s: float = 600.0) -> ServiceProcess:
+    """Start ``python -m ppml_hybrid.he_stage.evaluator``; returns once E has K's public material and listens."""
+    return spawn(name="HE evaluator", module="ppml_hybrid.he_stage.evaluator", spec=spec.to_json(), timeout_s=timeout_s)

@@ -1,0 +1,62 @@
+"""The run facts K and E must agree on to build the same HE head, and building it from them."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Tuple
+
+from ppml_hybrid.config import HEConfig, ModelConfig, from_mapping
+from ppml_hybrid.errors import ConfigError
+from ppml_hybrid.he_stage.errors import HEParamsError
+from ppml_hybrid.he_stage.head import HEHead
+from ppml_hybrid.he_stage.layout import SlotLayout, choose_layout
+from ppml_hybrid.he_stage.params import CKKSParams, derive_params
+
+
+@dataclass(frozen=True)
+class HERunSpec:
+    """The run facts K and E both need to agree on the HE head (same values at both)."""
+
+    he: HEConfig
+    model: ModelConfig
+    split_layer: int
+    image_size: int
+    parties: int
+    batch_capacity: int  # largest batch one pass holds (fixes the slot layout)
+    max_groups: Optional[int] = None  # 1 forces samples-in-slots; None: as many as fit
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> "HERunSpec":
+        try:
+            return cls(he=from_mapping(HEConfig, raw["he"], "he"), model=from_mapping(ModelConfig, raw["model"], "model"),
+                       split_layer=int(raw["split_layer"]), image_size=int(raw["image_size"]),
+                       parties=int(raw["parties"]), batch_capacity=int(raw["batch_capacity"]),
+                       max_groups=None if raw.get("max_groups") is None else int(raw["max_groups"]))
+        except KeyError as exc:
+            raise ConfigError(f"launch spec lacks {exc.args[0]!r}") from exc
+
+
+
+
+def run_params(*, spec: HERunSpec) -> CKKSParams:
+    """CKKS parameters, depth derived from the head (with the configured mask size's spare levels)."""
+    he = spec.he
+    if not 0 <= he.value_bits < he.mask_bits <= 35:
+        raise HEParamsError(
+            f"he.mask_bits must exceed he.value_bits and stay <= 35 (decoding precision, design section 6); "
+            f"got mask_bits={he.mask_bits}, value_bits={he.value_bits}"
+        )
+    return derive_params(he=spec.he, model=spec.model, split_layer=spec.split_layer, parties=spec.parties,
+                         mask_bits=spec.he.mask_bits, value_bits=spec.he.value_bits)
+
+
+def run_layout(*, spec: HERunSpec, slots: int) -> SlotLayout:
+    return choose_layout(slots=slots, batch_capacity=spec.batch_capacity, max_groups=spec.max_groups)
+
+
+def run_head(*, spec: HERunSpec, layout: SlotLayout) -> HEHead:
+    return HEHead(model=spec.model, split_layer=spec.split_layer, image_size=spec.image_size, layout=layout)

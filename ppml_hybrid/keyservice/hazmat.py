@@ -1,0 +1,85 @@
+"""HAZMAT: the only code that touches the CKKS secret key.
+
+:class:`KeyVault` generates the key pair inside K's process and keeps the secret key in
+memory only: it is never serialized, written to disk or logged (the object's repr hides it,
+and no method returns it). Its one decrypting method, :meth:`KeyVault.decrypt_and_split`,
+is called by the service only after :class:`~ppml_hybrid.keyservice.rounds.RoundBook` has
+accepted the round, and returns nothing but the n additive shares of the fixed-point values.
+Every failed check on a submitted ciphertext is the same opaque :class:`InvalidCiphertext`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from ppml_hybrid.he_stage.context import build_context
+from ppml_hybrid.he_stage.errors import HEError
+from ppml_hybrid.he_stage.keys import PublicMaterial, generate_keys
+from ppml_hybrid.he_stage.runspec import HERunSpec, run_head, run_layout, run_params
+from ppml_hybrid.he_stage.shares import encode_fixed_point, split_additive
+from ppml_hybrid.rpc.errors import InvalidCiphertext
+from ppml_hybrid.rpc.messages import RoundRef
+
+log = logging.getLogger(__name__)
+
+
+class KeyVault:
+    """HAZMAT. Holds the secret key; decrypts only into additive shares."""
+
+    __slots__ = ("_secret", "_layout", "_parties", "_bound", "public")
+
+    def __init__(self, *, spec: HERunSpec) -> None:
+        params = run_params(spec=spec)
+        context = build_context(params=params)
+        layout = run_layout(spec=spec, slots=context.info.slots)
+        head = run_head(spec=spec, layout=layout)
+        self._secret, public = generate_keys(context=context, layout=layout, rotation_indices=head.rotation_indices)
+        self._layout = layout
+        self._parties = spec.parties
+        # |v + R| stays below 2^(mask_bits + value_bits + 1); anything far above is not a masked round value
+        self._bound = 2.0 ** (spec.he.mask_bits + spec.he.value_bits + 2)
+        self.public = public  # type: PublicMaterial
+        log.info("key pair generated: %d rotation keys, layout %s", len(public.rotation_indices), layout)
+
+    def __repr__(self) -> str:
+        return "KeyVault(<secret key hidden>)"
+
+    def __getstate__(self) -> None:
+        raise TypeError("KeyVault holds the CKKS secret key and cannot be pickled")
+
+    @property
+    def layout(self):
+        return self._layout
+
+    def expected_ciphertexts(self, *, ref: RoundRef) -> int:
+        return self._layout.num_ciphertexts(ref.n_features)
+
+    # ------------------------------------------------------------------ HAZMAT: decryption
+
+    def decrypt_and_split(self, *, ref: RoundRef, ciphertexts: Sequence[bytes]) -> Tuple[np.ndarray, ...]:
+        """Decrypt one accepted round into ``parties`` additive shares (CrypTen fixed point, Z_2^64)."""
+        if ref.batch > self._layout.block or len(ciphertexts) != self._layout.num_ciphertexts(ref.n_features):
+            raise InvalidCiphertext()
+        import openfhe
+
+        cc = self._secret.context.cc
+        slots = self._layout.slots
+        vectors = []
+        try:
+            for data in ciphertexts:
+                ct = openfhe.DeserializeCiphertextString(data, openfhe.BINARY)
+                pt = cc.Decrypt(self._secret.secret_key, ct)
+                pt.SetLength(slots)
+                vectors.append(np.asarray(pt.GetRealPackedValue(), dtype=np.float64))
+            values = self._layout.unpack(vectors=vectors, n_features=ref.n_features, batch=ref.batch)
+            if not np.all(np.isfinite(values)) or float(np.abs(values).max()) >= self._bound:
+                raise InvalidCiphertext()
+            encoded = encode_fixed_point(values=values)
+        except (RuntimeError, TypeError, ValueError, HEError):
+            raise InvalidCiphertext() from None
+        finally:
+            vectors.clear()
+        return tuple(split_additive(encoded=encoded, parties=self._parties))

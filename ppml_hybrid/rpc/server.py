@@ -1,0 +1,67 @@
+"""Shared server plumbing: a TLS gRPC server on loopback, and typed refusals as status codes."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from concurrent import futures
+from typing import Any, Callable, Optional, Tuple
+
+import grpc
+
+from ppml_hybrid.errors import ConfigError
+from ppml_hybrid.rpc.errors import ServiceError, abort_with
+from ppml_hybrid.rpc.options import GRPC_OPTIONS, LOOPBACK
+from ppml_hybrid.rpc.wire import ServerRecorder, WireLog
+
+log = logging.getLogger(__name__)
+
+
+def refusals(fn: Callable) -> Callable:
+    """Servicer method decorator: a raised ServiceError becomes its status code and message.
+
+    Any other exception becomes INTERNAL with a generic message; only its type is logged
+    (exception texts could quote values).
+    """
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(self: Any, request: Any, context: grpc.ServicerContext):
+            try:
+                yield from fn(self, request, context)
+            except ServiceError as exc:
+                log.info("refused %s: %s", fn.__name__, exc)
+                abort_with(context, exc)
+            except Exception as exc:  # noqa: BLE001 - the boundary of the service
+                log.error("%s failed with %s", fn.__name__, type(exc).__name__)
+                context.abort(grpc.StatusCode.INTERNAL, f"{fn.__name__} failed inside the service")
+        return gen
+
+    @functools.wraps(fn)
+    def unary(self: Any, request: Any, context: grpc.ServicerContext):
+        try:
+            return fn(self, request, context)
+        except ServiceError as exc:
+            log.info("refused %s: %s", fn.__name__, exc)
+            abort_with(context, exc)
+        except Exception as exc:  # noqa: BLE001 - the boundary of the service
+            log.error("%s failed with %s", fn.__name__, type(exc).__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{fn.__name__} failed inside the service")
+    return unary
+
+
+def start_server(*, address: str, credentials: grpc.ServerCredentials, register: Callable[[grpc.Server], None],
+                 wire_log: Optional[str] = None, workers: int = 16) -> Tuple[grpc.Server, str]:
+    """Start a TLS server bound to ``address`` (loopback only); return it and the bound address."""
+    host, _, port = address.rpartition(":")
+    if host not in (LOOPBACK, "localhost"):
+        raise ConfigError(f"services bind to loopback only in this version; got address {address!r}")
+    interceptors = (ServerRecorder(WireLog(path=wire_log)),) if wire_log else ()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS,
+                         interceptors=interceptors)
+    register(server)
+    bound = server.add_secure_port(f"{LOOPBACK}:{int(port or 0)}", credentials)
+    if not bound:
+        raise ConfigError(f"cannot bind {address!r}")
+    server.start()
+    return server, f"{LOOPBACK}:{bound}"

@@ -1,0 +1,212 @@
+"""One MPC process: a party (ranks 0..parties-1) or the dealer (rank ``parties``).
+
+Party process, protocol steps:
+
+1. one torch thread; CrypTen's config (TTP provider, fixed point f=16) set inside this process
+   only; torch.distributed's timeout set to the rendezvous timeout;
+2. ``crypten.init()``: joins the gloo world of parties + dealer and receives its PRG seed from
+   the dealer (the dealer's and the party's generators then agree on this party's share of
+   every Beaver triple / square pair / wrap value: only party 0 receives data from the dealer);
+3. installs :class:`~ppml_hybrid.smpc_stage.transport.Transport` around the communicator;
+4. runs ``program(context, inputs)``; ``inputs`` are this party's own rows only;
+5. shuts CrypTen down (party 0 tells the dealer to stop).
+
+Who learns what: a party sees its own inputs, its shares, and opened values that are masked
+by dealer randomness (uniform); the dealer sees its own randomness and the request sizes.
+
+Dealer process: CrypTen's ``TTPServer`` loop, answering party 0's requests until told to stop.
+
+Run standalone on one host per role with :func:`run_party` / :func:`run_dealer` and the same
+``smpc`` section (see :mod:`ppml_hybrid.smpc_stage.rendezvous`); on one machine
+:func:`ppml_hybrid.smpc_stage.launcher.run_parties` starts them all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable, Optional
+
+import torch
+
+from ppml_hybrid.smpc_stage.crypten_compat import import_crypten
+
+import_crypten()  # at import: the orchestrator's fork server preloads this module
+from ppml_hybrid.smpc_stage.errors import PeerCommunicationError
+from ppml_hybrid.smpc_stage.rendezvous import Rendezvous
+from ppml_hybrid.smpc_stage.transport import LinkShaping, Transport, install_transport
+
+log = logging.getLogger(__name__)
+
+PRECISION_BITS = 16
+
+
+class ProgressBoard:
+    """Shared per-party progress, read by the orchestrator to attribute a hang.
+
+    ``last[r]``: time of party r's last completed communicator call (or heartbeat);
+    ``in_comm[r]``: 1 while party r waits inside a communicator call; ``ops[r]``: calls done.
+    Built by the orchestrator from multiprocessing shared arrays.
+    """
+
+    def __init__(self, *, last: Any, in_comm: Any, ops: Any) -> None:
+        self.last, self.in_comm, self.ops = last, in_comm, ops
+
+    def enter(self, rank: int) -> None:
+        self.in_comm[rank] = 1
+
+    def exit(self, rank: int) -> None:
+        self.in_comm[rank] = 0
+        self.ops[rank] += 1
+        self.last[rank] = time.time()
+
+    def beat(self, rank: int) -> None:
+        self.last[rank] = time.time()
+
+
+@dataclass(frozen=True)
+class PartyContext:
+    """What a party program gets: who it is, CrypTen, and the transport's counters.
+
+    There is no global state of ours: programs receive everything through this object.
+    """
+
+    rank: int
+    parties: int
+    crypten: Any
+    transport: Transport
+    board: Optional[ProgressBoard] = None
+
+    def heartbeat(self) -> None:
+        """Report progress during long local computations (no communication)."""
+        if self.board is not None:
+            self.board.beat(self.rank)
+
+    def share(self, rows: Optional[torch.Tensor], *, src: int) -> Any:
+        """Secret-share ``rows`` held by party ``src``; other parties pass None.
+
+        The size is broadcast by ``src`` (one round): the number of rows a party contributes
+        is public, its values are not.
+        """
+        crypten = self.crypten
+        if self.rank == src:
+            return crypten.cryptensor(rows.float(), src=src, broadcast_size=True)
+        return crypten.cryptensor(torch.empty(0), src=src, broadcast_size=True)
+
+
+def _configure_crypten(rz: Rendezvous, *, orchestrated: bool) -> Any:
+    torch.set_num_threads(1)
+    os.environ.update(rz.environment())
+    # torch.distributed reads its default timeout when groups are created: set it in this
+    # process before CrypTen creates them. Under an orchestrator the parties wait longer than
+    # the orchestrator's own watchdog, so it is the orchestrator that names the hanging party.
+    import torch.distributed.distributed_c10d as c10d
+
+    c10d.default_pg_timeout = timedelta(seconds=rz.timeout_s * (3 if orchestrated else 1) + 5)
+    crypten = import_crypten()
+    crypten.cfg.mpc.provider = "TTP"  # dealer process, never the trusted-first-party default
+    crypten.cfg.encoder.precision_bits = PRECISION_BITS
+    crypten.cfg.communicator.verbose = False  # our Transport counts
+    return crypten
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit this process if the orchestrator that started it disappears (no orphans)."""
+
+    def loop() -> None:
+        while True:
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(70)
+            except PermissionError:
+                pass
+            time.sleep(0.5)
+
+    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
+
+
+def run_party(
+    *,
+    rendezvous: Rendezvous,
+    program: Callable[[PartyContext, Any], Any],
+    inputs: Any,
+    shaping: Optional[LinkShaping] = None,
+    board: Optional[ProgressBoard] = None,
+) -> Any:
+    """Run ``program`` as party ``rendezvous.rank`` and return its result (steps: module doc)."""
+    crypten = _configure_crypten(rendezvous, orchestrated=board is not None)
+    crypten.init()
+    rank = rendezvous.rank
+    try:
+        transport = install_transport(
+            crypten.comm.get(),
+            shaping=shaping,
+            on_enter=(lambda: board.enter(rank)) if board is not None else None,
+            on_exit=(lambda: board.exit(rank)) if board is not None else None,
+        )
+        ctx = PartyContext(rank=rank, parties=rendezvous.parties, crypten=crypten, transport=transport, board=board)
+        log.info("party %d of %d started", rank, rendezvous.parties)
+        result = program(ctx, inputs)
+        log.info("party %d finished its program", rank)
+        return result
+    finally:
+        try:
+            crypten.uninit()
+        except Exception:  # the world may already be broken; the process exits anyway
+            log.debug("party %d: uninit failed", rank)
+
+
+def run_dealer(*, rendezvous: Rendezvous) -> None:
+    """Serve correlated randomness (CrypTen's TTP server) until party 0 says stop."""
+    if not rendezvous.is_dealer:
+        raise ValueError(f"run_dealer needs rank == parties ({rendezvous.parties}), got {rendezvous.rank}")
+    crypten = _configure_crypten(rendezvous, orchestrated=False)
+    log.info("dealer started for %d parties", rendezvous.parties)
+    crypten.mpc.provider.TTPServer()  # runs crypten.init() and the request loop
+    try:
+        crypten.uninit()
+    except Exception:
+        log.debug("dealer: uninit failed")
+
+
+# ---------------------------------------------------------------- process entry points
+
+
+def party_main(rendezvous: Rendezvous, program: Any, inputs: Any, shaping: Any, board: ProgressBoard,
+               results: Any, parent_pid: int) -> None:
+    """Entry point of an orchestrated party process: reports ``(kind, rank, payload)``."""
+    _watch_parent(parent_pid)
+    logging.basicConfig(level=logging.WARNING)
+    rank = rendezvous.rank
+    try:
+        inputs = pickle.loads(inputs)
+        out = run_party(rendezvous=rendezvous, program=program, inputs=inputs, shaping=shaping, board=board)
+    except PeerCommunicationError as exc:
+        results.put(("peer_error", rank, str(exc)))
+        results.close()
+        results.join_thread()
+        os._exit(1)
+    except BaseException as exc:  # report everything: the orchestrator decides what it means
+        results.put(("error", rank, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"))
+        results.close()
+        results.join_thread()
+        os._exit(1)
+    # Plain pickle (by value): torch's multiprocessing reducers would pass tensors as file
+    # descriptors that die with this process.
+    results.put(("ok", rank, pickle.dumps(out)))
+    results.close()
+    results.join_thread()
+
+
+def dealer_main(rendezvous: Rendezvous, parent_pid: int) -> None:
+    """Entry point of the orchestrated dealer process."""
+    _watch_parent(parent_pid)
+    logging.basicConfig(level=logging.WARNING)
+    run_dealer(rendezvous=rendezvous)
