@@ -196,11 +196,14 @@ def _drain_ok(results_q: Any, results: Dict[int, Any], events: list, rank: int) 
 
 
 def _blame(events: List[Tuple[str, int, str]], n: int) -> PartyFailedError:
-    """Pick the cause: a crash or an error outside communication beats a peer error."""
-    for kinds in (("exit", "error"), ("dealer_exit",), ("peer_error",)):
+    """Pick the cause: a reported error (it carries the message) beats a bare exit code, and
+    both beat a peer error (the peer merely noticed the failure)."""
+    for kinds in (("error",), ("exit",), ("dealer_exit",), ("peer_error",)):
         for kind, rank, payload in events:
             if kind in kinds:
                 role = "dealer" if rank == n else f"party {rank}"
+                if kind == "error":
+                    log.error("%s reported:\n%s", role, payload)
                 others = sorted({f"party {r}" for k, r, _ in events if r != rank and r != n})
                 tail = f" (then {', '.join(others)} stopped too)" if others else ""
                 return PartyCrashedError(

@@ -1,0 +1,44 @@
+"""Party program of the DP-step tests: MPC forward/backward of a small model, then the DP step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping
+
+import torch
+
+from ppml_hybrid.config import ModelConfig
+from ppml_hybrid.protocols.dp_step import DPStepParams, noised_gradient_sums, trainable_sites
+from ppml_hybrid.smpc_stage.stage import MPCBlocks
+
+
+@dataclass(frozen=True)
+class DPProgram:
+    model: ModelConfig
+    state_dict: Mapping[str, torch.Tensor]
+    image_size: int
+    max_grad_norm: float
+    noise_multipliers: tuple
+
+    def __call__(self, ctx: Any, inputs: Any) -> Dict[str, Any]:
+        torch.set_num_threads(1)
+        crypten = ctx.crypten
+        rows, delta = inputs if inputs is not None else (None, None)
+        x = ctx.share(rows, src=0)
+        d = ctx.share(delta, src=0)
+        stage = MPCBlocks.build(model=self.model, state_dict=self.state_dict, image_size=self.image_size,
+                                stop=len(self.model.blocks))
+        trace = stage.forward(x, crypten=crypten)
+        back = stage.backward(trace, d, crypten=crypten)
+        sites = trainable_sites(stage.layers, trace, back)
+        out: Dict[str, Any] = {}
+        for sigma in self.noise_multipliers:
+            params = DPStepParams(max_grad_norm=self.max_grad_norm, noise_multiplier=sigma, parties=ctx.parties)
+            result = noised_gradient_sums(sites, params=params)
+            # Opened here for the test only: the protocol never opens norms or clip factors.
+            out[sigma] = {
+                "sums": {k: v.tolist() for k, v in result.noised_sums.items()},
+                "sq_norms": result.sq_norms.get_plain_text().tolist(),
+                "clip": result.clip_factors.get_plain_text().tolist(),
+            }
+        return out
