@@ -33,14 +33,16 @@ def check_run(cfg: RunConfig) -> None:
 def train(cfg: RunConfig) -> Dict[str, Any]:
     """Run ``cfg`` and return its metrics (also written to ``metrics.json`` in the output dir)."""
     check_run(cfg)
-    if cfg.mode == "hybrid":
+    if cfg.mode == "hybrid" and cfg.split_layer < len(cfg.model.blocks):
         raise NotBuiltYetError(
-            f"mode=hybrid (split_layer={cfg.split_layer}) needs the SMPC stage, the HE stage and "
-            "the share/ciphertext conversions, which are not built yet in this version. "
-            "Run `python train.py mode=plaintext` for the plaintext Opacus reference."
+            f"mode=hybrid with split_layer={cfg.split_layer} runs blocks {cfg.split_layer + 1}.."
+            f"{len(cfg.model.blocks)} under HE: the SMPC stage, the HE stage and the conversions exist, "
+            "but the share/ciphertext conversions are not wired into training yet. Run "
+            f"split_layer={len(cfg.model.blocks)} (every block under MPC, with DP) or mode=plaintext."
         )
     from ppml_hybrid.data import load_splits
     from ppml_hybrid.training.plaintext import train_plaintext
+    from ppml_hybrid.training.secure import train_secure
 
     if cfg.mode == "plaintext":
         log.info("mode=plaintext: split_layer=%d is not used (valid splits for %s: %s)",
@@ -49,7 +51,7 @@ def train(cfg: RunConfig) -> Dict[str, Any]:
     splits = load_splits(cfg.data, num_classes=cfg.model.num_classes, progress=cfg.train.progress)
     log.info("data: %d train / %d val / %d test images", len(splits.train.labels),
              len(splits.val.labels), len(splits.test.labels))
-    result = train_plaintext(cfg, splits)
+    result = train_plaintext(cfg, splits) if cfg.mode == "plaintext" else train_secure(cfg, splits)
     metrics = {
         "mode": cfg.mode,
         "model": cfg.model.name,

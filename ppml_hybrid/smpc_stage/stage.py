@@ -162,7 +162,9 @@ class MPCBlocks:
         return ForwardTrace(tuple(records), tuple(costs))
 
     def backward(self, trace: ForwardTrace, delta: Any, *, crypten: Any,
-                 transport: Optional[Transport] = None) -> BackwardResult:
+                 transport: Optional[Transport] = None, weight_grads: bool = True) -> BackwardResult:
+        """Deltas of every layer; batch-summed weight gradients unless ``weight_grads=False``
+        (the DP step computes its own clipped sums from the deltas and skips these products)."""
         if tuple(delta.size()) != tuple(trace.output.size()):
             raise LayerShapeError(f"delta has shape {tuple(delta.size())}, the forward output {tuple(trace.output.size())}")
         out_d: Dict[str, Any] = {}
@@ -174,7 +176,7 @@ class MPCBlocks:
             out_d[layer.name] = delta
             t0, c0 = time.perf_counter(), transport.snapshot() if transport else None
             if hasattr(layer, "weight_grads"):  # public-weight linear map: delta local, grads Beaver
-                g = layer.weight_grads(rec.saved, delta)
+                g = layer.weight_grads(rec.saved, delta) if weight_grads else {}
                 costs.append(_cost(layer, "wgrad", transport, c0, t0))
                 t0, c0 = time.perf_counter(), transport.snapshot() if transport else None
                 delta = layer.input_delta(rec.saved, delta) if idx > 0 else None

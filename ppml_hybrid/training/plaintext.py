@@ -30,6 +30,7 @@ from ppml_hybrid.errors import ConfigError
 from ppml_hybrid.model import BlockModel, build_model
 from ppml_hybrid.privacy.accounting import resolve_noise_multiplier
 from ppml_hybrid.training.evaluation import SplitMetrics, evaluate
+from ppml_hybrid.training.optim import make_optimizer, make_schedule
 
 log = logging.getLogger(__name__)
 
@@ -71,25 +72,6 @@ class PlaintextResult:
         }
 
 
-def _make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
-    if cfg.train.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum)
-    if cfg.train.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    raise ConfigError(f"train.optimizer={cfg.train.optimizer!r} is not one of sgd, adam")
-
-
-def _make_schedule(cfg: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int):
-    """Per-step learning-rate schedule; cosine decay damps the late-epoch swings DP noise causes."""
-    if cfg.train.lr_schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    if cfg.train.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-        )
-    raise ConfigError(f"train.lr_schedule={cfg.train.lr_schedule!r} is not one of constant, cosine")
-
-
 def _entropy_generator() -> torch.Generator:
     gen = torch.Generator()
     gen.manual_seed(secrets.randbits(63))
@@ -101,7 +83,7 @@ def train_plaintext(cfg: RunConfig, splits: DataSplits) -> PlaintextResult:
     train_images, train_labels = splits.train.images, splits.train.labels
     torch.set_num_threads(cfg.train.num_threads)
     model = build_model(cfg.model, image_size=cfg.data.image_size, seed=cfg.seed)
-    optimizer = _make_optimizer(cfg, model)
+    optimizer = make_optimizer(cfg, model)
     n = len(train_labels)
     batch_size = min(cfg.train.batch_size, n)
     steps_per_epoch = math.ceil(n / batch_size)
@@ -137,7 +119,7 @@ def train_plaintext(cfg: RunConfig, splits: DataSplits) -> PlaintextResult:
     # Opacus's hooks warn on every backward when the input has no grad (ours never does).
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        schedule = _make_schedule(cfg, optimizer, total_steps)
+        schedule = make_schedule(cfg, optimizer, total_steps)
         records = _run_epochs(cfg, model, train_module, optimizer, schedule, loader, engine, splits, total_steps)
 
     test = evaluate(model, splits.test.images, splits.test.labels)

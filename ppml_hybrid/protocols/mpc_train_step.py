@@ -1,0 +1,107 @@
+"""One DP training step with every block under MPC (``split_layer = L``), run by each party.
+
+Steps (design section 5 with s = L; no HE stage is involved):
+
+1. each party Poisson-samples its OWN rows at rate q with ``os.urandom`` (nobody, not even the
+   orchestrator, can recompute batch membership) and secret-shares the sampled images and
+   one-hot labels (``src`` = its rank); only each party's sampled row count is public;
+2. MPC forward through blocks 1..L with the public weights (``MPCBlocks``);
+3. ``delta_z = softmax(z) - y`` in MPC (CrypTen's softmax approximation);
+4. MPC backward through blocks L..1, keeping every layer's input and output delta as shares;
+5. the DP step (:mod:`ppml_hybrid.protocols.dp_step`): per-sample norms, checked clip factors,
+   clipped sums, each party's CSPRNG noise share; the noised sums are opened.
+
+Who learns what: each party learns its own rows, the public row counts and the noised
+gradient sums; logits, deltas, norms and clip factors stay shares.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ppml_hybrid.config import ModelConfig
+from ppml_hybrid.protocols.dp_step import DPStepParams, add_noise_share, noised_gradient_sums, trainable_sites
+from ppml_hybrid.smpc_stage.stage import MPCBlocks
+from ppml_hybrid.smpc_stage.transport import Traffic
+
+
+@dataclass(frozen=True)
+class PartyRows:
+    """One party's own training rows (never sent to another process than its party's)."""
+
+    images: torch.Tensor  # [N_j, C, S, S]
+    labels: torch.Tensor  # [N_j]
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """What a party reports after one step: only public values."""
+
+    noised_sums: Mapping[str, torch.Tensor]
+    batch_size: int  # sum of the parties' public row counts
+    seconds: float
+    traffic: Traffic
+
+
+def poisson_sample(n: int, rate: float) -> torch.Tensor:
+    """Indices of rows kept by independent Bernoulli(rate) draws from ``os.urandom``."""
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long)
+    draws = np.frombuffer(os.urandom(8 * n), dtype=np.uint64) >> np.uint64(11)
+    keep = draws.astype(np.float64) / 2.0**53 < rate
+    return torch.from_numpy(np.nonzero(keep)[0]).long()
+
+
+@dataclass(frozen=True)
+class MPCTrainStep:
+    """Party program of one all-MPC DP step (module doc)."""
+
+    model: ModelConfig
+    state_dict: Mapping[str, torch.Tensor]
+    image_size: int
+    sample_rate: float
+    dp: DPStepParams
+
+    def __call__(self, ctx: Any, rows: PartyRows) -> StepOutput:
+        torch.set_num_threads(1)
+        crypten = ctx.crypten
+        start, before = time.perf_counter(), ctx.transport.snapshot()
+        picked = poisson_sample(len(rows.labels), self.sample_rate)
+        x_parts, y_parts = [], []
+        for src in range(ctx.parties):
+            mine = src == ctx.rank
+            x_parts.append(ctx.share(rows.images[picked] if mine else None, src=src))
+            onehot = torch.nn.functional.one_hot(rows.labels[picked], self.model.num_classes).float() if mine else None
+            y_parts.append(ctx.share(onehot, src=src))
+        sizes = [int(p.size(0)) for p in x_parts]
+        batch = sum(sizes)
+        if batch == 0:
+            sums = self._noise_only(ctx)
+        else:
+            keep = [i for i, s in enumerate(sizes) if s > 0]
+            x = crypten.cat([x_parts[i] for i in keep], dim=0) if len(keep) > 1 else x_parts[keep[0]]
+            y = crypten.cat([y_parts[i] for i in keep], dim=0) if len(keep) > 1 else y_parts[keep[0]]
+            stage = MPCBlocks.build(model=self.model, state_dict=self.state_dict, image_size=self.image_size,
+                                    stop=len(self.model.blocks))
+            trace = stage.forward(x, crypten=crypten, transport=ctx.transport)
+            delta = trace.output.softmax(1) - y
+            back = stage.backward(trace, delta, crypten=crypten, transport=ctx.transport, weight_grads=False)
+            sums = noised_gradient_sums(trainable_sites(stage.layers, trace, back), params=self.dp).noised_sums
+        return StepOutput(noised_sums=dict(sums), batch_size=batch, seconds=time.perf_counter() - start,
+                          traffic=ctx.transport.snapshot() - before)
+
+    def _noise_only(self, ctx: Any) -> Dict[str, torch.Tensor]:
+        """An empty Poisson batch still releases (noise-only) sums, as the accountant assumes."""
+        out = {}
+        for name, value in self.state_dict.items():
+            if name.endswith(("weight", "bias")) or (name.endswith((".a", ".b")) and self.model.poly.trainable):
+                share = ctx.crypten.cryptensor(torch.zeros_like(value, dtype=torch.float32), src=0)
+                add_noise_share(share, std=self.dp.noise_std_per_party)
+                out[name] = share.get_plain_text()
+        return out
