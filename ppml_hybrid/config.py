@@ -158,6 +158,20 @@ class KeyServiceConfig:
     share_wait_s: float = 60.0
     # how long the orchestrator waits for K (key generation) and E to report ready
     startup_timeout_s: float = 600.0
+    # attestation producer: "development" (local signer, marked development) or "nsm" (inside a Nitro Enclave)
+    attestation: str = "development"
+    # PCRs a client requires, "index:hex" (48-byte SHA-384 values), e.g. from enclave/pcrs.json
+    expected_pcrs: Tuple[str, ...] = ()
+    # clients accept development attestation documents only with this opt-in
+    allow_development_attestation: bool = False
+    # clients accept debug-mode enclaves (PCR0/1/2 all zero) only with this opt-in
+    allow_debug_enclave: bool = False
+    # oldest attestation document a client accepts
+    attestation_max_age_s: float = 300.0
+    # where K keeps its KMS-sealed secret key ("" = fresh keys at every start, nothing sealed)
+    sealed_key_path: str = ""
+    # KMS key (ARN or alias) that wraps the sealing data key
+    kms_key_id: str = ""
 
 
 @dataclass(frozen=True)

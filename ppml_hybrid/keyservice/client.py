@@ -25,6 +25,7 @@ class AttestationDoc:
     public_material_sha256: str
     tls_certificate_sha256: str
     note: str
+    cose_sign1: bytes = b""  # the attestation document; see verify_attestation
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ class _KeyServiceClient(ServiceChannel):
         d = self.call(self._stub.Attest, pb.AttestRequest(nonce=nonce))
         return AttestationDoc(development=d.development, nonce=bytes(d.nonce),
                               public_material_sha256=d.public_material_sha256,
-                              tls_certificate_sha256=d.tls_certificate_sha256, note=d.note)
+                              tls_certificate_sha256=d.tls_certificate_sha256, note=d.note,
+                              cose_sign1=bytes(d.cose_sign1))
 
 
 class PartyKeyClient(_KeyServiceClient):

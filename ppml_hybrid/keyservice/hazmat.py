@@ -44,6 +44,50 @@ class KeyVault:
         self.public = public  # type: PublicMaterial
         log.info("key pair generated: %d rotation keys, layout %s", len(public.rotation_indices), layout)
 
+    @classmethod
+    def restore(cls, *, spec: HERunSpec, public: PublicMaterial, secret_key: bytes) -> "KeyVault":
+        """HAZMAT (sealing only): rebuild the vault from K's published material and the unsealed key bytes.
+
+        Called by :mod:`ppml_hybrid.keyservice.sealing.unseal` inside K with what AES-GCM just opened.
+        The context comes from the public material (so E and the parties keep the same keys).
+        """
+        import openfhe
+
+        from ppml_hybrid.he_stage.context import HEContext, describe, enable_features
+        from ppml_hybrid.he_stage.keys import SecretMaterial
+
+        if public.params != run_params(spec=spec):
+            raise HEError("the sealed key was made for other CKKS parameters than this run's")
+        try:
+            cc = openfhe.DeserializeCryptoContextString(public.context, openfhe.BINARY)
+            enable_features(cc)
+            sk = openfhe.DeserializePrivateKeyString(secret_key, openfhe.BINARY)
+            pk = openfhe.DeserializePublicKeyString(public.public_key, openfhe.BINARY)
+        except (RuntimeError, TypeError) as exc:
+            raise HEError(f"cannot rebuild the key vault ({type(exc).__name__})") from None
+        context = HEContext(cc=cc, params=public.params, info=describe(cc, public.params))
+        layout = run_layout(spec=spec, slots=context.info.slots)
+        if layout != public.layout:
+            raise HEError("the sealed key's slot layout differs from this run's")
+        vault = cls.__new__(cls)
+        vault._secret = SecretMaterial(context=context, secret_key=sk, public_key=pk)
+        vault._layout = layout
+        vault._parties = spec.parties
+        vault._bound = 2.0 ** (spec.he.mask_bits + spec.he.value_bits + 2)
+        vault.public = public
+        log.info("key vault restored from a sealed key")
+        return vault
+
+    def export_for_sealing(self) -> bytes:
+        """HAZMAT (sealing only): the OpenFHE serialization of the secret key.
+
+        The only caller is :func:`ppml_hybrid.keyservice.sealing.seal.seal_vault`, which encrypts it with
+        AES-GCM at once, inside K; nothing else may call it, log it or send it anywhere.
+        """
+        import openfhe
+
+        return openfhe.Serialize(self._secret.secret_key, openfhe.BINARY)
+
     def __repr__(self) -> str:
         return "KeyVault(<secret key hidden>)"
 

@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before openfhe is imported
 
@@ -27,36 +27,73 @@ class RunningKeyService:
     address: str
     trust_pem: bytes
     public_material_sha256: str
+    attestation_root_pem: Optional[bytes] = None  # development signer's root (pin it only with the dev opt-in)
 
     def stop(self) -> None:
         self.server.stop(grace=1.0).wait()
 
 
-def start_key_service(*, spec: Any) -> RunningKeyService:
-    """Generate the keys for ``spec`` (a KeyServiceSpec) and serve K in this process."""
-    from ppml_hybrid.keyservice.hazmat import KeyVault
-    from ppml_hybrid.keyservice.material import PublishedMaterial
+def start_key_service(*, spec: Any, kms: Any = None, producer: Any = None) -> RunningKeyService:
+    """Generate (or unseal) the keys for ``spec`` (a KeyServiceSpec) and serve K in this process.
+
+    ``producer``: the attestation producer (default from ``keyservice.attestation``). With
+    ``keyservice.sealed_key_path`` set, ``kms`` (a KmsClient) seals fresh keys to that file, or
+    unseals the keys found there (same public material as before the restart).
+    """
+    from ppml_hybrid.keyservice.attestor import KeyAttestor, make_producer
     from ppml_hybrid.keyservice.rounds import RoundBook
     from ppml_hybrid.keyservice.server import KeyServiceServicer
     from ppml_hybrid.rpc import keyservice_pb2_grpc as pb_grpc
-    from ppml_hybrid.rpc.server import start_server
+    from ppml_hybrid.rpc.sockets import start_server_at
     from ppml_hybrid.rpc.tls import self_signed_server, server_credentials
 
-    vault = KeyVault(spec=spec.run)
-    he = spec.run.he
-    published = PublishedMaterial(material=vault.public, mask_bits=he.mask_bits, value_bits=he.value_bits,
-                                  parties=spec.run.parties)
     ks = spec.keyservice
+    producer = producer if producer is not None else make_producer(keyservice=ks)
+    vault, published = _load_or_make_keys(spec=spec, kms=kms, producer=producer)
     book = RoundBook(parties=spec.run.parties, round_quota=ks.round_quota, max_open_rounds=ks.max_open_rounds)
     identity = self_signed_server(common_name="ppml-hybrid key service")
+    attestor = KeyAttestor.build(producer=producer, published=published, keyservice=ks,
+                                 tls_trust_pem=identity.trust_pem)
     servicer = KeyServiceServicer(vault=vault, book=book, registry=spec.registry, published=published,
-                                  tls_cert_pem=identity.leaf.cert_pem, share_wait_s=ks.share_wait_s)
-    server, address = start_server(
+                                  tls_cert_pem=identity.leaf.cert_pem, share_wait_s=ks.share_wait_s,
+                                  attestor=attestor)
+    server, address = start_server_at(
         address=ks.address, credentials=server_credentials(identity=identity, client_ca_pem=spec.client_ca_pem),
         register=lambda s: pb_grpc.add_KeyServiceServicer_to_server(servicer, s), wire_log=spec.wire_log)
     log.info("key service listening on %s", address)
     return RunningKeyService(server=server, address=address, trust_pem=identity.trust_pem,
-                             public_material_sha256=published.material.digest())
+                             public_material_sha256=published.material.digest(),
+                             attestation_root_pem=attestor.development_root_pem)
+
+
+def _load_or_make_keys(*, spec: Any, kms: Any, producer: Any):
+    from pathlib import Path
+
+    from ppml_hybrid.errors import ConfigError
+    from ppml_hybrid.keyservice.hazmat import KeyVault
+    from ppml_hybrid.keyservice.material import PublishedMaterial
+
+    ks = spec.keyservice
+    if ks.sealed_key_path:
+        from ppml_hybrid.keyservice.sealing.seal import seal_vault, unseal_vault
+        from ppml_hybrid.keyservice.sealing.sealed import SealedKey
+
+        if kms is None or not ks.kms_key_id:
+            raise ConfigError("keyservice.sealed_key_path needs keyservice.kms_key_id and a KMS client")
+        path = Path(ks.sealed_key_path)
+        if path.exists():
+            vault, published = unseal_vault(sealed=SealedKey.read(path), spec=spec.run, kms=kms, producer=producer,
+                                            key_id=ks.kms_key_id)
+            log.info("secret key unsealed from %s", path)
+            return vault, published
+    vault = KeyVault(spec=spec.run)
+    he = spec.run.he
+    published = PublishedMaterial(material=vault.public, mask_bits=he.mask_bits, value_bits=he.value_bits,
+                                  parties=spec.run.parties)
+    if ks.sealed_key_path:
+        seal_vault(vault=vault, published=published, kms=kms, producer=producer, key_id=ks.kms_key_id).write(path)
+        log.info("secret key sealed to %s", path)
+    return vault, published
 
 
 def main() -> int:
@@ -73,7 +110,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     announce_ready(address=running.address, trust_pem=running.trust_pem,
-                   public_material_sha256=running.public_material_sha256)
+                   public_material_sha256=running.public_material_sha256,
+                   development_attestation_root_pem=(running.attestation_root_pem or b"").decode())
     stop.wait()
     running.stop()
     return 0

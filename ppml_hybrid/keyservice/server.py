@@ -1,11 +1,11 @@
-"""K's gRPC service: public material, attestation stub, and the round protocol of :mod:`rounds`.
+"""K's gRPC service: public material, attestation, and the round protocol of :mod:`rounds`.
 
 Who may call what (callers identified by their client certificate's fingerprint):
 
 =================  ===========================  ====================================
 RPC                callers                      returns
 =================  ===========================  ====================================
-Attest             any registered               development document (unsigned stub)
+Attest             any registered               attestation document (COSE_Sign1)
 GetPublicMaterial  any registered               context, public + evaluation keys
 Announce           parties                      how many parties announced the round
 DecryptAndShare    E                            a receipt (round id, count) only
@@ -19,6 +19,9 @@ import logging
 
 import grpc
 
+from typing import Optional
+
+from ppml_hybrid.keyservice.attestor import KeyAttestor
 from ppml_hybrid.keyservice.errors import NotRegisteredError, RoundMismatchError
 from ppml_hybrid.keyservice.hazmat import KeyVault
 from ppml_hybrid.keyservice.material import PublishedMaterial, to_chunks
@@ -37,7 +40,8 @@ DEV_NOTE = ("DEVELOPMENT attestation stub: not signed, not produced by an enclav
 
 class KeyServiceServicer(pb_grpc.KeyServiceServicer):
     def __init__(self, *, vault: KeyVault, book: RoundBook, registry: Registry, published: PublishedMaterial,
-                 tls_cert_pem: bytes, share_wait_s: float) -> None:
+                 tls_cert_pem: bytes, share_wait_s: float, attestor: Optional[KeyAttestor] = None) -> None:
+        self._attestor = attestor
         self._vault = vault
         self._book = book
         self._registry = registry
@@ -56,9 +60,16 @@ class KeyServiceServicer(pb_grpc.KeyServiceServicer):
     @refusals
     def Attest(self, request: pb.AttestRequest, context: grpc.ServicerContext) -> pb.AttestationDocument:
         self._role(context, op="Attest")
-        return pb.AttestationDocument(development=True, nonce=bytes(request.nonce)[:64],
+        if self._attestor is None:
+            return pb.AttestationDocument(development=True, nonce=bytes(request.nonce)[:64],
+                                          public_material_sha256=self._published.material.digest(),
+                                          tls_certificate_sha256=self._tls_sha, note=DEV_NOTE)
+        document = self._attestor.document(nonce=bytes(request.nonce))
+        return pb.AttestationDocument(development=self._attestor.development, nonce=bytes(request.nonce),
                                       public_material_sha256=self._published.material.digest(),
-                                      tls_certificate_sha256=self._tls_sha, note=DEV_NOTE)
+                                      tls_certificate_sha256=self._tls_sha, cose_sign1=document,
+                                      note="DEVELOPMENT attestation: no enclave measured this code"
+                                      if self._attestor.development else "AWS Nitro Enclave attestation")
 
     @refusals
     def GetPublicMaterial(self, request: pb.PublicMaterialRequest, context: grpc.ServicerContext):

@@ -66,7 +66,8 @@ class KeyServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Attest(self, request, context):
-        """Development stub: binds the public material and K's TLS certificate to a caller nonce.
+        """AWS Nitro attestation document (COSE_Sign1) binding the public material, K's decryption
+        policy, K's TLS channel and the caller's nonce (development-signed outside an enclave).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Start K's enclave on the parent instance, its vsock-proxy to KMS, and hand it the launch spec.
+#   enclave/run.sh SPEC.json        (SPEC.json: a KeyServiceSpec as ppml_hybrid writes it; no secrets)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SPEC="${1:?usage: run.sh SPEC.json}"
+REGION="${AWS_REGION:?set AWS_REGION}"
+CID="$(jq -r .enclave_cid "${HERE}/enclave-config.json")"
+
+# KMS only, through the allowlisted proxy (vsock 8000 -> kms.REGION.amazonaws.com:443).
+vsock-proxy 8000 "kms.${REGION}.amazonaws.com" 443 --config "${HERE}/vsock-proxy.yaml" &
+PROXY=$!
+trap 'kill "${PROXY}" 2>/dev/null || true' EXIT
+
+nitro-cli run-enclave --config "${HERE}/enclave-config.json"
+
+# Ready line from K (address, TLS trust certificate, material hash) comes back on vsock 5002.
+socat -u VSOCK-LISTEN:5002,reuseaddr "CREATE:${HERE}/out/ready.line" &
+READY=$!
+sleep 2
+socat -u "FILE:${SPEC}" "VSOCK-CONNECT:${CID}:5001"
+wait "${READY}"
+echo "K ready: $(cat "${HERE}/out/ready.line")"
+echo "Parties and E connect to vsock ${CID}:5000 through a parent-side relay, e.g.:"
+echo "  socat TCP-LISTEN:7443,fork,reuseaddr VSOCK-CONNECT:${CID}:5000"
+wait "${PROXY}"

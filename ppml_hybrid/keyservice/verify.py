@@ -1,0 +1,48 @@
+"""What a party or E does before sending K anything: check K's attestation.
+
+Steps: (1) fetch the public material; (2) draw a fresh 32-byte nonce; (3) ``Attest(nonce)``;
+(4) verify the document (:func:`verify_key_service`) against the policy from config, the
+:class:`KeyBinding` recomputed from the material received, the decryption policy from config
+and the channel binding of the TLS trust certificate this client pinned. Any failure is the one
+opaque :class:`AttestationError`; the caller must then send nothing to K.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from ppml_hybrid.config import KeyServiceConfig
+from ppml_hybrid.keyservice.attestation.binding import KeyBinding, channel_binding
+from ppml_hybrid.keyservice.attestation.devsigner import utc_now
+from ppml_hybrid.keyservice.attestation.document import AttestationPayload
+from ppml_hybrid.keyservice.attestation.errors import reject
+from ppml_hybrid.keyservice.attestation.verifier import AttestationPolicy, Clock, verify_key_service
+from ppml_hybrid.keyservice.attestor import decryption_policy
+from ppml_hybrid.keyservice.material import PublishedMaterial
+
+
+def policy_from_config(*, keyservice: KeyServiceConfig, development_root_pem: Optional[bytes] = None,
+                       clock: Clock = utc_now) -> AttestationPolicy:
+    """``keyservice.expected_pcrs`` entries are ``"index:hex"``."""
+    pcrs = {}
+    for entry in keyservice.expected_pcrs:
+        index, _, value = entry.partition(":")
+        pcrs[int(index)] = bytes.fromhex(value)
+    return AttestationPolicy(expected_pcrs=pcrs, allow_development=keyservice.allow_development_attestation,
+                             development_root_pem=development_root_pem if keyservice.allow_development_attestation
+                             else None, allow_debug=keyservice.allow_debug_enclave,
+                             max_age_s=keyservice.attestation_max_age_s, clock=clock)
+
+
+def check_key_service(*, client, published: PublishedMaterial, keyservice: KeyServiceConfig,
+                      policy: AttestationPolicy, tls_trust_pem: bytes) -> AttestationPayload:
+    """Attest K over ``client`` (a PartyKeyClient or EvaluatorKeyClient); return the verified payload."""
+    nonce = os.urandom(32)
+    doc = client.attest(nonce=nonce)
+    if not doc.cose_sign1:
+        raise reject("K returned no signed attestation document")
+    binding = KeyBinding.of(material=published.material,
+                            policy=decryption_policy(published=published, keyservice=keyservice))
+    return verify_key_service(document=doc.cose_sign1, policy=policy, nonce=nonce, binding=binding,
+                              public_key=channel_binding(tls_trust_pem=tls_trust_pem))
