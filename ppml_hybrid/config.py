@@ -117,7 +117,7 @@ class SMPCConfig:
     parties: int = 2
     backend: str = "gloo"
     master_addr: str = "127.0.0.1"
-    master_port: int = 29500
+    master_port: int = 0
     # A run stops with an error naming the party when no party progresses for this long.
     timeout_s: float = 300.0
     rank: Optional[int] = None

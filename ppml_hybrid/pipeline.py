@@ -17,7 +17,6 @@ from typing import Any, Dict
 import torch
 
 from ppml_hybrid.config import RunConfig
-from ppml_hybrid.errors import NotBuiltYetError
 from ppml_hybrid.model import block_shapes, valid_splits, validate_split
 
 log = logging.getLogger(__name__)
@@ -33,13 +32,6 @@ def check_run(cfg: RunConfig) -> None:
 def train(cfg: RunConfig) -> Dict[str, Any]:
     """Run ``cfg`` and return its metrics (also written to ``metrics.json`` in the output dir)."""
     check_run(cfg)
-    if cfg.mode == "hybrid" and cfg.split_layer < len(cfg.model.blocks):
-        raise NotBuiltYetError(
-            f"mode=hybrid with split_layer={cfg.split_layer} runs blocks {cfg.split_layer + 1}.."
-            f"{len(cfg.model.blocks)} under HE: the SMPC stage, the HE stage and the conversions exist, "
-            "but the share/ciphertext conversions are not wired into training yet. Run "
-            f"split_layer={len(cfg.model.blocks)} (every block under MPC, with DP) or mode=plaintext."
-        )
     from ppml_hybrid.data import load_splits
     from ppml_hybrid.training.plaintext import train_plaintext
     from ppml_hybrid.training.secure import train_secure

@@ -9,8 +9,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from ppml_hybrid.config import parse_run_config
-from ppml_hybrid.errors import ConfigError, NotBuiltYetError, SplitError
-from ppml_hybrid.pipeline import check_run, train
+from ppml_hybrid.errors import ConfigError, SplitError
+from ppml_hybrid.pipeline import check_run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
@@ -98,11 +98,6 @@ def test_max_pool_on_he_side_is_named():
 @pytest.mark.parametrize("split", [1, 2, 3, 4, 5])
 def test_poly_cnn_allows_every_split(split):
     check_run(parse_run_config(_compose("model=poly_cnn", f"split_layer={split}")))
-
-
-def test_hybrid_mode_says_what_is_missing():
-    with pytest.raises(NotBuiltYetError, match="SMPC stage.*HE stage.*mode=plaintext"):
-        train(parse_run_config(_compose("split_layer=3")))
 
 
 def test_image_too_small_for_the_pooling():

@@ -1,11 +1,13 @@
 """Encrypted training (``mode=hybrid``), orchestrated from the user's process.
 
-What exists now: ``split_layer = L`` (every block under MPC, with DP). Each step the
-orchestrator starts the parties and the dealer (``run_parties``) with each party's OWN rows;
-the parties sample, share, train and open only the noised gradient sums
-(:mod:`ppml_hybrid.protocols.mpc_train_step`); the orchestrator then applies the public update
-(the same optimiser as plaintext mode), steps the accountant and reports progress.
-``split_layer < L`` needs the share/ciphertext conversions wired into this loop: not yet.
+``split_layer = L``: every block under MPC (:mod:`ppml_hybrid.protocols.mpc_train_step`).
+``split_layer < L``: the orchestrator first starts the key service K and the HE evaluator E
+(gRPC over mutual TLS, one client certificate per party); blocks s+1..L then run at E
+(:mod:`ppml_hybrid.protocols.hybrid_train_step`). Each step the orchestrator starts the
+parties and the dealer (``run_parties``) with each party's OWN rows (and its own certificate);
+the parties sample, share, train and open only the noised gradient sums; the orchestrator then
+applies the public update (the same optimiser as plaintext mode), steps the accountant and
+reports progress.
 
 Rows are assigned to parties by the CSV's ``site`` column when every row has one (one site per
 party), otherwise by a stable hash of the patient id, so one patient's slices stay with one
@@ -15,6 +17,8 @@ it is the data owners' own process (across hosts each owner would evaluate its o
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
@@ -103,13 +107,6 @@ class SecureResult:
 
 def train_secure(cfg: RunConfig, splits: DataSplits, *, networks: Sequence[Any] = ()) -> SecureResult:
     """Train under encryption; ``networks`` are extra profiles to project step time onto."""
-    n_blocks = len(cfg.model.blocks)
-    if cfg.split_layer < n_blocks:
-        raise NotBuiltYetError(
-            f"split_layer={cfg.split_layer} runs blocks {cfg.split_layer + 1}..{n_blocks} under HE, and the "
-            "share/ciphertext conversions are not wired into training yet. "
-            f"split_layer={n_blocks} (every block under MPC, with DP) works now, and so does mode=plaintext."
-        )
     if not cfg.dp.enabled:
         raise NotBuiltYetError("mode=hybrid with dp=off is not supported: the encrypted modes only ever open "
                                "noised gradients. Use mode=plaintext dp=off for a non-private reference.")
@@ -128,22 +125,71 @@ def train_secure(cfg: RunConfig, splits: DataSplits, *, networks: Sequence[Any] 
     sigma = resolve_noise_multiplier(cfg.dp, sample_rate=sample_rate, steps=total_steps)
     dp = DPStepParams(max_grad_norm=cfg.dp.max_grad_norm, noise_multiplier=sigma, parties=cfg.smpc.parties)
     accountant = create_accountant(cfg.dp.accountant)
-    log.info("all-MPC DP-SGD: %d parties + dealer, noise multiplier %.4f (each party adds std %.4g), "
-             "clip %.3g, sample rate %.4f, %d steps", cfg.smpc.parties, sigma, dp.noise_std_per_party,
+    log.info("DP-SGD with blocks 1..%d under MPC and %d..%d under HE: %d parties + dealer, noise multiplier %.4f (each party adds std %.4g), "
+             "clip %.3g, sample rate %.4f, %d steps", cfg.split_layer, cfg.split_layer + 1, len(cfg.model.blocks),
+             cfg.smpc.parties, sigma, dp.noise_std_per_party,
              cfg.dp.max_grad_norm, sample_rate, total_steps)
 
+    with contextlib.ExitStack() as stack:
+        make_program, party_inputs = _step_factory(cfg, stack, rows=rows, dp=dp, sample_rate=sample_rate,
+                                                   expected_batch=sample_rate * n)
+        return _loop(cfg, splits, model, optimizer, schedule, accountant, make_program, party_inputs,
+                     sigma=sigma, sample_rate=sample_rate, total_steps=total_steps, batch_size=batch_size,
+                     networks=networks)
+
+
+def _step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[PartyRows], dp: DPStepParams,
+                  sample_rate: float, expected_batch: float):
+    """The per-step party program and the parties' inputs; starts K and E when blocks run under HE."""
+    n_blocks = len(cfg.model.blocks)
+    if cfg.split_layer == n_blocks:
+        def all_mpc(step: int, state: Dict[str, torch.Tensor]) -> MPCTrainStep:
+            return MPCTrainStep(model=cfg.model, state_dict=state, image_size=cfg.data.image_size,
+                                sample_rate=sample_rate, dp=dp)
+        return all_mpc, rows
+    from ppml_hybrid.he_stage.runspec import HERunSpec
+    from ppml_hybrid.protocols.hybrid_train_step import HybridPartyInputs, HybridTrainStep, ServiceEndpoints
+    from ppml_hybrid.protocols.params import ConversionParams
+    from ppml_hybrid.rpc.local import party_name, start_local_he_services
+
+    # The slot layout is fixed per run: room for a Poisson batch far above its mean.
+    capacity = int(expected_batch + 6 * math.sqrt(expected_batch) + 8)
+    run = HERunSpec(he=cfg.he, model=cfg.model, split_layer=cfg.split_layer, image_size=cfg.data.image_size,
+                    parties=cfg.smpc.parties, batch_capacity=capacity)
+    log.info("starting the key service and the HE evaluator (%s, batch capacity %d) ...", cfg.he.name, capacity)
+    svc = stack.enter_context(start_local_he_services(run=run, keyservice=cfg.keyservice))
+    material = svc.party_key_client(1).get_public_material().material
+    endpoints = ServiceEndpoints(key_address=svc.key_service.address, key_trust_pem=svc.key_service.trust_pem,
+                                 evaluator_address=svc.evaluator.address, evaluator_trust_pem=svc.evaluator.trust_pem)
+    conversion = ConversionParams(parties=cfg.smpc.parties, scale_bits=cfg.he.scale_bits)
+    inputs = [HybridPartyInputs(rows=r, credential=svc.credential(party_name(j + 1))) for j, r in enumerate(rows)]
+
+    def hybrid(step: int, state: Dict[str, torch.Tensor]) -> HybridTrainStep:
+        program = HybridTrainStep(model=cfg.model, state_dict=state, image_size=cfg.data.image_size,
+                                  split_layer=cfg.split_layer, sample_rate=sample_rate, batch_capacity=capacity,
+                                  dp=dp, material=material, conversion=conversion, endpoints=endpoints,
+                                  step_id=step + 1, first_round=0)
+        # K accepts round ids in order only: every step uses the same number of rounds.
+        return dataclasses.replace(program, first_round=step * program.rounds_per_step())
+
+    return hybrid, inputs
+
+
+def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torch.optim.Optimizer, schedule: Any,
+          accountant: Any, make_program: Any, party_inputs: Sequence[Any], *, sigma: float, sample_rate: float,
+          total_steps: int, batch_size: int, networks: Sequence[Any]) -> "SecureResult":
+    n = len(splits.train)
     step, epochs, step_seconds = 0, [], []
     traffic_sum = [Traffic() for _ in range(cfg.smpc.parties)]
     steps_per_epoch = math.ceil(n / batch_size)
     for epoch in range(1, cfg.train.epochs + 1):
         start = time.perf_counter()
         todo = min(steps_per_epoch, total_steps - step)
-        bar = tqdm(range(todo), desc=f"epoch {epoch}/{cfg.train.epochs} (MPC)", unit="step",
+        bar = tqdm(range(todo), desc=f"epoch {epoch}/{cfg.train.epochs} (split {cfg.split_layer})", unit="step",
                    disable=not cfg.train.progress, leave=False)
         for _ in bar:
-            program = MPCTrainStep(model=cfg.model, state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
-                                   image_size=cfg.data.image_size, sample_rate=sample_rate, dp=dp)
-            run = run_parties(smpc=cfg.smpc, program=program, party_inputs=rows)
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            run = run_parties(smpc=cfg.smpc, program=make_program(step, state), party_inputs=party_inputs)
             out = _agree(run.results)
             _apply(model, optimizer, out, expected_batch=sample_rate * n)
             schedule.step()

@@ -85,7 +85,21 @@ def test_rows_are_assigned_by_site_or_patient():
         assign_rows(_set(16, 4, sites), parties=3)
 
 
-def test_he_splits_say_what_is_missing():
-    cfg = _cfg("mode=hybrid", "split_layer=3")
-    with pytest.raises(NotBuiltYetError, match="split_layer=3 runs blocks 4..5 under HE.*split_layer=5"):
-        train_secure(cfg, DataSplits(train=_set(8, 0), val=_set(4, 1), test=_set(4, 2)))
+@pytest.mark.parametrize("split", [3, 4])
+def test_hybrid_steps_with_he_blocks_track_plaintext_without_noise(split):
+    """K and E as processes, he=insecure_test (small ring, for speed), 2 parties, full batch."""
+    steps, n = 3, 8
+    cfg = _cfg("mode=hybrid", "he=insecure_test", f"split_layer={split}", "dp.noise_multiplier=0",
+               f"train.batch_size={n}", f"train.max_steps={steps}", "train.lr=0.05", "dp.max_grad_norm=0.5")
+    splits = DataSplits(train=_set(n, 0), val=_set(6, 1), test=_set(6, 2))
+    result = train_secure(cfg, splits)
+    twin = _plaintext_twin(cfg, splits.train, steps)
+    diffs = {name: float((got - want).abs().max())
+             for (name, got), (_, want) in zip(result.model.state_dict().items(), twin.state_dict().items())}
+    assert max(diffs.values()) <= 1e-3, diffs
+    assert result.steps == steps
+
+
+def test_hybrid_refuses_dp_off():
+    with pytest.raises(NotBuiltYetError, match="dp=off"):
+        train_secure(_cfg("mode=hybrid", "split_layer=5", "dp=off"), DataSplits(train=_set(8, 0), val=_set(4, 1), test=_set(4, 2)))

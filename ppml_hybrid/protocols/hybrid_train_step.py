@@ -1,0 +1,247 @@
+"""One hybrid DP training step (blocks 1..s under MPC, s+1..L under CKKS at E), run by each party.
+
+Steps (design section 5):
+
+1. each party Poisson-samples its own rows (``os.urandom``) and secret-shares images and
+   one-hot labels; only the row counts are public;
+2. MPC forward through blocks 1..s (public weights);
+3. SS->HE of the split activations (:mod:`ss_to_he`): every party sends its ``Enc(u_j/2^f)``
+   to the last party, which also ends the XOR chain, combines (public material only) and, as
+   this step's driver, hands ``Enc(a)`` to E with the HE blocks' public weights;
+4. E runs blocks s+1..L forward and keeps every hidden tensor;
+5. HE->SS of the logits: all parties announce the round to K, the driver asks E to mask, each
+   party receives its shares from K and E (:mod:`he_to_ss`), straight into the MPC;
+6. ``delta_z = softmax(z) - y`` in MPC; 7. SS->HE of ``delta_z``; E runs backward; HE->SS of
+   ``delta_a`` and of the hidden HE tensors the DP step needs (inputs and output deltas of
+   every HE linear map, pre-activations and output deltas of every trainable polynomial);
+8. MPC backward through blocks s..1 from ``delta_a``;
+9-10. the DP step (:mod:`dp_step`) over MPC and HE layers alike; the noised sums are opened.
+
+Who learns what: parties see their own rows, row counts, uniformly random shares, ciphertexts
+they cannot decrypt, and the noised sums; E sees ciphertexts, its masks and the public
+weights; K sees masked values only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import torch
+
+from ppml_hybrid.config import ModelConfig
+from ppml_hybrid.he_stage.keys import PublicMaterial, load_public_material, serialize_ciphertext
+from ppml_hybrid.model.spec import block_shapes
+from ppml_hybrid.protocols.dp_step import DPStepParams, TrainableSite, noised_gradient_sums, trainable_sites
+from ppml_hybrid.protocols.he_to_ss import share_to_mpc
+from ppml_hybrid.protocols.messages import EncryptedShare
+from ppml_hybrid.protocols.mpc_train_step import PartyRows, StepOutput, poisson_sample
+from ppml_hybrid.protocols.params import ConversionParams
+from ppml_hybrid.protocols.ss_to_he import combine, ss_to_he_party
+from ppml_hybrid.rpc.messages import RoundRef
+from ppml_hybrid.rpc.tls import Credential
+from ppml_hybrid.smpc_stage import layers as L
+from ppml_hybrid.smpc_stage.stage import MPCBlocks
+
+
+@dataclass(frozen=True)
+class ServiceEndpoints:
+    """Where K and E listen and the certificates to trust (public)."""
+
+    key_address: str
+    key_trust_pem: bytes
+    evaluator_address: str
+    evaluator_trust_pem: bytes
+
+
+@dataclass(frozen=True)
+class HybridPartyInputs:
+    """What one party process gets: its own rows and its own client certificate only."""
+
+    rows: PartyRows
+    credential: Credential
+
+
+@dataclass(frozen=True)
+class HybridTrainStep:
+    """Party program of one hybrid DP step (module doc)."""
+
+    model: ModelConfig
+    state_dict: Mapping[str, torch.Tensor]
+    image_size: int
+    split_layer: int
+    sample_rate: float
+    batch_capacity: int
+    dp: DPStepParams
+    material: PublicMaterial
+    conversion: ConversionParams
+    endpoints: ServiceEndpoints
+    step_id: int
+    first_round: int
+
+    def rounds_per_step(self) -> int:
+        return len(self._he_tensors()) + 1  # + the logits
+
+    def _he_tensors(self) -> List[str]:
+        """HE tensors (besides the logits) the MPC needs after backward, in round order."""
+        names = ["delta_input"]
+        n = len(self.model.blocks)
+        for j in range(self.split_layer + 1, n):
+            names += [f"act.{j}", f"delta_pre.{j}"]
+            if self.model.blocks[j - 1].activation == "poly" and self.model.poly.trainable:
+                names += [f"pre.{j}", f"delta_post.{j}"]
+        return names
+
+    def __call__(self, ctx: Any, inputs: HybridPartyInputs) -> StepOutput:
+        from ppml_hybrid.he_stage.evaluator.client import EvaluatorClient, PartyMaskClient
+        from ppml_hybrid.he_stage.evaluator.party import PartyConversionClient
+        from ppml_hybrid.keyservice.client import PartyKeyClient
+
+        torch.set_num_threads(1)
+        crypten = ctx.crypten
+        start, before = time.perf_counter(), ctx.transport.snapshot()
+        ep = self.endpoints
+        conv_client = PartyConversionClient(
+            key=PartyKeyClient(address=ep.key_address, server_trust_pem=ep.key_trust_pem, credential=inputs.credential),
+            evaluator=PartyMaskClient(address=ep.evaluator_address, server_trust_pem=ep.evaluator_trust_pem,
+                                      credential=inputs.credential),
+        )
+        is_driver = ctx.rank == ctx.parties - 1
+        driver = (EvaluatorClient(address=ep.evaluator_address, server_trust_pem=ep.evaluator_trust_pem,
+                                  credential=inputs.credential) if is_driver else None)
+        keys = load_public_material(material=self.material)
+
+        # 1. sample and share
+        rows = inputs.rows
+        picked = poisson_sample(len(rows.labels), self.sample_rate)
+        x_parts, y_parts = [], []
+        for src in range(ctx.parties):
+            mine = src == ctx.rank
+            x_parts.append(ctx.share(rows.images[picked] if mine else None, src=src))
+            onehot = torch.nn.functional.one_hot(rows.labels[picked], self.model.num_classes).float() if mine else None
+            y_parts.append(ctx.share(onehot, src=src))
+        keep = [i for i, p in enumerate(x_parts) if int(p.size(0)) > 0]
+        batch = sum(int(x_parts[i].size(0)) for i in keep)
+        if batch == 0 or batch > self.batch_capacity:
+            raise RuntimeError(f"Poisson batch of {batch} rows is outside 1..{self.batch_capacity} (the HE layout's "
+                               "capacity); raise train.batch_size headroom or retry the step")
+        x = crypten.cat([x_parts[i] for i in keep], dim=0) if len(keep) > 1 else x_parts[keep[0]]
+        y = crypten.cat([y_parts[i] for i in keep], dim=0) if len(keep) > 1 else y_parts[keep[0]]
+
+        # 2. MPC forward
+        stage = MPCBlocks.build(model=self.model, state_dict=self.state_dict, image_size=self.image_size,
+                                stop=self.split_layer)
+        trace = stage.forward(x, crypten=crypten, transport=ctx.transport)
+        a = trace.output.reshape(batch, -1)
+
+        # 3-4. SS->HE of a, E forward
+        enc_a = self._to_he(ctx, a, keys)
+        he_state = {k: v for k, v in self.state_dict.items() if int(k.split(".")[1]) >= self.split_layer}
+        if is_driver:
+            driver.forward(step_id=self.step_id, batch=batch, weights=he_state, inputs=enc_a,
+                           n_features=int(a.size(1)))
+        round_id = self.first_round
+
+        # 5-6. logits back into the MPC, delta_z
+        z = self._from_he(ctx, conv_client, driver, "logits", round_id, (batch, self.model.num_classes))
+        round_id += 1
+        delta_z = z.softmax(1) - y
+
+        # 7. SS->HE of delta_z, E backward, HE tensors back into the MPC
+        enc_dz = self._to_he(ctx, delta_z, keys)
+        if is_driver:
+            driver.backward(step_id=self.step_id, delta_logits=enc_dz, n_features=self.model.num_classes)
+        shapes = block_shapes(self.model, self.image_size)
+        he: Dict[str, Any] = {}
+        for name in self._he_tensors():
+            he[name] = self._from_he(ctx, conv_client, driver, name, round_id, (batch, self._features(name, shapes)))
+            round_id += 1
+        if is_driver:
+            driver.release_step(step_id=self.step_id)
+
+        # 8. MPC backward from delta_a
+        delta_a = he["delta_input"].reshape(*trace.output.size())
+        back = stage.backward(trace, delta_a, crypten=crypten, transport=ctx.transport, weight_grads=False)
+
+        # 9-10. DP step over MPC and HE layers
+        sites = trainable_sites(stage.layers, trace, back) + self._he_sites(a, delta_z, he, shapes)
+        sums = noised_gradient_sums(sites, params=self.dp).noised_sums
+        return StepOutput(noised_sums=dict(sums), batch_size=batch, seconds=time.perf_counter() - start,
+                          traffic=ctx.transport.snapshot() - before)
+
+    # ------------------------------------------------------------------ conversions
+
+    def _to_he(self, ctx: Any, x: Any, keys: Any) -> Optional[Tuple[bytes, ...]]:
+        """SS->HE; every party's Enc(u_j) goes to the last party, which combines (public data only)."""
+        contribution, _, _ = ss_to_he_party(ctx=ctx, x=x, keys=keys, params=self.conversion)
+        comm = ctx.crypten.comm.get()
+        last = ctx.parties - 1
+        if ctx.rank != last:
+            comm.send_obj((contribution.share.party, contribution.share.cts), last)
+            return None
+        shares = [contribution.share]
+        for src in range(last):
+            party, cts = comm.recv_obj(src)
+            shares.append(EncryptedShare(party=int(party), cts=tuple(cts)))
+        enc = combine(cc=keys.cc, layout=keys.layout, shares=shares, chain=contribution.chain,
+                      params=self.conversion, shape=contribution.shape)
+        return tuple(serialize_ciphertext(c) for c in enc.cts)
+
+    def _from_he(self, ctx: Any, client: Any, driver: Any, name: str, round_id: int, shape: Tuple[int, int]) -> Any:
+        """HE->SS of E's tensor ``name``: announce, (driver) mask, receive, wrap as shares."""
+        rnd = RoundRef(round_id=round_id, kind=name, shape=shape)
+        client.announce(round=rnd)
+        ctx.crypten.cryptensor(torch.zeros(1), src=0).get_plain_text()  # barrier: every party announced
+        if driver is not None:
+            driver.mask_and_share(step_id=self.step_id, name=name, round=rnd)
+        share = client.receive(round=rnd)
+        return share_to_mpc(crypten=ctx.crypten, share=share)
+
+    def _features(self, name: str, shapes: Any) -> int:
+        if name == "delta_input":
+            return int(torch.tensor(shapes[self.split_layer - 1].out_shape).prod())
+        kind, j = name.split(".")
+        shape = shapes[int(j) - 1]
+        if kind == "act":
+            return int(torch.tensor(shape.out_shape).prod())
+        # pre.j, delta_pre.j, delta_post.j: before pooling
+        return int(torch.tensor(_pre_shape(self.model.blocks[int(j) - 1], shape.in_shape)).prod())
+
+    # ------------------------------------------------------------------ DP sites of the HE blocks
+
+    def _he_sites(self, a: Any, delta_z: Any, he: Mapping[str, Any], shapes: Any) -> List[TrainableSite]:
+        sites = []
+        n = len(self.model.blocks)
+        for j in range(self.split_layer + 1, n + 1):
+            block, shape = self.model.blocks[j - 1], shapes[j - 1]
+            prefix = f"blocks.{j - 1}"
+            inputs = a if j == self.split_layer + 1 else he[f"act.{j - 1}"]
+            deltas = delta_z if j == n else he[f"delta_pre.{j}"]
+            weight = self.state_dict[f"{prefix}.{'conv' if block.type == 'conv' else 'linear'}.weight"].float()
+            bias = self.state_dict[f"{prefix}.{'conv' if block.type == 'conv' else 'linear'}.bias"].float()
+            b = int(inputs.size(0))
+            if block.type == "conv":
+                x4 = inputs.reshape(b, *shape.in_shape)
+                pre_hw = _pre_shape(block, shape.in_shape)
+                layer = L.Conv2d(f"block{j}.conv", weight, bias, block.stride, block.padding, f"{prefix}.conv")
+                sites.append(TrainableSite(layer, x4, L.Saved(tensors=(x4,), shape=tuple(x4.size())),
+                                           deltas.reshape(b, *pre_hw)))
+            else:
+                layer = L.Linear(f"block{j}.linear", weight, bias, f"{prefix}.linear")
+                sites.append(TrainableSite(layer, inputs, L.Saved(tensors=(inputs,)), deltas))
+            if j < n and block.activation == "poly" and self.model.poly.trainable:
+                pre, d_post = he[f"pre.{j}"], he[f"delta_post.{j}"]
+                act = L.Poly(f"block{j}.act", float(self.state_dict[f"{prefix}.act.a"]),
+                             float(self.state_dict[f"{prefix}.act.b"]), f"{prefix}.act", trainable=True)
+                sites.append(TrainableSite(act, pre, L.Saved(tensors=(pre, pre.square())), d_post))
+        return sites
+
+
+def _pre_shape(block: Any, in_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    """A block's pre-activation shape per sample (conv output before pooling; dense output)."""
+    if block.type != "conv":
+        return (block.out,)
+    _, h, w = in_shape
+    k, p, st = block.kernel_size, block.padding, block.stride
+    return (block.out, (h + 2 * p - k) // st + 1, (w + 2 * p - k) // st + 1)
