@@ -36,7 +36,7 @@ from ppml_hybrid.model.spec import block_shapes
 from ppml_hybrid.protocols.dp_step import DPStepParams, TrainableSite, noised_gradient_sums, trainable_sites
 from ppml_hybrid.protocols.he_to_ss import share_to_mpc
 from ppml_hybrid.protocols.messages import EncryptedShare
-from ppml_hybrid.protocols.mpc_train_step import PartyRows, StepOutput, poisson_sample
+from ppml_hybrid.protocols.mpc_train_step import PartyRows, StepOutput, share_own_sample
 from ppml_hybrid.protocols.params import ConversionParams
 from ppml_hybrid.protocols.ss_to_he import combine, ss_to_he_party
 from ppml_hybrid.rpc.messages import RoundRef
@@ -113,21 +113,11 @@ class HybridTrainStep:
         keys = load_public_material(material=self.material)
 
         # 1. sample and share
-        rows = inputs.rows
-        picked = poisson_sample(len(rows.labels), self.sample_rate)
-        x_parts, y_parts = [], []
-        for src in range(ctx.parties):
-            mine = src == ctx.rank
-            x_parts.append(ctx.share(rows.images[picked] if mine else None, src=src))
-            onehot = torch.nn.functional.one_hot(rows.labels[picked], self.model.num_classes).float() if mine else None
-            y_parts.append(ctx.share(onehot, src=src))
-        keep = [i for i, p in enumerate(x_parts) if int(p.size(0)) > 0]
-        batch = sum(int(x_parts[i].size(0)) for i in keep)
+        x, y, batch = share_own_sample(ctx, inputs.rows, sample_rate=self.sample_rate,
+                                       num_classes=self.model.num_classes)
         if batch == 0 or batch > self.batch_capacity:
             raise RuntimeError(f"Poisson batch of {batch} rows is outside 1..{self.batch_capacity} (the HE layout's "
                                "capacity); raise train.batch_size headroom or retry the step")
-        x = crypten.cat([x_parts[i] for i in keep], dim=0) if len(keep) > 1 else x_parts[keep[0]]
-        y = crypten.cat([y_parts[i] for i in keep], dim=0) if len(keep) > 1 else y_parts[keep[0]]
 
         # 2. MPC forward
         stage = MPCBlocks.build(model=self.model, state_dict=self.state_dict, image_size=self.image_size,

@@ -58,6 +58,30 @@ def poisson_sample(n: int, rate: float) -> torch.Tensor:
     return torch.from_numpy(np.nonzero(keep)[0]).long()
 
 
+def share_own_sample(ctx: Any, rows: PartyRows, *, sample_rate: float,
+                     num_classes: int) -> Tuple[Optional[Any], Optional[Any], int]:
+    """Step 1: Poisson-sample this party's own rows, share images and one-hot labels.
+
+    Returns the batch's image and label shares (rank order; None when every party drew no
+    row) and the public batch size.
+    """
+    picked = poisson_sample(len(rows.labels), sample_rate)
+    x_parts, y_parts = [], []
+    for src in range(ctx.parties):
+        mine = src == ctx.rank
+        x_parts.append(ctx.share(rows.images[picked] if mine else None, src=src))
+        onehot = torch.nn.functional.one_hot(rows.labels[picked], num_classes).float() if mine else None
+        y_parts.append(ctx.share(onehot, src=src))
+    keep = [i for i, p in enumerate(x_parts) if int(p.size(0)) > 0]
+    batch = sum(int(x_parts[i].size(0)) for i in keep)
+    if not keep:
+        return None, None, 0
+    if len(keep) == 1:
+        return x_parts[keep[0]], y_parts[keep[0]], batch
+    cat = ctx.crypten.cat
+    return cat([x_parts[i] for i in keep], dim=0), cat([y_parts[i] for i in keep], dim=0), batch
+
+
 @dataclass(frozen=True)
 class MPCTrainStep:
     """Party program of one all-MPC DP step (module doc)."""
@@ -72,21 +96,10 @@ class MPCTrainStep:
         torch.set_num_threads(1)
         crypten = ctx.crypten
         start, before = time.perf_counter(), ctx.transport.snapshot()
-        picked = poisson_sample(len(rows.labels), self.sample_rate)
-        x_parts, y_parts = [], []
-        for src in range(ctx.parties):
-            mine = src == ctx.rank
-            x_parts.append(ctx.share(rows.images[picked] if mine else None, src=src))
-            onehot = torch.nn.functional.one_hot(rows.labels[picked], self.model.num_classes).float() if mine else None
-            y_parts.append(ctx.share(onehot, src=src))
-        sizes = [int(p.size(0)) for p in x_parts]
-        batch = sum(sizes)
+        x, y, batch = share_own_sample(ctx, rows, sample_rate=self.sample_rate, num_classes=self.model.num_classes)
         if batch == 0:
             sums = self._noise_only(ctx)
         else:
-            keep = [i for i, s in enumerate(sizes) if s > 0]
-            x = crypten.cat([x_parts[i] for i in keep], dim=0) if len(keep) > 1 else x_parts[keep[0]]
-            y = crypten.cat([y_parts[i] for i in keep], dim=0) if len(keep) > 1 else y_parts[keep[0]]
             stage = MPCBlocks.build(model=self.model, state_dict=self.state_dict, image_size=self.image_size,
                                     stop=len(self.model.blocks))
             trace = stage.forward(x, crypten=crypten, transport=ctx.transport)
