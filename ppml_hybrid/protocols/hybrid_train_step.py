@@ -158,7 +158,7 @@ class HybridTrainStep:
         sites = trainable_sites(stage.layers, trace, back) + self._he_sites(a, delta_z, he, shapes)
         sums = noised_gradient_sums(sites, params=self.dp).noised_sums
         return StepOutput(noised_sums=dict(sums), batch_size=batch, seconds=time.perf_counter() - start,
-                          traffic=ctx.transport.snapshot() - before)
+                          traffic=ctx.transport.snapshot() - before, layer_costs=trace.costs + back.costs)
 
     # ------------------------------------------------------------------ conversions
 

@@ -47,6 +47,7 @@ class StepOutput:
     batch_size: int  # sum of the parties' public row counts
     seconds: float
     traffic: Traffic
+    layer_costs: Tuple[Any, ...] = ()  # LayerCost of every MPC layer, forward and backward
 
 
 def poisson_sample(n: int, rate: float) -> torch.Tensor:
@@ -97,6 +98,7 @@ class MPCTrainStep:
         crypten = ctx.crypten
         start, before = time.perf_counter(), ctx.transport.snapshot()
         x, y, batch = share_own_sample(ctx, rows, sample_rate=self.sample_rate, num_classes=self.model.num_classes)
+        costs: Tuple[Any, ...] = ()
         if batch == 0:
             sums = self._noise_only(ctx)
         else:
@@ -106,8 +108,9 @@ class MPCTrainStep:
             delta = trace.output.softmax(1) - y
             back = stage.backward(trace, delta, crypten=crypten, transport=ctx.transport, weight_grads=False)
             sums = noised_gradient_sums(trainable_sites(stage.layers, trace, back), params=self.dp).noised_sums
+            costs = trace.costs + back.costs
         return StepOutput(noised_sums=dict(sums), batch_size=batch, seconds=time.perf_counter() - start,
-                          traffic=ctx.transport.snapshot() - before)
+                          traffic=ctx.transport.snapshot() - before, layer_costs=costs)
 
     def _noise_only(self, ctx: Any) -> Dict[str, torch.Tensor]:
         """An empty Poisson batch still releases (noise-only) sums, as the accountant assumes."""

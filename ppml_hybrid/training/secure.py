@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from opacus.accountants import create_accountant
@@ -86,6 +86,7 @@ class SecureResult:
     step_seconds: tuple
     traffic_per_party: tuple  # mean bytes sent / rounds per step, per party
     projections: Dict[str, float]
+    layer_traffic: tuple = ()  # per party, per MPC layer and direction: mean bytes sent / rounds per step
 
     def metrics(self) -> dict:
         return {
@@ -98,6 +99,7 @@ class SecureResult:
             "time_per_step_s": sum(self.step_seconds) / len(self.step_seconds),
             "mpc_traffic_per_step": list(self.traffic_per_party),
             "projected_step_s": self.projections,
+            "mpc_layers_per_step": list(self.layer_traffic),
             "epochs": [
                 {"epoch": e.epoch, "steps": e.steps, "val": e.val.as_dict(), "epsilon": e.epsilon, "seconds": e.seconds}
                 for e in self.epochs
@@ -181,6 +183,7 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
     n = len(splits.train)
     step, epochs, step_seconds = 0, [], []
     traffic_sum = [Traffic() for _ in range(cfg.smpc.parties)]
+    layer_sum: Dict[Tuple[int, str, str], List[float]] = {}
     steps_per_epoch = math.ceil(n / batch_size)
     for epoch in range(1, cfg.train.epochs + 1):
         start = time.perf_counter()
@@ -198,6 +201,11 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
             step_seconds.append(run.wall_s)
             for j, r in enumerate(run.results):
                 traffic_sum[j] = traffic_sum[j] + r.traffic
+                for c in r.layer_costs:
+                    acc = layer_sum.setdefault((j, c.layer, c.direction), [0.0, 0.0, 0.0])
+                    acc[0] += c.traffic.bytes_sent
+                    acc[1] += c.traffic.rounds
+                    acc[2] += c.seconds
             bar.set_postfix(batch=out.batch_size, s=f"{run.wall_s:.1f}")
         bar.close()
         val = evaluate(model, splits.val.images, splits.val.labels)
@@ -220,6 +228,11 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
         model=model, epochs=tuple(epochs), test=evaluate(model, splits.test.images, splits.test.labels),
         epsilon=epochs[-1].epsilon, noise_multiplier=sigma, sample_rate=sample_rate, steps=step,
         step_seconds=tuple(step_seconds), traffic_per_party=tuple(mean_traffic), projections=projections,
+        layer_traffic=tuple(
+            {"party": j, "layer": layer, "direction": direction, "bytes_sent": b / step, "rounds": r / step,
+             "seconds": sec / step}
+            for (j, layer, direction), (b, r, sec) in layer_sum.items()
+        ),
     )
 
 

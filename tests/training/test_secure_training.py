@@ -73,6 +73,12 @@ def test_all_mpc_steps_track_plaintext_without_noise(model_name):
     assert result.steps == steps and result.epsilon is not None
     assert all(t["bytes_sent"] > 0 for t in result.traffic_per_party)
     assert set(result.projections) == {"lan"}
+    layers = {(t["party"], t["layer"], t["direction"]): t for t in result.layer_traffic}
+    # public-weight convolutions cost nothing with 2 parties, forward and for the input delta
+    for j in (0, 1):
+        assert layers[(j, "block2.conv", "forward")]["bytes_sent"] == 0
+        assert layers[(j, "block2.conv", "forward")]["rounds"] == 0
+    assert any(t["bytes_sent"] > 0 for t in result.layer_traffic)
 
 
 def test_rows_are_assigned_by_site_or_patient():
