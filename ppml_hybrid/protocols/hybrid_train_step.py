@@ -36,7 +36,7 @@ from ppml_hybrid.model.spec import block_shapes
 from ppml_hybrid.protocols.dp_step import DPStepParams, TrainableSite, noised_gradient_sums, trainable_sites
 from ppml_hybrid.protocols.he_to_ss import share_to_mpc
 from ppml_hybrid.protocols.messages import EncryptedShare
-from ppml_hybrid.protocols.mpc_train_step import PartyRows, StepOutput, share_own_sample
+from ppml_hybrid.protocols.mpc_train_step import PartyRows, StageClock, StepOutput, share_own_sample
 from ppml_hybrid.protocols.params import ConversionParams
 from ppml_hybrid.protocols.ss_to_he import combine, ss_to_he_party
 from ppml_hybrid.rpc.messages import RoundRef
@@ -101,6 +101,7 @@ class HybridTrainStep:
         torch.set_num_threads(1)
         crypten = ctx.crypten
         start, before = time.perf_counter(), ctx.transport.snapshot()
+        clock = StageClock(ctx.transport)
         ep = self.endpoints
         conv_client = PartyConversionClient(
             key=PartyKeyClient(address=ep.key_address, server_trust_pem=ep.key_trust_pem, credential=inputs.credential),
@@ -111,6 +112,7 @@ class HybridTrainStep:
         driver = (EvaluatorClient(address=ep.evaluator_address, server_trust_pem=ep.evaluator_trust_pem,
                                   credential=inputs.credential) if is_driver else None)
         keys = load_public_material(material=self.material)
+        clock.lap("load_public_material")
 
         # 1. sample and share
         x, y, batch = share_own_sample(ctx, inputs.rows, sample_rate=self.sample_rate,
@@ -118,30 +120,38 @@ class HybridTrainStep:
         if batch == 0 or batch > self.batch_capacity:
             raise RuntimeError(f"Poisson batch of {batch} rows is outside 1..{self.batch_capacity} (the HE layout's "
                                "capacity); raise train.batch_size headroom or retry the step")
+        clock.lap("share_inputs")
 
         # 2. MPC forward
         stage = MPCBlocks.build(model=self.model, state_dict=self.state_dict, image_size=self.image_size,
                                 stop=self.split_layer)
         trace = stage.forward(x, crypten=crypten, transport=ctx.transport)
         a = trace.output.reshape(batch, -1)
+        clock.lap("mpc_forward")
 
         # 3-4. SS->HE of a, E forward
         enc_a = self._to_he(ctx, a, keys)
+        clock.lap("ss_to_he")
         he_state = {k: v for k, v in self.state_dict.items() if int(k.split(".")[1]) >= self.split_layer}
         if is_driver:
             driver.forward(step_id=self.step_id, batch=batch, weights=he_state, inputs=enc_a,
                            n_features=int(a.size(1)))
+        clock.lap("he_forward")
         round_id = self.first_round
 
         # 5-6. logits back into the MPC, delta_z
         z = self._from_he(ctx, conv_client, driver, "logits", round_id, (batch, self.model.num_classes))
         round_id += 1
+        clock.lap("he_to_ss")
         delta_z = z.softmax(1) - y
+        clock.lap("mpc_softmax")
 
         # 7. SS->HE of delta_z, E backward, HE tensors back into the MPC
         enc_dz = self._to_he(ctx, delta_z, keys)
+        clock.lap("ss_to_he")
         if is_driver:
             driver.backward(step_id=self.step_id, delta_logits=enc_dz, n_features=self.model.num_classes)
+        clock.lap("he_backward")
         shapes = block_shapes(self.model, self.image_size)
         he: Dict[str, Any] = {}
         for name in self._he_tensors():
@@ -149,16 +159,20 @@ class HybridTrainStep:
             round_id += 1
         if is_driver:
             driver.release_step(step_id=self.step_id)
+        clock.lap("he_to_ss")
 
         # 8. MPC backward from delta_a
         delta_a = he["delta_input"].reshape(*trace.output.size())
         back = stage.backward(trace, delta_a, crypten=crypten, transport=ctx.transport, weight_grads=False)
+        clock.lap("mpc_backward")
 
         # 9-10. DP step over MPC and HE layers
         sites = trainable_sites(stage.layers, trace, back) + self._he_sites(a, delta_z, he, shapes)
         sums = noised_gradient_sums(sites, params=self.dp).noised_sums
+        clock.lap("dp_step")
         return StepOutput(noised_sums=dict(sums), batch_size=batch, seconds=time.perf_counter() - start,
-                          traffic=ctx.transport.snapshot() - before, layer_costs=trace.costs + back.costs)
+                          traffic=ctx.transport.snapshot() - before, layer_costs=trace.costs + back.costs,
+                          stages=clock.stages())
 
     # ------------------------------------------------------------------ conversions
 

@@ -48,6 +48,34 @@ class StepOutput:
     seconds: float
     traffic: Traffic
     layer_costs: Tuple[Any, ...] = ()  # LayerCost of every MPC layer, forward and backward
+    stages: Tuple["StageCost", ...] = ()  # time and traffic per protocol stage, in order
+
+
+@dataclass(frozen=True)
+class StageCost:
+    """One protocol stage of a step at one party: wall time and MPC traffic."""
+
+    stage: str
+    seconds: float
+    traffic: Traffic
+
+
+class StageClock:
+    """Splits a step into named stages (time and this party's MPC traffic per stage)."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._stages: list = []
+        self._t, self._traffic = time.perf_counter(), transport.snapshot()
+
+    def lap(self, stage: str) -> None:
+        """Close the stage that ran since the last lap, under ``stage``."""
+        now, traffic = time.perf_counter(), self._transport.snapshot()
+        self._stages.append(StageCost(stage, now - self._t, traffic - self._traffic))
+        self._t, self._traffic = now, traffic
+
+    def stages(self) -> Tuple[StageCost, ...]:
+        return tuple(self._stages)
 
 
 def poisson_sample(n: int, rate: float) -> torch.Tensor:
@@ -97,20 +125,26 @@ class MPCTrainStep:
         torch.set_num_threads(1)
         crypten = ctx.crypten
         start, before = time.perf_counter(), ctx.transport.snapshot()
+        clock = StageClock(ctx.transport)
         x, y, batch = share_own_sample(ctx, rows, sample_rate=self.sample_rate, num_classes=self.model.num_classes)
+        clock.lap("share_inputs")
         costs: Tuple[Any, ...] = ()
         if batch == 0:
             sums = self._noise_only(ctx)
+            clock.lap("dp_step")
         else:
             stage = MPCBlocks.build(model=self.model, state_dict=self.state_dict, image_size=self.image_size,
                                     stop=len(self.model.blocks))
             trace = stage.forward(x, crypten=crypten, transport=ctx.transport)
             delta = trace.output.softmax(1) - y
+            clock.lap("mpc_forward")
             back = stage.backward(trace, delta, crypten=crypten, transport=ctx.transport, weight_grads=False)
+            clock.lap("mpc_backward")
             sums = noised_gradient_sums(trainable_sites(stage.layers, trace, back), params=self.dp).noised_sums
+            clock.lap("dp_step")
             costs = trace.costs + back.costs
         return StepOutput(noised_sums=dict(sums), batch_size=batch, seconds=time.perf_counter() - start,
-                          traffic=ctx.transport.snapshot() - before, layer_costs=costs)
+                          traffic=ctx.transport.snapshot() - before, layer_costs=costs, stages=clock.stages())
 
     def _noise_only(self, ctx: Any) -> Dict[str, torch.Tensor]:
         """An empty Poisson batch still releases (noise-only) sums, as the accountant assumes."""

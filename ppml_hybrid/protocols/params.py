@@ -6,6 +6,9 @@
 * ``modulus_bits`` m = l + 1: each party reduces its share mod 2^m.
 * ``carry_bits``: ceil(log2(parties)) bits hold the carry w in {0..parties-1}.
 * ``scale_bits``: the CKKS scale; at least 2^50 for CrypTen-level precision.
+* ``adder``: how the MPC computes the carry (:mod:`~ppml_hybrid.protocols.carry`): ``"cut"``
+  (default: bit-sliced adder on the low ``adder_bits`` = m + carry_bits bits only) or ``"full"``
+  (CrypTen's 64-bit binary adder, kept for comparison).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ MIN_SCALE_BITS = 50
 MAX_SCALE_BITS = 59
 # u_j / 2^f must be exact in float64 (53-bit mantissa) before CKKS encoding.
 MAX_MODULUS_BITS = 52
+ADDERS = ("cut", "full")
 # Headroom below the clamp bound, in units of 2^-f, so that |X| < 2^l holds after clamping.
 CLAMP_MARGIN_UNITS = 2
 
@@ -32,6 +36,7 @@ class ConversionParams:
     integer_bits: int = 8
     scale_bits: int = 50
     fraction_bits: int = CRYPTEN_FRACTION_BITS
+    adder: str = "cut"
 
     def __post_init__(self) -> None:
         self.check()
@@ -50,6 +55,11 @@ class ConversionParams:
     def carry_bits(self) -> int:
         """Bits of the carry w = (sum u_j - y) / 2^m, which lies in {0, ..., parties - 1}."""
         return max(1, math.ceil(math.log2(self.parties)))
+
+    @property
+    def adder_bits(self) -> int:
+        """k = m + carry_bits: sum_j u_j < parties * 2^m <= 2^k, so only the low k bits matter."""
+        return self.modulus_bits + self.carry_bits
 
     @property
     def clamp_bound(self) -> float:
@@ -76,6 +86,8 @@ class ConversionParams:
                 f"modulus bits m = fraction_bits + integer_bits + 1 = {self.modulus_bits} exceed {MAX_MODULUS_BITS} "
                 "(shares mod 2^m must be exact in float64): lower integer_bits"
             )
+        if self.adder not in ADDERS:
+            raise ConversionParamsError(f"adder must be one of {ADDERS}; got adder={self.adder!r}")
         if not MIN_SCALE_BITS <= self.scale_bits <= MAX_SCALE_BITS:
             raise ConversionParamsError(
                 f"the CKKS scale must be 2^{MIN_SCALE_BITS}..2^{MAX_SCALE_BITS} for CrypTen-level precision; "

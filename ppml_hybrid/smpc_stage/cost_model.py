@@ -19,6 +19,14 @@ from typing import Sequence
 from ppml_hybrid.config import NetworkConfig
 from ppml_hybrid.smpc_stage.transport import LinkShaping, Traffic
 
+# The named profiles of conf/network/ (a test keeps the two in step): every run projects onto
+# all of them, so a sweep can name the best split per profile.
+STANDARD_PROFILES = (
+    NetworkConfig(name="lan", bandwidth_bps=10e9, rtt_s=0.2e-3),
+    NetworkConfig(name="wan", bandwidth_bps=1e9, rtt_s=20e-3),
+    NetworkConfig(name="wan_slow", bandwidth_bps=100e6, rtt_s=80e-3),
+)
+
 
 @dataclass(frozen=True)
 class StepProjection:

@@ -37,7 +37,7 @@ from ppml_hybrid.model import BlockModel, build_model
 from ppml_hybrid.privacy.accounting import resolve_noise_multiplier
 from ppml_hybrid.protocols.dp_step import DPStepParams
 from ppml_hybrid.protocols.mpc_train_step import MPCTrainStep, PartyRows, StepOutput
-from ppml_hybrid.smpc_stage.cost_model import project_step
+from ppml_hybrid.smpc_stage.cost_model import STANDARD_PROFILES, project_step
 from ppml_hybrid.smpc_stage.launcher import run_parties
 from ppml_hybrid.smpc_stage.transport import ChannelTraffic, Traffic
 from ppml_hybrid.training.evaluation import SplitMetrics, evaluate
@@ -87,6 +87,8 @@ class SecureResult:
     traffic_per_party: tuple  # mean bytes sent / rounds per step, per party
     projections: Dict[str, float]
     layer_traffic: tuple = ()  # per party, per MPC layer and direction: mean bytes sent / rounds per step
+    stage_costs: tuple = ()  # per protocol stage: mean seconds (slowest party) and bytes per step
+    steps_per_epoch: int = 0
 
     def metrics(self) -> dict:
         return {
@@ -99,6 +101,8 @@ class SecureResult:
             "time_per_step_s": sum(self.step_seconds) / len(self.step_seconds),
             "mpc_traffic_per_step": list(self.traffic_per_party),
             "projected_step_s": self.projections,
+            "projected_epoch_s": {k: v * self.steps_per_epoch for k, v in self.projections.items()},
+            "stages_per_step": list(self.stage_costs),
             "mpc_layers_per_step": list(self.layer_traffic),
             "epochs": [
                 {"epoch": e.epoch, "steps": e.steps, "val": e.val.as_dict(), "epsilon": e.epsilon, "seconds": e.seconds}
@@ -184,6 +188,7 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
     step, epochs, step_seconds = 0, [], []
     traffic_sum = [Traffic() for _ in range(cfg.smpc.parties)]
     layer_sum: Dict[Tuple[int, str, str], List[float]] = {}
+    stage_sum: Dict[str, List[float]] = {}
     steps_per_epoch = math.ceil(n / batch_size)
     for epoch in range(1, cfg.train.epochs + 1):
         start = time.perf_counter()
@@ -199,6 +204,7 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
             accountant.step(noise_multiplier=sigma, sample_rate=sample_rate)
             step += 1
             step_seconds.append(run.wall_s)
+            _add_stages(stage_sum, run.results)
             for j, r in enumerate(run.results):
                 traffic_sum[j] = traffic_sum[j] + r.traffic
                 for c in r.layer_costs:
@@ -221,7 +227,7 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
     ]
     compute_s = sum(step_seconds) / len(step_seconds)
     projections = {}
-    for net in (cfg.network, *networks):
+    for net in (cfg.network, *STANDARD_PROFILES, *networks):
         per_step = [_scaled(t, 1.0 / step) for t in traffic_sum]
         projections[net.name] = project_step(traffic_per_party=per_step, compute_s=compute_s, network=net).total_s
     return SecureResult(
@@ -233,7 +239,32 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
              "seconds": sec / step}
             for (j, layer, direction), (b, r, sec) in layer_sum.items()
         ),
+        stage_costs=tuple(
+            {"stage": name, "seconds": sec / step, "bytes_sent": b / step, "dealer_bytes": d / step}
+            for name, (sec, b, d) in stage_sum.items()
+        ),
+        steps_per_epoch=steps_per_epoch,
     )
+
+
+def _add_stages(stage_sum: Dict[str, List[float]], results: Sequence[StepOutput]) -> None:
+    """Per stage: the slowest party's time (everyone waits for it) and the largest traffic."""
+    per_stage: Dict[str, List[float]] = {}
+    for r in results:
+        mine: Dict[str, List[float]] = {}
+        for c in r.stages:  # a stage can occur twice in a step (SS->HE of a and of delta_z)
+            acc = mine.setdefault(c.stage, [0.0, 0.0, 0.0])
+            acc[0] += c.seconds
+            acc[1] += c.traffic.bytes_sent
+            acc[2] += c.traffic.dealer.bytes_total
+        for name, (sec, b, d) in mine.items():
+            cur = per_stage.setdefault(name, [0.0, 0.0, 0.0])
+            per_stage[name] = [max(cur[0], sec), max(cur[1], b), max(cur[2], d)]
+    for name, (sec, b, d) in per_stage.items():
+        acc = stage_sum.setdefault(name, [0.0, 0.0, 0.0])
+        acc[0] += sec
+        acc[1] += b
+        acc[2] += d
 
 
 def _agree(results: Sequence[StepOutput]) -> StepOutput:

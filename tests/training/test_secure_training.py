@@ -72,7 +72,10 @@ def test_all_mpc_steps_track_plaintext_without_noise(model_name):
     assert max(diffs.values()) <= 1e-3, diffs
     assert result.steps == steps and result.epsilon is not None
     assert all(t["bytes_sent"] > 0 for t in result.traffic_per_party)
-    assert set(result.projections) == {"lan"}
+    assert set(result.projections) == {"lan", "wan", "wan_slow"}
+    assert result.projections["lan"] < result.projections["wan"] < result.projections["wan_slow"]
+    stages = {c["stage"] for c in result.stage_costs}
+    assert {"share_inputs", "mpc_forward", "mpc_backward", "dp_step"} <= stages
     layers = {(t["party"], t["layer"], t["direction"]): t for t in result.layer_traffic}
     # public-weight convolutions cost nothing with 2 parties, forward and for the input delta
     for j in (0, 1):
@@ -104,8 +107,20 @@ def test_hybrid_steps_with_he_blocks_track_plaintext_without_noise(split):
              for (name, got), (_, want) in zip(result.model.state_dict().items(), twin.state_dict().items())}
     assert max(diffs.values()) <= 1e-3, diffs
     assert result.steps == steps
+    stages = {c["stage"]: c for c in result.stage_costs}
+    assert {"ss_to_he", "he_forward", "he_to_ss", "he_backward", "mpc_forward", "dp_step"} <= set(stages)
+    assert stages["ss_to_he"]["bytes_sent"] > 0 and stages["he_forward"]["seconds"] > 0
 
 
 def test_hybrid_refuses_dp_off():
     with pytest.raises(NotBuiltYetError, match="dp=off"):
         train_secure(_cfg("mode=hybrid", "split_layer=5", "dp=off"), DataSplits(train=_set(8, 0), val=_set(4, 1), test=_set(4, 2)))
+
+
+def test_standard_network_profiles_match_conf():
+    import yaml
+    from ppml_hybrid.smpc_stage.cost_model import STANDARD_PROFILES
+
+    for profile in STANDARD_PROFILES:
+        conf = yaml.safe_load((CONF / "network" / f"{profile.name}.yaml").read_text())
+        assert float(conf["bandwidth_bps"]) == profile.bandwidth_bps and float(conf["rtt_s"]) == profile.rtt_s
