@@ -68,6 +68,9 @@ def test_hydra_multirun_writes_one_result_per_job(tmp_path):
     assert len(results) == 2
     sigmas = sorted(json.loads(p.read_text())["noise_multiplier"] for p in results)
     assert sigmas == [0.8, 1.2]
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert [r["status"] for r in summary["rows"]] == ["ok", "ok"]
+    assert "| job | mode |" in (tmp_path / "sweep" / "summary.md").read_text()
 
 
 def test_cli_errors_exit_non_zero_with_one_line(tmp_path):

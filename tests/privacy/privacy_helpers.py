@@ -45,7 +45,6 @@ class RecordingHybridSteps:
         from ppml_hybrid.he_stage.evaluator.party import PartyConversionClient
         from ppml_hybrid.he_stage.shares import sum_shares
         from ppml_hybrid.protocols import dp_step
-        from ppml_hybrid.smpc_stage.programs import share_batch
 
         torch.set_num_threads(1)
         fetched: List[Tuple[int, str, np.ndarray, np.ndarray]] = []
@@ -82,8 +81,7 @@ class RecordingHybridSteps:
                 leak = ViewRecorder()
                 if ctx.rank == self.observer:
                     ctx.transport.recorder = leak
-                x = share_batch(ctx, rows.images if ctx.rank == 0 else None) if False else \
-                    ctx.share(rows.images if ctx.rank == 0 else None, src=0)
+                x = ctx.share(rows.images if ctx.rank == 0 else None, src=0)  # party 0's secret images
                 noise = torch.empty(tuple(x.size())).uniform_(-plant, plant) if plant else torch.zeros(tuple(x.size()))
                 mask = ctx.share(noise if ctx.rank == 0 else None, src=0)
                 (x + mask).get_plain_text()
