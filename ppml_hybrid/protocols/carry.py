@@ -165,8 +165,8 @@ def _csa(ops: List[Tuple[torch.Tensor, int]], k: int) -> List[Tuple[torch.Tensor
 def _prefix_plan(k: int, want: Set[int]) -> List[Tuple[List[int], List[int]]]:
     """Sklansky levels restricted to the gates that feed G-prefixes at ``want``.
 
-    Returns per level (g_updates, p_updates); at level L position q (bit L set) combines with
-    s = (q >> L << L) - 1. Also the positions whose initial G/P are needed are implied.
+    Returns per level L (g_updates, p_updates): positions q (bit L set) that combine with
+    s = (q >> L << L) - 1, walking backwards from the outputs so no unused gate is evaluated.
     """
     levels = max(1, math.ceil(math.log2(k))) if k > 1 else 0
     need_g, need_p = set(want), set()
@@ -227,15 +227,17 @@ def cut_carry_bits(*, u: torch.Tensor, rank: int, parties: int, params: Conversi
     n_values = u.numel()
     mine = torch.zeros(k, max(1, math.ceil(n_values / WORD_BITS)), dtype=torch.int64)
     mine[:m] = bit_slice(u, bits=m)
-    ops = [(BinarySharedTensor(mine if rank == j else None, size=mine.size(), src=j).share, m)
-           for j in range(parties)]
+    ops = [BinarySharedTensor(mine if rank == j else None, size=mine.size(), src=j).share for j in range(parties)]
+    planes = carry_planes(ops, m=m, k=k, carry_bits=params.carry_bits)
+    return tuple(unslice(plane, n=n_values).view(u.shape) for plane in planes)
+
+
+def carry_planes(operands: Sequence[torch.Tensor], *, m: int, k: int, carry_bits: int) -> List[torch.Tensor]:
+    """XOR shares of bit planes m .. m+carry_bits-1 of the sum of ``operands`` ((k, words) shares of
+    bit-sliced values below 2^m whose sum is below 2^k): CSA levels, then the pruned prefix."""
+    ops = [(o, m) for o in operands]
     while len(ops) > 2:
         ops = _csa(ops, k)
     (sa, _), (sb, _) = ops
-    want = list(range(m - 1, k - 1))  # carry into bit i is the G-prefix at i - 1
-    carries = _carries(ops[0], ops[1], k=k, want=want)
-    out = []
-    for i in range(m, m + params.carry_bits):
-        plane = sa[i] ^ sb[i] ^ carries[i - 1]
-        out.append(unslice(plane, n=n_values).view(u.shape))
-    return tuple(out)
+    carries = _carries(ops[0], ops[1], k=k, want=range(m - 1, k - 1))  # carry into i: G-prefix at i-1
+    return [sa[i] ^ sb[i] ^ carries[i - 1] for i in range(m, m + carry_bits)]
