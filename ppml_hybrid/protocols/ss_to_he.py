@@ -5,9 +5,10 @@ mod-2^64 wrap, so raw 64-bit shares are never encrypted. Instead, with l = f + i
 m = l + 1 (:class:`~ppml_hybrid.protocols.params.ConversionParams`):
 
 1. MPC (all parties, :mod:`~ppml_hybrid.protocols.carry`): clamp |X| < 2^l; P_1 adds 2^l so
-   y = X + 2^l is in [0, 2^m); each party reduces its share mod 2^m (u_j); the binary adder on
-   ``BinarySharedTensor(u_j, src=j)`` gives every party XOR shares of the bits of the carry
-   w = (sum_j u_j - y) / 2^m;
+   y = X + 2^l is in [0, 2^m); each party reduces its share mod 2^m (u_j); a binary adder on
+   the parties' bit-sliced u_j, cut to m + ceil(log2 n) bits (``ConversionParams.adder``;
+   ``"full"`` is CrypTen's 64-bit adder), gives every party XOR shares of the bits of the
+   carry w = (sum_j u_j - y) / 2^m;
 2. each P_j encrypts u_j / 2^f under K's public key (:class:`EncryptedShare`, to E);
 3. XOR chain P_1 -> ... -> P_n -> E on each carry bit (:mod:`~ppml_hybrid.protocols.xor_chain`):
    P_1 sends Enc(b_1); P_j maps ct <- ct (1 - 2 b_j) + Enc(b_j) (fresh: re-randomised) and passes

@@ -124,3 +124,23 @@ def sum_mod(arrays: Sequence[np.ndarray]) -> np.ndarray:
     for a in arrays:
         acc = acc + np.asarray(a, dtype=np.int64).view(np.uint64)
     return acc.view(np.int64)
+
+
+BLOCK = 8192
+
+
+def blockwise_min_p(a: np.ndarray, b: np.ndarray, *, block: int = BLOCK) -> float:
+    """Bonferroni-corrected smallest per-byte chi-square p-value over position-aligned blocks.
+
+    The message schedule of a step depends only on public shapes, so value ``i`` of both
+    transcripts comes from the same message: comparing block by block keeps the test's power
+    against a leak confined to a few messages (a whole-transcript histogram would dilute it).
+    """
+    n = min(a.size, b.size)
+    ps = []
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        if hi - lo < 1024:  # too few for 256 bins: join the tail to the previous block
+            lo = max(0, hi - block)
+        ps += byte_pvalues(a[lo:hi], b[lo:hi])
+    return min(1.0, min(ps) * len(ps))
