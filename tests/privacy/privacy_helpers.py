@@ -93,7 +93,7 @@ class RecordingHybridSteps:
                 "e_shares": [(r, k, s) for r, k, _, s in fetched],
                 "noised_sums": dict(result.noised_sums),
                 "batch_size": result.batch_size,
-                **({k: v for k, v in leaks.items()} if ctx.rank == self.observer else {}),
+                **(leaks if ctx.rank == self.observer else {}),
             }
         return out
 
