@@ -164,7 +164,7 @@ def _step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[Par
                     parties=cfg.smpc.parties, batch_capacity=capacity)
     log.info("starting the key service and the HE evaluator (%s, batch capacity %d) ...", cfg.he.name, capacity)
     svc = stack.enter_context(start_local_he_services(run=run, keyservice=cfg.keyservice))
-    material = svc.party_key_client(1).get_public_material().material
+    material = _attested_material(cfg, svc)
     endpoints = ServiceEndpoints(key_address=svc.key_service.address, key_trust_pem=svc.key_service.trust_pem,
                                  evaluator_address=svc.evaluator.address, evaluator_trust_pem=svc.evaluator.trust_pem)
     conversion = ConversionParams(parties=cfg.smpc.parties, scale_bits=cfg.he.scale_bits)
@@ -179,6 +179,28 @@ def _step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[Par
         return dataclasses.replace(program, first_round=step * program.rounds_per_step())
 
     return hybrid, inputs
+
+
+def _attested_material(cfg: RunConfig, svc: Any) -> Any:
+    """Every party checks K's attestation (fresh nonce; code identity, the material it received,
+    the decryption policy and the TLS channel) before anything is sent; returns the material."""
+    from ppml_hybrid.keyservice.verify import check_key_service, policy_from_config
+
+    root = svc.key_service.ready.extra.get("development_attestation_root_pem") or None
+    policy = policy_from_config(keyservice=cfg.keyservice, development_root_pem=root.encode() if root else None)
+    material = None
+    for j in range(1, cfg.smpc.parties + 1):
+        client = svc.party_key_client(j)
+        published = client.get_public_material()
+        payload = check_key_service(client=client, published=published, keyservice=cfg.keyservice, policy=policy,
+                                    tls_trust_pem=svc.key_service.trust_pem)
+        if material is not None and published.material != material:
+            raise RuntimeError("the key service gave the parties different public material")
+        material = published.material
+    log.info("every party verified the key service's attestation%s",
+             " (DEVELOPMENT signer: allowed by keyservice.allow_development_attestation)"
+             if payload.development else "")
+    return material
 
 
 def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torch.optim.Optimizer, schedule: Any,

@@ -124,3 +124,13 @@ def test_standard_network_profiles_match_conf():
     for profile in STANDARD_PROFILES:
         conf = yaml.safe_load((CONF / "network" / f"{profile.name}.yaml").read_text())
         assert float(conf["bandwidth_bps"]) == profile.bandwidth_bps and float(conf["rtt_s"]) == profile.rtt_s
+
+
+def test_hybrid_run_refuses_a_key_service_whose_attestation_fails():
+    """Without the development opt-in, K's locally signed attestation is refused before any data moves."""
+    from ppml_hybrid.keyservice.attestation.errors import AttestationError
+
+    cfg = _cfg("mode=hybrid", "he=insecure_test", "split_layer=4", "train.batch_size=8", "train.max_steps=1",
+               "keyservice.allow_development_attestation=false")
+    with pytest.raises(AttestationError):
+        train_secure(cfg, DataSplits(train=_set(8, 0), val=_set(4, 1), test=_set(4, 2)))
