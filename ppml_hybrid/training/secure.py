@@ -87,7 +87,7 @@ class SecureResult:
     traffic_per_party: tuple  # mean bytes sent / rounds per step, per party
     projections: Dict[str, float]
     layer_traffic: tuple = ()  # per party, per MPC layer and direction: mean bytes sent / rounds per step
-    stage_costs: tuple = ()  # per protocol stage: mean seconds (slowest party) and bytes per step
+    stage_costs: tuple = ()  # per protocol stage: mean seconds (the driver's clock) and bytes per step
     steps_per_epoch: int = 0
 
     def metrics(self) -> dict:
@@ -270,9 +270,11 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
 
 
 def _add_stages(stage_sum: Dict[str, List[float]], results: Sequence[StepOutput]) -> None:
-    """Per stage: the slowest party's time (everyone waits for it) and the largest traffic."""
+    """Per stage: the driver's time (the last party calls E; the others' clocks would charge
+    their wait for E to the next stage) and the largest traffic of any party."""
     per_stage: Dict[str, List[float]] = {}
-    for r in results:
+    for rank, r in enumerate(results):
+        driver = rank == len(results) - 1
         mine: Dict[str, List[float]] = {}
         for c in r.stages:  # a stage can occur twice in a step (SS->HE of a and of delta_z)
             acc = mine.setdefault(c.stage, [0.0, 0.0, 0.0])
@@ -281,7 +283,7 @@ def _add_stages(stage_sum: Dict[str, List[float]], results: Sequence[StepOutput]
             acc[2] += c.traffic.dealer.bytes_total
         for name, (sec, b, d) in mine.items():
             cur = per_stage.setdefault(name, [0.0, 0.0, 0.0])
-            per_stage[name] = [max(cur[0], sec), max(cur[1], b), max(cur[2], d)]
+            per_stage[name] = [sec if driver else cur[0], max(cur[1], b), max(cur[2], d)]
     for name, (sec, b, d) in per_stage.items():
         acc = stage_sum.setdefault(name, [0.0, 0.0, 0.0])
         acc[0] += sec
