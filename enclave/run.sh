@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Start K's enclave on the parent instance, its vsock-proxy to KMS, and hand it the launch spec.
 #   enclave/run.sh SPEC.json        (SPEC.json: a KeyServiceSpec as ppml_hybrid writes it; no secrets)
+# K's KMS calls need this instance role's temporary credentials (IMDS is unreachable from the enclave):
+# they go from IMDSv2 through jq straight into the vsock pipe as the spec's "aws_credentials" and are
+# never written to a file, put on a command line or into the environment.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SPEC="${1:?usage: run.sh SPEC.json}"
 REGION="${AWS_REGION:?set AWS_REGION}"
 CID="$(jq -r .enclave_cid "${HERE}/enclave-config.json")"
+IMDS=http://169.254.169.254/latest
+jq -e --arg r "${REGION}" '.keyservice.kms_region == $r' "${SPEC}" >/dev/null \
+    || { echo "SPEC.json: keyservice.kms_region must be ${REGION} (the KMS key's region)" >&2; exit 1; }
 
 # KMS only, through the allowlisted proxy (vsock 8000 -> kms.REGION.amazonaws.com:443).
 vsock-proxy 8000 "kms.${REGION}.amazonaws.com" 443 --config "${HERE}/vsock-proxy.yaml" &
@@ -19,7 +25,12 @@ nitro-cli run-enclave --config "${HERE}/enclave-config.json"
 socat -u VSOCK-LISTEN:5002,reuseaddr "CREATE:${HERE}/out/ready.line" &
 READY=$!
 sleep 2
-socat -u "FILE:${SPEC}" "VSOCK-CONNECT:${CID}:5001"
+IMDS_TOKEN="$(curl -sf -X PUT "${IMDS}/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 300")"
+ROLE="$(curl -sf -H "X-aws-ec2-metadata-token: ${IMDS_TOKEN}" "${IMDS}/meta-data/iam/security-credentials/")"
+jq -c --slurpfile c <(curl -sf -H "X-aws-ec2-metadata-token: ${IMDS_TOKEN}" \
+        "${IMDS}/meta-data/iam/security-credentials/${ROLE}") \
+    '. + {aws_credentials: ($c[0] | {AccessKeyId, SecretAccessKey, Token, Expiration})}' "${SPEC}" \
+    | socat -u - "VSOCK-CONNECT:${CID}:5001"
 wait "${READY}"
 echo "K ready: $(cat "${HERE}/out/ready.line")"
 echo "Parties and E connect to vsock ${CID}:5000 through a parent-side relay, e.g.:"

@@ -172,6 +172,15 @@ class KeyServiceConfig:
     sealed_key_path: str = ""
     # KMS key (ARN or alias) that wraps the sealing data key
     kms_key_id: str = ""
+    # region of that KMS key (the client talks to kms.<region>.amazonaws.com)
+    kms_region: str = ""
+    # how K reaches KMS: "" direct TCP to kms.<region>.amazonaws.com:443; "vsock:3:8000" (the parent's
+    # vsock-proxy, inside an enclave); "tcp:HOST:PORT" (a relay). TLS is always end to end with K.
+    kms_endpoint: str = ""
+    # PEM CA bundle that verifies KMS's certificate ("" = the default trust store)
+    kms_ca_bundle: str = ""
+    # timeout of one KMS call (connect + answer)
+    kms_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -96,13 +96,29 @@ def _load_or_make_keys(*, spec: Any, kms: Any, producer: Any):
     return vault, published
 
 
+def cli_kms_client(spec: Any) -> Any:
+    """The KMS client of ``python -m ppml_hybrid.keyservice``: AWS KMS when ``keyservice.sealed_key_path`` is set.
+
+    Needs ``kms_key_id``, ``kms_region``, ``attestation: nsm`` and the launch spec's ``aws_credentials``
+    (ConfigError otherwise, before any key is generated). The attesting fake KMS is never chosen
+    here: tests and development pass it to :func:`start_key_service` in-process.
+    """
+    if not spec.keyservice.sealed_key_path:
+        return None
+    from ppml_hybrid.keyservice.sealing.awskms import from_config
+
+    return from_config(keyservice=spec.keyservice, credentials=spec.aws_credentials)
+
+
 def main() -> int:
     from ppml_hybrid.keyservice.spec import KeyServiceSpec
     from ppml_hybrid.rpc.launch import announce_ready, read_spec
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s K %(levelname)s %(message)s")
     try:
-        running = start_key_service(spec=KeyServiceSpec.from_json(read_spec()))
+        spec = KeyServiceSpec.from_json(read_spec())
+        running = start_key_service(spec=spec, kms=cli_kms_client(spec))
+        del spec  # the AWS credentials are needed only while unsealing / sealing at start
     except PPMLError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         return exc.exit_code

@@ -13,8 +13,10 @@ KMS evaluates the key policy's ``kms:RecipientAttestation:PCR*`` / ``ImageSha384
 the document. Who learns what: KMS learns the data key (it made it); the parent host relays
 only ciphertexts; only the enclave holding the RSA key opens ``CiphertextForRecipient``.
 
-The real client (SigV4 over vsock-proxy) is not implemented in this version; locally
-:class:`~ppml_hybrid.keyservice.sealing.fakekms.AttestingFakeKms` answers with the same shapes.
+The real client is :class:`~ppml_hybrid.keyservice.sealing.awskms.AwsKmsClient` (SigV4 in
+:mod:`~ppml_hybrid.keyservice.sealing.sigv4`, over the parent's vsock-proxy inside an enclave);
+locally and in tests :class:`~ppml_hybrid.keyservice.sealing.fakekms.AttestingFakeKms` answers with
+the same shapes.
 """
 
 from __future__ import annotations
