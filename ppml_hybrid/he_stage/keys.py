@@ -8,6 +8,8 @@ secret key to hold. :class:`SecretMaterial` never leaves K.
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Tuple
@@ -95,7 +97,8 @@ def load_public_material(*, material: PublicMaterial) -> EvaluatorKeys:
         cc = openfhe.DeserializeCryptoContextString(material.context, openfhe.BINARY)
         enable_features(cc)
         pk = openfhe.DeserializePublicKeyString(material.public_key, openfhe.BINARY)
-        _insert_eval_mult_key(material.eval_mult_key)
+        if material.eval_mult_key:  # absent from encryption-only material
+            _insert_eval_mult_key(material.eval_mult_key)
         if material.rotation_keys:
             openfhe.DeserializeEvalAutomorphismKeyString(material.rotation_keys, openfhe.BINARY)
     except (RuntimeError, TypeError) as exc:
@@ -107,6 +110,16 @@ def load_public_material(*, material: PublicMaterial) -> EvaluatorKeys:
         )
     return EvaluatorKeys(cc=cc, public_key=pk, params=material.params, info=info, layout=material.layout,
                          rotation_indices=material.rotation_indices)
+
+
+def encryption_only(material: PublicMaterial) -> PublicMaterial:
+    """The part of K's material a party needs: context and public key, no evaluation keys.
+
+    Parties encrypt, run the XOR chain (ciphertext x plaintext, additions) and combine
+    (additions): none of it needs the relinearisation or rotation keys, which are most of the
+    bytes (about 250 MB at ring 2^14 with the packed layout's rotations).
+    """
+    return dataclasses.replace(material, eval_mult_key=b"", rotation_keys=b"")
 
 
 def _insert_eval_mult_key(data: bytes) -> None:

@@ -153,6 +153,7 @@ def _step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[Par
             return MPCTrainStep(model=cfg.model, state_dict=state, image_size=cfg.data.image_size,
                                 sample_rate=sample_rate, dp=dp)
         return all_mpc, rows
+    from ppml_hybrid.he_stage.keys import encryption_only
     from ppml_hybrid.he_stage.runspec import HERunSpec
     from ppml_hybrid.protocols.hybrid_train_step import HybridPartyInputs, HybridTrainStep, ServiceEndpoints
     from ppml_hybrid.protocols.params import ConversionParams
@@ -164,7 +165,8 @@ def _step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[Par
                     parties=cfg.smpc.parties, batch_capacity=capacity)
     log.info("starting the key service and the HE evaluator (%s, batch capacity %d) ...", cfg.he.name, capacity)
     svc = stack.enter_context(start_local_he_services(run=run, keyservice=cfg.keyservice))
-    material = _attested_material(cfg, svc)
+    # Verified in full, then only the context and public key travel to the parties each step.
+    material = encryption_only(_attested_material(cfg, svc))
     endpoints = ServiceEndpoints(key_address=svc.key_service.address, key_trust_pem=svc.key_service.trust_pem,
                                  evaluator_address=svc.evaluator.address, evaluator_trust_pem=svc.evaluator.trust_pem)
     conversion = ConversionParams(parties=cfg.smpc.parties, scale_bits=cfg.he.scale_bits)

@@ -71,3 +71,20 @@ def test_corrupt_material_is_a_typed_error(run):
     _, pub = generate_keys(context=run.secret.context, layout=run.head.layout, rotation_indices=())
     with pytest.raises(KeyMaterialError, match="key service"):
         load_public_material(material=dataclasses.replace(pub, context=b"garbage"))
+
+
+def test_encryption_only_material_encrypts_and_carries_no_evaluation_keys(run):
+    from ppml_hybrid.he_stage.keys import encryption_only
+
+    ctx = run.secret.context
+    sec, pub = generate_keys(context=ctx, layout=run.head.layout, rotation_indices=run.head.rotation_indices)
+    slim = encryption_only(pub)
+    assert slim.eval_mult_key == b"" and slim.rotation_keys == b""
+    assert slim.context == pub.context and slim.public_key == pub.public_key
+    assert len(slim.context) + len(slim.public_key) < len(pub.eval_mult_key) + len(pub.rotation_keys) + len(pub.context)
+    ev = load_public_material(material=slim)
+    x = np.arange(8.0).reshape(4, 2) / 7
+    t = encrypt_batch(cc=ev.cc, public_key=ev.public_key, layout=ev.layout, values=x)
+    doubled = CKKSTensor(tuple(ev.cc.EvalAdd(c, c) for c in t.cts), 2, ev.layout)  # additions need no keys
+    got = decrypt_batch(cc=sec.context.cc, secret_key=sec.secret_key, tensor=doubled, batch=4)
+    assert np.abs(got - 2 * x).max() < 1e-6
