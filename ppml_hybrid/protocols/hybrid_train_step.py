@@ -222,17 +222,18 @@ class HybridTrainStep:
             prefix = f"blocks.{j - 1}"
             inputs = a if j == self.split_layer + 1 else he[f"act.{j - 1}"]
             deltas = delta_z if j == n else he[f"delta_pre.{j}"]
-            weight = self.state_dict[f"{prefix}.{'conv' if block.type == 'conv' else 'linear'}.weight"].float()
-            bias = self.state_dict[f"{prefix}.{'conv' if block.type == 'conv' else 'linear'}.bias"].float()
+            linear = f"{prefix}.{'conv' if block.type == 'conv' else 'linear'}"
+            weight = self.state_dict[f"{linear}.weight"].float()
+            bias = self.state_dict[f"{linear}.bias"].float()
             b = int(inputs.size(0))
             if block.type == "conv":
                 x4 = inputs.reshape(b, *shape.in_shape)
                 pre_hw = _pre_shape(block, shape.in_shape)
-                layer = L.Conv2d(f"block{j}.conv", weight, bias, block.stride, block.padding, f"{prefix}.conv")
+                layer = L.Conv2d(f"block{j}.conv", weight, bias, block.stride, block.padding, linear)
                 sites.append(TrainableSite(layer, x4, L.Saved(tensors=(x4,), shape=tuple(x4.size())),
                                            deltas.reshape(b, *pre_hw)))
             else:
-                layer = L.Linear(f"block{j}.linear", weight, bias, f"{prefix}.linear")
+                layer = L.Linear(f"block{j}.linear", weight, bias, linear)
                 sites.append(TrainableSite(layer, inputs, L.Saved(tensors=(inputs,)), deltas))
             if j < n and block.activation == "poly" and self.model.poly.trainable:
                 pre, d_post = he[f"pre.{j}"], he[f"delta_post.{j}"]

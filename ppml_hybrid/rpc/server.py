@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
 from concurrent import futures
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Iterator, Optional, Tuple
 
 import grpc
 
@@ -27,27 +28,28 @@ def refusals(fn: Callable) -> Callable:
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen(self: Any, request: Any, context: grpc.ServicerContext):
-            try:
+            with _service_boundary(fn.__name__, context):
                 yield from fn(self, request, context)
-            except ServiceError as exc:
-                log.info("refused %s: %s", fn.__name__, exc)
-                abort_with(context, exc)
-            except Exception as exc:  # noqa: BLE001 - the boundary of the service
-                log.error("%s failed with %s", fn.__name__, type(exc).__name__)
-                context.abort(grpc.StatusCode.INTERNAL, f"{fn.__name__} failed inside the service")
         return gen
 
     @functools.wraps(fn)
     def unary(self: Any, request: Any, context: grpc.ServicerContext):
-        try:
+        with _service_boundary(fn.__name__, context):
             return fn(self, request, context)
-        except ServiceError as exc:
-            log.info("refused %s: %s", fn.__name__, exc)
-            abort_with(context, exc)
-        except Exception as exc:  # noqa: BLE001 - the boundary of the service
-            log.error("%s failed with %s", fn.__name__, type(exc).__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{fn.__name__} failed inside the service")
     return unary
+
+
+@contextlib.contextmanager
+def _service_boundary(name: str, context: grpc.ServicerContext) -> Iterator[None]:
+    """The edge of a service call: typed refusals become status codes; anything else INTERNAL."""
+    try:
+        yield
+    except ServiceError as exc:
+        log.info("refused %s: %s", name, exc)
+        abort_with(context, exc)
+    except Exception as exc:  # noqa: BLE001 - the boundary of the service
+        log.error("%s failed with %s", name, type(exc).__name__)
+        context.abort(grpc.StatusCode.INTERNAL, f"{name} failed inside the service")
 
 
 def start_server(*, address: str, credentials: grpc.ServerCredentials, register: Callable[[grpc.Server], None],

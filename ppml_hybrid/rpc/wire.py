@@ -98,12 +98,7 @@ class ClientRecorder(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInt
 
     def intercept_unary_unary(self, continuation: Callable, details: Any, request: Any) -> Any:
         self._log.record(direction="out", side="client", method=details.method, message=request)
-        call = continuation(details, request)
-        try:
-            self._log.record(direction="in", side="client", method=details.method, message=call.result())
-        except grpc.RpcError:
-            pass
-        return call
+        return self._record_response(continuation(details, request), details.method)
 
     def intercept_unary_stream(self, continuation: Callable, details: Any, request: Any) -> Any:
         self._log.record(direction="out", side="client", method=details.method, message=request)
@@ -111,9 +106,12 @@ class ClientRecorder(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInt
 
     def intercept_stream_unary(self, continuation: Callable, details: Any, request_iterator: Iterator) -> Any:
         reqs = self._log.wrap_iter(request_iterator, direction="out", side="client", method=details.method)
-        call = continuation(details, reqs)
+        return self._record_response(continuation(details, reqs), details.method)
+
+    def _record_response(self, call: Any, method: str) -> Any:
+        """Log a unary response (a failed call has none to log) and hand the call back."""
         try:
-            self._log.record(direction="in", side="client", method=details.method, message=call.result())
+            self._log.record(direction="in", side="client", method=method, message=call.result())
         except grpc.RpcError:
             pass
         return call

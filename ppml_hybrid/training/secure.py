@@ -250,9 +250,9 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
         {"party": j, "bytes_sent": t.bytes_sent / step, "rounds": t.rounds / step} for j, t in enumerate(traffic_sum)
     ]
     compute_s = sum(step_seconds) / len(step_seconds)
+    per_step = [_scaled(t, 1.0 / step) for t in traffic_sum]
     projections = {}
     for net in (cfg.network, *STANDARD_PROFILES, *networks):
-        per_step = [_scaled(t, 1.0 / step) for t in traffic_sum]
         projections[net.name] = project_step(traffic_per_party=per_step, compute_s=compute_s, network=net).total_s
     return SecureResult(
         model=model, epochs=tuple(epochs), test=evaluate(model, splits.test.images, splits.test.labels),

@@ -57,18 +57,26 @@ def _plaintext_twin(cfg, train: ImageSet, steps: int):
     return model
 
 
+def _train_against_twin(cfg, *, n: int, steps: int):
+    """Encrypted training and its plaintext twin on the same rows; max |weight difference| per tensor.
+
+    The 1e-3 bound the tests use: fixed point f=16 (2^-16 ~ 1.5e-5 per value) through softmax,
+    clipping and a few momentum steps at lr 0.05; the differences are printed on failure.
+    """
+    splits = DataSplits(train=_set(n, 0), val=_set(6, 1), test=_set(6, 2))
+    result = train_secure(cfg, splits)
+    twin = _plaintext_twin(cfg, splits.train, steps)
+    diffs = {name: float((got - want).abs().max())
+             for (name, got), (_, want) in zip(result.model.state_dict().items(), twin.state_dict().items())}
+    return result, diffs
+
+
 @pytest.mark.parametrize("model_name", ["poly_cnn", "relu_cnn"])
 def test_all_mpc_steps_track_plaintext_without_noise(model_name):
     steps, n = 5, 8
     cfg = _cfg("mode=hybrid", f"model={model_name}", "split_layer=5", "dp.noise_multiplier=0",
                f"train.batch_size={n}", f"train.max_steps={steps}", "train.lr=0.05", "dp.max_grad_norm=0.5")
-    splits = DataSplits(train=_set(n, 0), val=_set(6, 1), test=_set(6, 2))
-    result = train_secure(cfg, splits)
-    twin = _plaintext_twin(cfg, splits.train, steps)
-    # Bound justified by fixed point f=16 (2^-16 ~ 1.5e-5 per value) through softmax, clipping
-    # and 5 momentum steps at lr 0.05: measured differences are printed on failure.
-    diffs = {name: float((got - want).abs().max())
-             for (name, got), (_, want) in zip(result.model.state_dict().items(), twin.state_dict().items())}
+    result, diffs = _train_against_twin(cfg, n=n, steps=steps)
     assert max(diffs.values()) <= 1e-3, diffs
     assert result.steps == steps and result.epsilon is not None
     assert all(t["bytes_sent"] > 0 for t in result.traffic_per_party)
@@ -100,11 +108,7 @@ def test_hybrid_steps_with_he_blocks_track_plaintext_without_noise(split):
     steps, n = 3, 8
     cfg = _cfg("mode=hybrid", "he=insecure_test", f"split_layer={split}", "dp.noise_multiplier=0",
                f"train.batch_size={n}", f"train.max_steps={steps}", "train.lr=0.05", "dp.max_grad_norm=0.5")
-    splits = DataSplits(train=_set(n, 0), val=_set(6, 1), test=_set(6, 2))
-    result = train_secure(cfg, splits)
-    twin = _plaintext_twin(cfg, splits.train, steps)
-    diffs = {name: float((got - want).abs().max())
-             for (name, got), (_, want) in zip(result.model.state_dict().items(), twin.state_dict().items())}
+    result, diffs = _train_against_twin(cfg, n=n, steps=steps)
     assert max(diffs.values()) <= 1e-3, diffs
     assert result.steps == steps
     stages = {c["stage"]: c for c in result.stage_costs}
