@@ -27,9 +27,3 @@ class DataError(PPMLError):
     """A data file, a labels-CSV row or the dataset as a whole is unusable."""
 
     exit_code = 3
-
-
-class NotBuiltYetError(PPMLError):
-    """The requested mode needs a stage that does not exist in this version."""
-
-    exit_code = 4

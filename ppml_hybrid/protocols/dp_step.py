@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
@@ -160,13 +160,12 @@ def clip_factors(sq_norms: Any, *, params: DPStepParams) -> Any:
     return c * ok
 
 
-def clipped_sums(sites: Sequence[TrainableSite], factors: Any) -> Dict[str, Any]:
-    """Step 4: ``sum_i c_i g_i`` for every parameter, as shares."""
+def clipped_sums(sites: Sequence[TrainableSite], factors: Optional[Any]) -> Dict[str, Any]:
+    """Step 4: ``sum_i c_i g_i`` for every parameter, as shares (``factors=None``: c_i = 1)."""
     sums: Dict[str, Any] = {}
     for site in sites:
         d = site.deltas
-        weights = factors.reshape(-1, *([1] * (d.dim() - 1)))
-        scaled = d * weights
+        scaled = d if factors is None else d * factors.reshape(-1, *([1] * (d.dim() - 1)))
         if site.layer.kind in ("conv", "linear"):
             sums.update(site.layer.weight_grads(site.saved, scaled))
         else:  # poly: per-sample gradients of a and b re-weighted
@@ -196,3 +195,11 @@ def noised_gradient_sums(sites: Sequence[TrainableSite], *, params: DPStepParams
         add_noise_share(share, std=params.noise_std_per_party)
         opened[name] = share.get_plain_text()
     return DPStepResult(noised_sums=opened, sq_norms=sq_norms, clip_factors=factors)
+
+
+def open_gradient_sums(sites: Sequence[TrainableSite], *, params: Optional[DPStepParams]) -> Dict[str, torch.Tensor]:
+    """The step's released gradient sums: noised (steps 1-6), or with ``params=None`` (``dp=off``,
+    non-private runs and benchmarks only) the exact batch sums, opened without clipping or noise."""
+    if params is not None:
+        return dict(noised_gradient_sums(sites, params=params).noised_sums)
+    return {name: share.get_plain_text() for name, share in clipped_sums(sites, None).items()}

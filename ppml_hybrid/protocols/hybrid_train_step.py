@@ -15,7 +15,11 @@ Steps (design section 5):
    ``delta_a`` and of the hidden HE tensors the DP step needs (inputs and output deltas of
    every HE linear map, pre-activations and output deltas of every trainable polynomial);
 8. MPC backward through blocks s..1 from ``delta_a``;
-9-10. the DP step (:mod:`dp_step`) over MPC and HE layers alike; the noised sums are opened.
+9-10. the DP step (:mod:`dp_step`) over MPC and HE layers alike; the noised sums are opened
+   (``dp=None``, i.e. ``dp=off``: the exact sums; non-private reference runs only).
+
+In a :class:`~ppml_hybrid.smpc_stage.launcher.PartySession` each party deserializes the
+public material and opens its mTLS channels to K and E once (``ctx.session``), not per step.
 
 Who learns what: parties see their own rows, row counts, uniformly random shares, ciphertexts
 they cannot decrypt, and the noised sums; E sees ciphertexts, its masks and the public
@@ -33,7 +37,7 @@ import torch
 from ppml_hybrid.config import ModelConfig
 from ppml_hybrid.he_stage.keys import PublicMaterial, load_public_material, serialize_ciphertext
 from ppml_hybrid.model.spec import block_shapes
-from ppml_hybrid.protocols.dp_step import DPStepParams, TrainableSite, noised_gradient_sums, trainable_sites
+from ppml_hybrid.protocols.dp_step import DPStepParams, TrainableSite, open_gradient_sums, trainable_sites
 from ppml_hybrid.protocols.he_to_ss import share_to_mpc
 from ppml_hybrid.protocols.messages import EncryptedShare
 from ppml_hybrid.protocols.mpc_train_step import PartyRows, StageClock, StepOutput, share_own_sample
@@ -73,7 +77,7 @@ class HybridTrainStep:
     split_layer: int
     sample_rate: float
     batch_capacity: int
-    dp: DPStepParams
+    dp: Optional[DPStepParams]  # None: dp=off
     material: PublicMaterial
     conversion: ConversionParams
     endpoints: ServiceEndpoints
@@ -94,24 +98,12 @@ class HybridTrainStep:
         return names
 
     def __call__(self, ctx: Any, inputs: HybridPartyInputs) -> StepOutput:
-        from ppml_hybrid.he_stage.evaluator.client import EvaluatorClient, PartyMaskClient
-        from ppml_hybrid.he_stage.evaluator.party import PartyConversionClient
-        from ppml_hybrid.keyservice.client import PartyKeyClient
-
         torch.set_num_threads(1)
         crypten = ctx.crypten
         start, before = time.perf_counter(), ctx.transport.snapshot()
         clock = StageClock(ctx.transport)
-        ep = self.endpoints
-        conv_client = PartyConversionClient(
-            key=PartyKeyClient(address=ep.key_address, server_trust_pem=ep.key_trust_pem, credential=inputs.credential),
-            evaluator=PartyMaskClient(address=ep.evaluator_address, server_trust_pem=ep.evaluator_trust_pem,
-                                      credential=inputs.credential),
-        )
-        is_driver = ctx.rank == ctx.parties - 1
-        driver = (EvaluatorClient(address=ep.evaluator_address, server_trust_pem=ep.evaluator_trust_pem,
-                                  credential=inputs.credential) if is_driver else None)
-        keys = load_public_material(material=self.material)
+        keys, conv_client, driver = self._session_objects(ctx, inputs)
+        is_driver = driver is not None
         clock.lap("load_public_material")
 
         # 1. sample and share
@@ -168,11 +160,34 @@ class HybridTrainStep:
 
         # 9-10. DP step over MPC and HE layers
         sites = trainable_sites(stage.layers, trace, back) + self._he_sites(a, delta_z, he, shapes)
-        sums = noised_gradient_sums(sites, params=self.dp).noised_sums
+        sums = open_gradient_sums(sites, params=self.dp)
         clock.lap("dp_step")
         return StepOutput(noised_sums=dict(sums), batch_size=batch, seconds=time.perf_counter() - start,
                           traffic=ctx.transport.snapshot() - before, layer_costs=trace.costs + back.costs,
                           stages=clock.stages())
+
+    def _session_objects(self, ctx: Any, inputs: HybridPartyInputs) -> Tuple[Any, Any, Any]:
+        """Deserialized keys and the mTLS clients (the driver's E client or None), made once per
+        party process and kept in ``ctx.session`` under what they were made from."""
+        from ppml_hybrid.he_stage.evaluator.client import EvaluatorClient, PartyMaskClient
+        from ppml_hybrid.he_stage.evaluator.party import PartyConversionClient
+        from ppml_hybrid.keyservice.client import PartyKeyClient
+
+        ep, cred = self.endpoints, inputs.credential
+        key = ("hybrid", self.material.digest(), ep, cred)
+        cached = ctx.session.get("hybrid")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        conv_client = PartyConversionClient(
+            key=PartyKeyClient(address=ep.key_address, server_trust_pem=ep.key_trust_pem, credential=cred),
+            evaluator=PartyMaskClient(address=ep.evaluator_address, server_trust_pem=ep.evaluator_trust_pem,
+                                      credential=cred),
+        )
+        driver = (EvaluatorClient(address=ep.evaluator_address, server_trust_pem=ep.evaluator_trust_pem,
+                                  credential=cred) if ctx.rank == ctx.parties - 1 else None)
+        objects = (load_public_material(material=self.material), conv_client, driver)
+        ctx.session["hybrid"] = (key, objects)
+        return objects
 
     # ------------------------------------------------------------------ conversions
 

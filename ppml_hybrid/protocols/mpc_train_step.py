@@ -9,7 +9,8 @@ Steps (design section 5 with s = L; no HE stage is involved):
 3. ``delta_z = softmax(z) - y`` in MPC (CrypTen's softmax approximation);
 4. MPC backward through blocks L..1, keeping every layer's input and output delta as shares;
 5. the DP step (:mod:`ppml_hybrid.protocols.dp_step`): per-sample norms, checked clip factors,
-   clipped sums, each party's CSPRNG noise share; the noised sums are opened.
+   clipped sums, each party's CSPRNG noise share; the noised sums are opened. (``dp=off``:
+   the exact sums are opened instead; a non-private run for reference and benchmarks.)
 
 Who learns what: each party learns its own rows, the public row counts and the noised
 gradient sums; logits, deltas, norms and clip factors stay shares.
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from ppml_hybrid.config import ModelConfig
-from ppml_hybrid.protocols.dp_step import DPStepParams, add_noise_share, noised_gradient_sums, trainable_sites
+from ppml_hybrid.protocols.dp_step import DPStepParams, add_noise_share, open_gradient_sums, trainable_sites
 from ppml_hybrid.smpc_stage.stage import MPCBlocks
 from ppml_hybrid.smpc_stage.transport import Traffic
 
@@ -119,7 +120,7 @@ class MPCTrainStep:
     state_dict: Mapping[str, torch.Tensor]
     image_size: int
     sample_rate: float
-    dp: DPStepParams
+    dp: Optional[DPStepParams]  # None: dp=off (exact sums are opened; non-private runs only)
 
     def __call__(self, ctx: Any, rows: PartyRows) -> StepOutput:
         torch.set_num_threads(1)
@@ -140,7 +141,7 @@ class MPCTrainStep:
             clock.lap("mpc_forward")
             back = stage.backward(trace, delta, crypten=crypten, transport=ctx.transport, weight_grads=False)
             clock.lap("mpc_backward")
-            sums = noised_gradient_sums(trainable_sites(stage.layers, trace, back), params=self.dp).noised_sums
+            sums = open_gradient_sums(trainable_sites(stage.layers, trace, back), params=self.dp)
             clock.lap("dp_step")
             costs = trace.costs + back.costs
         return StepOutput(noised_sums=dict(sums), batch_size=batch, seconds=time.perf_counter() - start,
@@ -152,6 +153,6 @@ class MPCTrainStep:
         for name, value in self.state_dict.items():
             if name.endswith(("weight", "bias")) or (name.endswith((".a", ".b")) and self.model.poly.trainable):
                 share = ctx.crypten.cryptensor(torch.zeros_like(value, dtype=torch.float32), src=0)
-                add_noise_share(share, std=self.dp.noise_std_per_party)
+                add_noise_share(share, std=self.dp.noise_std_per_party if self.dp is not None else 0.0)
                 out[name] = share.get_plain_text()
         return out

@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ppml_hybrid.config import SMPCConfig
 from ppml_hybrid.smpc_stage.errors import PartyCrashedError, PartyFailedError, PartyTimeoutError, RendezvousError
-from ppml_hybrid.smpc_stage.party import ProgressBoard, dealer_main, party_main
+from ppml_hybrid.smpc_stage.party import ProgressBoard, dealer_main, party_session_main
 from ppml_hybrid.smpc_stage.rendezvous import rendezvous_for
 from ppml_hybrid.smpc_stage.transport import LinkShaping
 
@@ -75,56 +75,128 @@ def run_parties(
     ``__call__``). ``pids_out``, if given, is filled with the child pids as they start (so a
     caller can check after a failure that none is left). Raises
     :class:`~ppml_hybrid.smpc_stage.errors.PartyFailedError` subclasses naming the party.
+    ``wall_s`` includes starting the processes; a :class:`PartySession` runs many programs in
+    the same processes.
     """
-    if len(party_inputs) != smpc.parties:
-        raise RendezvousError(
-            f"run_parties got inputs for {len(party_inputs)} parties but smpc.parties={smpc.parties}; "
-            "give one entry (that party's own rows) per party"
-        )
-    if smpc.rank is not None:
-        raise RendezvousError(
-            f"smpc.rank={smpc.rank} is set: that is for running one party per host "
-            "(ppml_hybrid.smpc_stage.party.run_party); leave it null for the local orchestrator"
-        )
-    port = smpc.master_port or free_port(smpc.master_addr)
-    ctx = _process_context()
-    n = smpc.parties
-    board = ProgressBoard(
-        last=ctx.Array("d", [time.time()] * n, lock=False),
-        in_comm=ctx.Array("i", [0] * n, lock=False),
-        ops=ctx.Array("q", [0] * n, lock=False),
-    )
-    results_q = ctx.Queue()
-    parent = os.getpid()
-    dealer = ctx.Process(
-        target=dealer_main, args=(rendezvous_for(smpc, rank=n, port=port), parent), name="mpc-dealer", daemon=True
-    )
-    parties = [
-        ctx.Process(
-            target=party_main,
-            args=(rendezvous_for(smpc, rank=r, port=port), program, pickle.dumps(party_inputs[r]), shaping, board, results_q, parent),
-            name=f"mpc-party-{r}",
-            daemon=True,
-        )
-        for r in range(n)
-    ]
-    procs = parties + [dealer]
     start = time.time()
-    try:
-        for p in procs:
-            p.start()
-            if pids_out is not None:
-                pids_out.append(p.pid)
+    with PartySession(smpc=smpc, party_inputs=party_inputs, shaping=shaping, pids_out=pids_out) as session:
+        run = session.run(program)
+    return PartyRun(results=run.results, wall_s=time.time() - start, pids=run.pids)
+
+
+class PartySession:
+    """Parties and dealer that stay up for many programs (one training run: one session).
+
+    ``with PartySession(smpc=..., party_inputs=...) as s: s.run(program_1); s.run(program_2)``.
+    Steps 1-2 of the module doc happen once, on ``__enter__``: each party receives its own
+    inputs once and keeps them, CrypTen's world (and the dealer) persists, and each party's
+    ``context.session`` cache survives between programs. Each :meth:`run` sends the program to
+    every party and watches as in step 3; any failure stops every process (step 4) and the
+    session cannot be used again. ``close`` (or leaving the ``with``) lets the parties shut
+    CrypTen down cleanly, then reaps every child.
+    """
+
+    def __init__(self, *, smpc: SMPCConfig, party_inputs: Sequence[Any], shaping: Optional[LinkShaping] = None,
+                 pids_out: Optional[List[int]] = None) -> None:
+        if len(party_inputs) != smpc.parties:
+            raise RendezvousError(
+                f"run_parties got inputs for {len(party_inputs)} parties but smpc.parties={smpc.parties}; "
+                "give one entry (that party's own rows) per party"
+            )
+        if smpc.rank is not None:
+            raise RendezvousError(
+                f"smpc.rank={smpc.rank} is set: that is for running one party per host "
+                "(ppml_hybrid.smpc_stage.party.run_party); leave it null for the local orchestrator"
+            )
+        self._smpc, self._inputs, self._shaping, self._pids_out = smpc, party_inputs, shaping, pids_out
+        self._procs: List[Any] = []
+        self._seq = 0
+        self._broken = False
+
+    def __enter__(self) -> "PartySession":
+        smpc, n = self._smpc, self._smpc.parties
+        port = smpc.master_port or free_port(smpc.master_addr)
+        ctx = _process_context()
+        self._board = ProgressBoard(
+            last=ctx.Array("d", [time.time()] * n, lock=False),
+            in_comm=ctx.Array("i", [0] * n, lock=False),
+            ops=ctx.Array("q", [0] * n, lock=False),
+        )
+        self._results = ctx.Queue()
+        self._commands = [ctx.Queue() for _ in range(n)]
+        parent = os.getpid()
+        self._dealer = ctx.Process(target=dealer_main, args=(rendezvous_for(smpc, rank=n, port=port), parent),
+                                   name="mpc-dealer", daemon=True)
+        self._parties = [
+            ctx.Process(
+                target=party_session_main,
+                args=(rendezvous_for(smpc, rank=r, port=port), pickle.dumps(self._inputs[r]), self._shaping,
+                      self._board, self._results, self._commands[r], parent),
+                name=f"mpc-party-{r}",
+                daemon=True,
+            )
+            for r in range(n)
+        ]
+        try:
+            for p in self._parties + [self._dealer]:
+                p.start()
+                self._procs.append(p)
+                if self._pids_out is not None:
+                    self._pids_out.append(p.pid)
+        except BaseException:
+            self._teardown()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def pids(self) -> Tuple[int, ...]:
+        """Parties then dealer (for no-orphan checks)."""
+        return tuple(p.pid for p in self._procs)
+
+    def run(self, program: Callable[[Any, Any], Any]) -> PartyRun:
+        """Run ``program(context, own inputs)`` at every party; ``results[r]`` is party r's output."""
+        if self._broken:
+            raise RendezvousError("this MPC session already failed; start a new one")
+        self._seq += 1
+        payload = pickle.dumps(program)
+        start = time.time()
+        for r, q in enumerate(self._commands):
+            self._board.last[r] = start
+            q.put((self._seq, payload))
+        try:
+            results = _watch(self._parties, self._dealer, self._results, self._board, self._smpc.timeout_s)
+        except BaseException:
+            self._broken = True
+            self._teardown()
+            raise
+        n = self._smpc.parties
         for r in range(n):
-            board.last[r] = time.time()
-        results = _watch(parties, dealer, results_q, board, smpc.timeout_s)
-        wall = time.time() - start
-        _join_all(procs, JOIN_S)
-        return PartyRun(results=tuple(results[r] for r in range(n)), wall_s=wall, pids=tuple(p.pid for p in procs))
-    finally:
-        _stop_all(procs)
-        results_q.close()
-        results_q.cancel_join_thread()
+            seq, _ = results[r]
+            if seq not in (self._seq, 0):  # 0: a one-shot party (party_main) reporting
+                self._broken = True
+                self._teardown()
+                raise RendezvousError(f"party {r} answered command {seq} to command {self._seq}: out of sync")
+        return PartyRun(results=tuple(results[r][1] for r in range(n)), wall_s=time.time() - start, pids=self.pids)
+
+    def close(self) -> None:
+        """Tell every party to stop, wait for a clean CrypTen shutdown, reap every child."""
+        if not self._procs:
+            return
+        if not self._broken:
+            for q in self._commands:
+                q.put(None)
+            _join_all(self._procs, JOIN_S)
+        self._teardown()
+
+    def _teardown(self) -> None:
+        _stop_all(self._procs)
+        self._procs = []
+        for q in [self._results, *self._commands]:
+            q.close()
+            q.cancel_join_thread()
 
 
 def _process_context() -> Any:

@@ -8,7 +8,10 @@ Party process, protocol steps:
    the dealer (the dealer's and the party's generators then agree on this party's share of
    every Beaver triple / square pair / wrap value: only party 0 receives data from the dealer);
 3. installs :class:`~ppml_hybrid.smpc_stage.transport.Transport` around the communicator;
-4. runs ``program(context, inputs)``; ``inputs`` are this party's own rows only;
+4. runs ``program(context, inputs)``; ``inputs`` are this party's own rows only. In a session
+   (:class:`~ppml_hybrid.smpc_stage.launcher.PartySession`) the process stays up: it runs one
+   program per command from the orchestrator, keeping CrypTen's world, the dealer connection,
+   its inputs and ``context.session`` (a per-process cache) between them;
 5. shuts CrypTen down (party 0 tells the dealer to stop).
 
 Who learns what: a party sees its own inputs, its shares, and opened values that are masked
@@ -29,9 +32,9 @@ import pickle
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 
@@ -75,6 +78,8 @@ class PartyContext:
     """What a party program gets: who it is, CrypTen, and the transport's counters.
 
     There is no global state of ours: programs receive everything through this object.
+    ``session`` is this process's cache across the programs of one session (deserialized keys,
+    open RPC channels); programs key their entries so a changed input is never served stale.
     """
 
     rank: int
@@ -82,6 +87,7 @@ class PartyContext:
     crypten: Any
     transport: Transport
     board: Optional[ProgressBoard] = None
+    session: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def heartbeat(self) -> None:
         """Report progress during long local computations (no communication)."""
@@ -180,7 +186,7 @@ def run_dealer(*, rendezvous: Rendezvous) -> None:
 
 
 def party_main(rendezvous: Rendezvous, program: Any, inputs: Any, shaping: Any, board: ProgressBoard,
-               results: Any, parent_pid: int) -> None:
+               results: Any, parent_pid: int, *, report_result: bool = True) -> None:
     """Entry point of an orchestrated party process: reports ``(kind, rank, payload)``."""
     _watch_parent(parent_pid)
     logging.basicConfig(level=logging.WARNING)
@@ -200,9 +206,40 @@ def party_main(rendezvous: Rendezvous, program: Any, inputs: Any, shaping: Any, 
         os._exit(1)
     # Plain pickle (by value): torch's multiprocessing reducers would pass tensors as file
     # descriptors that die with this process.
-    results.put(("ok", rank, pickle.dumps(out)))
+    if report_result:
+        results.put(("ok", rank, pickle.dumps((0, out))))
     results.close()
     results.join_thread()
+
+
+@dataclass(frozen=True)
+class _ServeCommands:
+    """Session program: run each program the orchestrator sends, report each result, until None.
+
+    Commands are ``(seq, pickled program)``; results ``("ok", rank, pickled (seq, output))``.
+    A program that raises ends the session (the orchestrator stops every process).
+    """
+
+    commands: Any
+    results: Any
+
+    def __call__(self, ctx: PartyContext, inputs: Any) -> None:
+        while True:
+            command = self.commands.get()
+            if command is None:
+                return
+            seq, program = command
+            if ctx.board is not None:
+                ctx.board.beat(ctx.rank)
+            out = pickle.loads(program)(ctx, inputs)
+            self.results.put(("ok", ctx.rank, pickle.dumps((seq, out))))
+
+
+def party_session_main(rendezvous: Rendezvous, inputs: Any, shaping: Any, board: ProgressBoard, results: Any,
+                       commands: Any, parent_pid: int) -> None:
+    """Entry point of a session party process (one program per command, see :class:`_ServeCommands`)."""
+    party_main(rendezvous, _ServeCommands(commands=commands, results=results), inputs, shaping, board, results,
+               parent_pid, report_result=False)
 
 
 def dealer_main(rendezvous: Rendezvous, parent_pid: int) -> None:

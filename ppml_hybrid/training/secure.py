@@ -3,11 +3,14 @@
 ``split_layer = L``: every block under MPC (:mod:`ppml_hybrid.protocols.mpc_train_step`).
 ``split_layer < L``: the orchestrator first starts the key service K and the HE evaluator E
 (gRPC over mutual TLS, one client certificate per party); blocks s+1..L then run at E
-(:mod:`ppml_hybrid.protocols.hybrid_train_step`). Each step the orchestrator starts the
-parties and the dealer (``run_parties``) with each party's OWN rows (and its own certificate);
-the parties sample, share, train and open only the noised gradient sums; the orchestrator then
-applies the public update (the same optimiser as plaintext mode), steps the accountant and
-reports progress.
+(:mod:`ppml_hybrid.protocols.hybrid_train_step`). The orchestrator starts the parties and the
+dealer once (a :class:`~ppml_hybrid.smpc_stage.launcher.PartySession`), giving each party its
+OWN rows (and its own certificate); each step it sends every party the step program with the
+current public weights; the parties sample, share, train and open only the noised gradient
+sums; the orchestrator then applies the public update (the same optimiser as plaintext mode),
+steps the accountant and reports progress. ``dp=off`` runs the same pipeline without
+clipping or noise and opens exact gradient sums: a non-private reference (benchmarks), never
+for real data.
 
 Rows are assigned to parties by the CSV's ``site`` column when every row has one (one site per
 party), otherwise by a stable hash of the patient id, so one patient's slices stay with one
@@ -32,13 +35,13 @@ from tqdm import tqdm
 
 from ppml_hybrid.config import RunConfig
 from ppml_hybrid.data import DataSplits, ImageSet
-from ppml_hybrid.errors import ConfigError, NotBuiltYetError
+from ppml_hybrid.errors import ConfigError
 from ppml_hybrid.model import BlockModel, build_model
 from ppml_hybrid.privacy.accounting import resolve_noise_multiplier
 from ppml_hybrid.protocols.dp_step import DPStepParams
 from ppml_hybrid.protocols.mpc_train_step import MPCTrainStep, PartyRows, StepOutput
 from ppml_hybrid.smpc_stage.cost_model import STANDARD_PROFILES, project_step
-from ppml_hybrid.smpc_stage.launcher import run_parties
+from ppml_hybrid.smpc_stage.launcher import PartySession
 from ppml_hybrid.smpc_stage.transport import ChannelTraffic, Traffic
 from ppml_hybrid.training.evaluation import SplitMetrics, evaluate
 from ppml_hybrid.training.optim import make_optimizer, make_schedule
@@ -113,9 +116,6 @@ class SecureResult:
 
 def train_secure(cfg: RunConfig, splits: DataSplits, *, networks: Sequence[Any] = ()) -> SecureResult:
     """Train under encryption; ``networks`` are extra profiles to project step time onto."""
-    if not cfg.dp.enabled:
-        raise NotBuiltYetError("mode=hybrid with dp=off is not supported: the encrypted modes only ever open "
-                               "noised gradients. Use mode=plaintext dp=off for a non-private reference.")
     torch.set_num_threads(cfg.train.num_threads)
     rows = assign_rows(splits.train, parties=cfg.smpc.parties)
     n = len(splits.train)
@@ -128,23 +128,31 @@ def train_secure(cfg: RunConfig, splits: DataSplits, *, networks: Sequence[Any] 
     if cfg.train.max_steps is not None:
         total_steps = min(total_steps, cfg.train.max_steps)
     schedule = make_schedule(cfg, optimizer, total_steps)
-    sigma = resolve_noise_multiplier(cfg.dp, sample_rate=sample_rate, steps=total_steps)
-    dp = DPStepParams(max_grad_norm=cfg.dp.max_grad_norm, noise_multiplier=sigma, parties=cfg.smpc.parties)
-    accountant = create_accountant(cfg.dp.accountant)
-    log.info("DP-SGD with blocks 1..%d under MPC and %d..%d under HE: %d parties + dealer, noise multiplier %.4f (each party adds std %.4g), "
-             "clip %.3g, sample rate %.4f, %d steps", cfg.split_layer, cfg.split_layer + 1, len(cfg.model.blocks),
-             cfg.smpc.parties, sigma, dp.noise_std_per_party,
-             cfg.dp.max_grad_norm, sample_rate, total_steps)
+    stages = f"blocks 1..{cfg.split_layer} under MPC and {cfg.split_layer + 1}..{len(cfg.model.blocks)} under HE"
+    if cfg.dp.enabled:
+        sigma = resolve_noise_multiplier(cfg.dp, sample_rate=sample_rate, steps=total_steps)
+        dp: Optional[DPStepParams] = DPStepParams(max_grad_norm=cfg.dp.max_grad_norm, noise_multiplier=sigma,
+                                                  parties=cfg.smpc.parties)
+        accountant = create_accountant(cfg.dp.accountant)
+        log.info("DP-SGD with %s: %d parties + dealer, noise multiplier %.4f (each party adds std %.4g), "
+                 "clip %.3g, sample rate %.4f, %d steps", stages, cfg.smpc.parties, sigma, dp.noise_std_per_party,
+                 cfg.dp.max_grad_norm, sample_rate, total_steps)
+    else:
+        sigma, dp, accountant = 0.0, None, None
+        log.warning("dp=off: NON-PRIVATE run (%s): every step opens the exact gradient sums, which leak the "
+                    "batch. For reference runs and benchmarks only, never for real patients' data.", stages)
 
     with contextlib.ExitStack() as stack:
         make_program, party_inputs = _step_factory(cfg, stack, rows=rows, dp=dp, sample_rate=sample_rate,
                                                    expected_batch=sample_rate * n)
-        return _loop(cfg, splits, model, optimizer, schedule, accountant, make_program, party_inputs,
+        log.info("starting %d party processes and the dealer ...", cfg.smpc.parties)
+        session = stack.enter_context(PartySession(smpc=cfg.smpc, party_inputs=party_inputs))
+        return _loop(cfg, splits, model, optimizer, schedule, accountant, make_program, session,
                      sigma=sigma, sample_rate=sample_rate, total_steps=total_steps, batch_size=batch_size,
                      networks=networks)
 
 
-def _step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[PartyRows], dp: DPStepParams,
+def _step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[PartyRows], dp: Optional[DPStepParams],
                   sample_rate: float, expected_batch: float):
     """The per-step party program and the parties' inputs; starts K and E when blocks run under HE."""
     n_blocks = len(cfg.model.blocks)
@@ -206,7 +214,7 @@ def _attested_material(cfg: RunConfig, svc: Any) -> Any:
 
 
 def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torch.optim.Optimizer, schedule: Any,
-          accountant: Any, make_program: Any, party_inputs: Sequence[Any], *, sigma: float, sample_rate: float,
+          accountant: Any, make_program: Any, session: PartySession, *, sigma: float, sample_rate: float,
           total_steps: int, batch_size: int, networks: Sequence[Any]) -> "SecureResult":
     n = len(splits.train)
     step, epochs, step_seconds = 0, [], []
@@ -221,11 +229,12 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
                    disable=not cfg.train.progress, leave=False)
         for _ in bar:
             state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            run = run_parties(smpc=cfg.smpc, program=make_program(step, state), party_inputs=party_inputs)
+            run = session.run(make_program(step, state))
             out = _agree(run.results)
             _apply(model, optimizer, out, expected_batch=sample_rate * n)
             schedule.step()
-            accountant.step(noise_multiplier=sigma, sample_rate=sample_rate)
+            if accountant is not None:
+                accountant.step(noise_multiplier=sigma, sample_rate=sample_rate)
             step += 1
             step_seconds.append(run.wall_s)
             _add_stages(stage_sum, run.results)
@@ -239,10 +248,11 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
             bar.set_postfix(batch=out.batch_size, s=f"{run.wall_s:.1f}")
         bar.close()
         val = evaluate(model, splits.val.images, splits.val.labels)
-        eps = float(accountant.get_epsilon(delta=cfg.dp.delta))
+        eps = float(accountant.get_epsilon(delta=cfg.dp.delta)) if accountant is not None else None
         epochs.append(SecureEpoch(epoch, step, val, eps, time.perf_counter() - start))
-        log.info("epoch %d: %d steps, val acc %.4f, val AUC %.4f, epsilon %.3f, %.1f s/step", epoch, step,
-                 val.accuracy, val.auc, eps, sum(step_seconds[-todo:]) / max(todo, 1))
+        log.info("epoch %d: %d steps, val acc %.4f, val AUC %.4f, %s, %.1f s/step", epoch, step,
+                 val.accuracy, val.auc, f"epsilon {eps:.3f}" if eps is not None else "dp=off",
+                 sum(step_seconds[-todo:]) / max(todo, 1))
         if step >= total_steps:
             break
 

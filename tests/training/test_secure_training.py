@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from ppml_hybrid.config import parse_run_config
 from ppml_hybrid.data import DataSplits, ImageSet
-from ppml_hybrid.errors import ConfigError, NotBuiltYetError
+from ppml_hybrid.errors import ConfigError
 from ppml_hybrid.model import build_model
 from ppml_hybrid.protocols.dp_step import CLIP_MARGIN_BITS
 from ppml_hybrid.training.optim import make_optimizer, make_schedule
@@ -35,7 +35,8 @@ def _set(n: int, seed: int, sites=None) -> ImageSet:
 
 
 def _plaintext_twin(cfg, train: ImageSet, steps: int):
-    """Full-batch DP-SGD with noise 0 by hand: per-sample clip to C', sum, / N, same optimiser."""
+    """Full-batch DP-SGD with noise 0 by hand: per-sample clip to C' (none with dp=off), sum, / N,
+    same optimiser."""
     model = build_model(cfg.model, image_size=IMAGE, seed=cfg.seed)
     opt = make_optimizer(cfg, model)
     sched = make_schedule(cfg, opt, steps)
@@ -47,7 +48,7 @@ def _plaintext_twin(cfg, train: ImageSet, steps: int):
             torch.nn.functional.cross_entropy(model(train.images[i : i + 1]), train.labels[i : i + 1]).backward()
             g = {n: p.grad.clone() for n, p in model.named_parameters()}
             norm = torch.sqrt(sum((v ** 2).sum() for v in g.values()))
-            c = min(1.0, clip / float(norm))
+            c = min(1.0, clip / float(norm)) if cfg.dp.enabled else 1.0
             for n in total:
                 total[n] += c * g[n]
         for n, p in model.named_parameters():
@@ -116,9 +117,15 @@ def test_hybrid_steps_with_he_blocks_track_plaintext_without_noise(split):
     assert stages["ss_to_he"]["bytes_sent"] > 0 and stages["he_forward"]["seconds"] > 0
 
 
-def test_hybrid_refuses_dp_off():
-    with pytest.raises(NotBuiltYetError, match="dp=off"):
-        train_secure(_cfg("mode=hybrid", "split_layer=5", "dp=off"), DataSplits(train=_set(8, 0), val=_set(4, 1), test=_set(4, 2)))
+def test_hybrid_dp_off_opens_exact_sums_and_tracks_plaintext():
+    """dp=off (the speed benchmark's baseline): no clipping, no noise, no epsilon; same pipeline."""
+    steps, n = 3, 8
+    cfg = _cfg("mode=hybrid", "he=insecure_test", "split_layer=4", "dp=off", f"train.batch_size={n}",
+               f"train.max_steps={steps}", "train.lr=0.05")
+    result, diffs = _train_against_twin(cfg, n=n, steps=steps)
+    assert max(diffs.values()) <= 1e-3, diffs
+    assert result.epsilon is None and result.noise_multiplier == 0.0
+    assert "dp_step" in {c["stage"] for c in result.stage_costs}
 
 
 def test_standard_network_profiles_match_conf():
