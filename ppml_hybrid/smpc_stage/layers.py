@@ -9,17 +9,24 @@ and the weight-gradient shares, summed over the batch. Costs (``f = 16`` fixed p
   zero rounds) and CrypTen's wrap-count protocol with 3. Their deltas are local too; their
   weight gradients multiply two sharings (activations x deltas): one Beaver triple each,
   opening the activation and the delta once;
-* ReLU: one comparison (CrypTen's A2B + bit extraction) and one multiplication; the bit is
-  kept and its backward is one multiplication by it;
-* max pooling: a tournament over the window: per level one comparison and one multiplication
-  on half the candidates; the comparison bits are kept, and backward routes the delta down
-  the tournament (one multiplication per level). Ties go to the first element, as PyTorch;
+* comparisons (:mod:`~ppml_hybrid.smpc_stage.compare`): the cut bit-sliced adder on the low
+  41 bits of the shares (input bound |X| < 2^40, i.e. |x| < 2^24; for max pooling on the
+  difference of two candidates), then CrypTen's single-bit B2A: 2 + ceil(log2 40) = 8 rounds
+  with 2 parties (one more CSA round with 3), a few tens of bytes per element instead of the
+  ~585 of CrypTen's 64-bit A2B comparison (measured: tests/smpc_stage/test_compare.py);
+* ReLU: one comparison [x > 0] and one multiplication; the bit is kept and its backward is
+  one multiplication by it;
+* max pooling: a tournament over the window: per level one comparison [first - second >= 0]
+  and one multiplication on half the candidates; the comparison bits are kept, and backward
+  routes the delta down the tournament (one multiplication per level). Ties go to the first
+  element, as PyTorch;
 * a*x^2 + b*x: one square (dealer square pair); backward two multiplications, which also give
   the gradients of a and b;
 * flatten: a reshape.
 
-Who learns what: parties open only values masked with dealer randomness (Beaver openings,
-masked comparison inputs); nothing here reveals an activation, a delta or a gradient.
+Who learns what: parties open only values masked with dealer randomness (Beaver openings of
+arithmetic and XOR shares, the B2A's masked bit); nothing here reveals an activation, a
+delta, a comparison bit or a gradient.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 import torch
+
+from ppml_hybrid.smpc_stage.compare import ge_zero, gt_zero
 
 Share = Any  # crypten.mpc.MPCTensor
 Grads = Dict[str, Share]
@@ -162,7 +171,7 @@ class MaxPool2d:
             m = v.size(-1)
             p = m // 2
             first, second = v[..., 0 : 2 * p : 2], v[..., 1 : 2 * p : 2]
-            bit = first.ge(second)  # 1 where the earlier candidate wins (ties: first, as PyTorch)
+            bit = ge_zero(first - second, crypten=crypten)  # 1 where the earlier candidate wins (ties: first, as PyTorch)
             winner = second + bit * (first - second)
             v = crypten.cat([winner, v[..., 2 * p :]], dim=-1) if m % 2 else winner
             levels.append((bit, p, m))
@@ -193,7 +202,7 @@ class ReLU:
     kind: str = field(default="relu", init=False)
 
     def forward(self, x: Share, crypten: Any) -> Tuple[Share, Saved]:
-        bit = x.gt(0.0)
+        bit = gt_zero(x, crypten=crypten)
         return x * bit, Saved(tensors=(bit,))
 
     def backward(self, saved: Saved, delta: Share, crypten: Any, *, need_input_delta: bool) -> Tuple[Optional[Share], Grads]:
