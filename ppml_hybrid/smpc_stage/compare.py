@@ -24,24 +24,41 @@ Steps (every party on its own share; CrypTen's Beaver AND and B2A do the interac
    bit l = a_l ^ b_l ^ carry_into_l, the carry being ONE pruned Sklansky G-prefix over
    positions 0..l-1: one AND round for g, ceil(log2 l) rounds of prefix (6 for l = 40), and
    only the gates that feed that one output;
-5. unslice the plane to one XOR-shared bit per element and convert it to an arithmetic share
-   with CrypTen's single-bit B2A (dealer pair ([r]_A, [r]_B) of a random bit r; open the bit
-   XOR r; one round). The result is an MPCTensor of 0/1 with encoder scale 1, the same
-   encoding CrypTen's ``ge``/``gt`` return, so ``x * bit`` multiplies without truncation.
+5. convert the XOR-shared bit to an arithmetic share: CrypTen's single-bit B2A (the dealer's
+   pair ([r]_A, [r]_B) of a random bit r per element; open z = bit ^ r; [bit]_A =
+   [r]_A (1 - 2z) + z; one round), with the opening done on the packed plane (each party packs
+   its [r]_B bits the same way: 1/8 byte per element instead of CrypTen's 8). The result is an
+   MPCTensor of 0/1 with encoder scale 1, the same encoding CrypTen's ``ge``/``gt`` return, so
+   ``x * bit`` multiplies without truncation.
 
 Who learns what: each party learns its own u_j, its XOR shares (uniform) and the openings:
 the Beaver ANDs' x^a, y^b with fresh dealer triples and the B2A's bit ^ r, all uniform. Which
 gates run depends on public sizes only (l, n, the number of elements). Nobody learns x or
 the comparison bit. The dealer learns nothing of the data (it only sends randomness).
 
-Cost, measured (tests/smpc_stage/test_compare.py; bytes sent + received per element by
-party 0, peers and dealer, as the transport counts them) against CrypTen's ``ge`` in the same
-run: see :data:`MEASURED` in the test log and benchmarks/README.md "SMPC conv stage".
+Cost, measured in one run against CrypTen's ``ge`` on the same shares
+(tests/smpc_stage/test_compare.py: 4,096 values, TTP dealer; bytes sent + received per
+element, peers and dealer, party 0 first since it also talks to the dealer; peer rounds):
+
+=========  ====================================  ==============================
+parties    CrypTen ``ge`` (64-bit A2B)           ours (l = 40)
+=========  ====================================  ==============================
+2          544 / 432 B, 8 rounds                 79 / 56 B, 8 rounds
+3          1,913 / 1,696 B, 15 rounds            181 / 154 B, 9 rounds
+=========  ====================================  ==============================
+
+i.e. about 7x (2 parties) and 11x (3 parties) fewer bytes. The 2-party circuit is 112 ANDs
+per word of 64 elements (40 g gates, then 39 + 19 + 9 + 3 + 1 + 1 prefix gates: a tree of
+G and P combinations for the one output); each costs a party 32 B sent + received, so
+112 x 32 / 64 = 56 B per element, plus 1/4 B for the packed B2A opening. With fewer than 64 elements the
+words are padded, so per-element cost is higher for tiny tensors.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import torch
 
 from ppml_hybrid.smpc_stage.bitsliced import bit_slice, sum_bit_plane, unslice
 
@@ -84,7 +101,12 @@ def _sign_test(x: Any, *, crypten: Any, bits: Any, minus_one: bool) -> Any:
     mine = bit_slice(u, bits=bits + 1)  # step 3
     ops = [BinarySharedTensor(mine if rank == j else None, size=mine.size(), src=j).share for j in range(parties)]
     plane = sum_bit_plane(ops, bit=bits)  # step 4
-    xor_bit = unslice(plane, n=n).view(shape)
-    # Step 5: scale 1 (precision 0) like CrypTen's own comparison results.
-    b = MPCTensor.from_shares(xor_bit, precision=0, ptype=crypten.mpc.binary)
-    return b._to_ptype(crypten.mpc.arithmetic, precision=0, bits=1)
+    # Step 5: CrypTen's single-bit B2A with its opening bit-packed: the dealer pair is
+    # ([r]_A, [r]_B) per element; the parties pack their [r]_B bits like the plane (XOR commutes
+    # with packing), open z = b ^ r at 64 bits per word and set [b]_A = [r]_A (1 - 2z) + z.
+    r_arith, r_bin = crypten.mpc.get_default_provider().B2A_rng(torch.Size([n]))
+    masked = plane ^ bit_slice(r_bin.share, bits=1)[0]
+    z = unslice(BinarySharedTensor.from_shares(masked).reveal(), n=n)
+    bit = r_arith * (1 - 2 * z) + z
+    # Scale 1 (precision 0), like CrypTen's own comparison results.
+    return MPCTensor.from_shares(bit.share.view(shape), precision=0)

@@ -11,9 +11,11 @@ and the weight-gradient shares, summed over the batch. Costs (``f = 16`` fixed p
   opening the activation and the delta once;
 * comparisons (:mod:`~ppml_hybrid.smpc_stage.compare`): the cut bit-sliced adder on the low
   41 bits of the shares (input bound |X| < 2^40, i.e. |x| < 2^24; for max pooling on the
-  difference of two candidates), then CrypTen's single-bit B2A: 2 + ceil(log2 40) = 8 rounds
-  with 2 parties (one more CSA round with 3), a few tens of bytes per element instead of the
-  ~585 of CrypTen's 64-bit A2B comparison (measured: tests/smpc_stage/test_compare.py);
+  difference of two candidates), then a bit-packed single-bit B2A: 1 + ceil(log2 40) + 1 = 8
+  peer rounds with 2 parties (one more CSA round with 3: 9). Measured per element (party 0 /
+  the others, sent + received, tests/smpc_stage/test_compare.py): 79 / 56 B with 2 parties,
+  181 / 154 B with 3, against CrypTen's 64-bit A2B ``ge``: 544 / 432 B and 1,913 / 1,696 B
+  (15 rounds with 3);
 * ReLU: one comparison [x > 0] and one multiplication; the bit is kept and its backward is
   one multiplication by it;
 * max pooling: a tournament over the window: per level one comparison [first - second >= 0]
