@@ -17,8 +17,9 @@ Steps:
 3. a check in MPC: ``t_i = c_i^2 n_i / C^2 < 1``, else ``c_i = 0``. So ``c_i ||g_i|| < C``
    whatever the approximation error of step 2 (an accurate ``c_i`` gives ``t_i ~ (C'/C)^2``
    and passes; the margin also covers the fixed-point error of ``n_i``);
-4. clipped sums ``sum_i c_i g_i``: each sample's deltas re-weighted by ``c_i``, then the
-   ordinary batch-summed weight gradients (one Beaver product per layer);
+4. clipped sums ``sum_i c_i g_i``, per layer the cheapest of: the per-sample gradients of
+   step 1 re-weighted and summed, or the batch-summed weight gradient (one Beaver product)
+   of re-weighted inputs or re-weighted deltas (:func:`clipped_sums`);
 5. noise: each party adds ``N(0, sigma^2 C^2 / (n - 1))`` from ``os.urandom`` to its own
    share of every summed gradient (no communication). With one corrupted party, the honest
    parties' noise alone has variance ``sigma^2 C^2``; the total is ``n / (n - 1)`` times
@@ -31,6 +32,7 @@ clipped sums and each party's noise stay secret (shares, or local to the party t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -108,8 +110,12 @@ def _batch_sum(t: Any) -> Any:
     return t.reshape(t.size(0), -1).sum(1)
 
 
-def per_sample_sq_norms(sites: Sequence[TrainableSite]) -> Any:
-    """Step 1: ``n_i``, the squared norm of sample i's gradient over all sites (shares)."""
+def per_sample_sq_norms(sites: Sequence[TrainableSite], *, keep: Optional[Dict[str, Any]] = None) -> Any:
+    """Step 1: ``n_i``, the squared norm of sample i's gradient over all sites (shares).
+
+    ``keep``, if given, receives each conv site's per-sample gradients (:class:`ConvPerSample`,
+    by layer name) so that step 4 can reuse them instead of another Beaver convolution.
+    """
     total = None
     for site in sites:
         kind = site.layer.kind
@@ -117,7 +123,10 @@ def per_sample_sq_norms(sites: Sequence[TrainableSite]) -> Any:
             a, d = site.inputs, site.deltas
             contrib = _batch_sum(d.square()) * (_batch_sum(a.square()) + 1.0)
         elif kind == "conv":
-            contrib = _conv_per_sample_sq_norm(site)
+            grads = conv_per_sample_grads(site)
+            if keep is not None:
+                keep[site.layer.name] = grads
+            contrib = grads.weight.square().sum(2).sum(0) + _batch_sum(grads.bias.square())
         elif kind == "poly":
             x, d = site.inputs, site.deltas
             x2 = site.saved.tensors[1]
@@ -130,8 +139,16 @@ def per_sample_sq_norms(sites: Sequence[TrainableSite]) -> Any:
     return total
 
 
-def _conv_per_sample_sq_norm(site: TrainableSite) -> Any:
-    """Per-sample conv weight gradients by one grouped convolution, then their squared norm."""
+@dataclass(frozen=True)
+class ConvPerSample:
+    """One conv layer's per-sample gradients, as shares."""
+
+    weight: Any  # (in channels, batch, out channels * k * k): sample s's dW[o, i, kh, kw] at [i, s, (o, kh, kw)]
+    bias: Any  # (batch, out channels)
+
+
+def conv_per_sample_grads(site: TrainableSite) -> ConvPerSample:
+    """Per-sample conv weight gradients by one grouped convolution (one Beaver convolution)."""
     layer, a, d = site.layer, site.inputs, site.deltas
     b, c = a.size(0), a.size(1)
     p, k = d.size(1), layer.weight.size(-1)
@@ -139,10 +156,7 @@ def _conv_per_sample_sq_norm(site: TrainableSite) -> Any:
     grads = a.transpose(0, 1).conv2d(
         d.reshape(b * p, 1, d.size(2), d.size(3)), padding=layer.padding, dilation=layer.stride, groups=b
     )
-    grads = grads[:, :, :k, :k].reshape(c, b, p * k * k)
-    weight_part = grads.square().sum(2).sum(0)
-    bias_part = _batch_sum(d.sum(3).sum(2).square()) if d.dim() == 4 else _batch_sum(d.square())
-    return weight_part + bias_part
+    return ConvPerSample(weight=grads[:, :, :k, :k].reshape(c, b, p * k * k), bias=d.sum(3).sum(2))
 
 
 def clip_factors(sq_norms: Any, *, params: DPStepParams) -> Any:
@@ -160,20 +174,68 @@ def clip_factors(sq_norms: Any, *, params: DPStepParams) -> Any:
     return c * ok
 
 
-def clipped_sums(sites: Sequence[TrainableSite], factors: Optional[Any]) -> Dict[str, Any]:
-    """Step 4: ``sum_i c_i g_i`` for every parameter, as shares (``factors=None``: c_i = 1)."""
+def clipped_sums(sites: Sequence[TrainableSite], factors: Optional[Any],
+                 per_sample: Optional[Mapping[str, ConvPerSample]] = None) -> Dict[str, Any]:
+    """Step 4: ``sum_i c_i g_i`` for every parameter, as shares (``factors=None``: c_i = 1).
+
+    Each conv layer takes the cheapest of three equal ways, by the number of values a Beaver
+    product opens per sample (the dominant cost): ``sum_i c_i G_i`` on the per-sample gradients
+    kept by step 1 (``p c k^2`` values), or one Beaver convolution of ``c_i a_i`` and ``d_i``
+    (``2|a| + |d|``: c re-weights the input, since ``c_i (a_i * d_i) = (c_i a_i) * d_i``), or of
+    ``a_i`` and ``c_i d_i`` (``|a| + 2|d|``). The bias sums are ``sum_i c_i (sum over positions
+    of d_i)`` (``p`` values). Dense layers re-weight their (small) output deltas.
+    """
     sums: Dict[str, Any] = {}
     for site in sites:
         d = site.deltas
-        scaled = d if factors is None else d * factors.reshape(-1, *([1] * (d.dim() - 1)))
-        if site.layer.kind in ("conv", "linear"):
-            sums.update(site.layer.weight_grads(site.saved, scaled))
-        else:  # poly: per-sample gradients of a and b re-weighted
-            x, x2 = site.saved.tensors
-            prefix = site.layer.param_prefix
-            sums[f"{prefix}.a"] = _batch_sum(scaled * x2).sum().reshape(1)
-            sums[f"{prefix}.b"] = _batch_sum(scaled * x).sum().reshape(1)
+        if factors is None:
+            if site.layer.kind in ("conv", "linear"):
+                sums.update(site.layer.weight_grads(site.saved, d))
+            else:
+                sums.update(_poly_sums(site, d))
+            continue
+        col = factors.reshape(-1, *([1] * (d.dim() - 1)))
+        if site.layer.kind == "conv":
+            sums.update(_clipped_conv_sums(site, factors, (per_sample or {}).get(site.layer.name)))
+        elif site.layer.kind == "linear":
+            sums.update(site.layer.weight_grads(site.saved, d * col))
+        else:
+            sums.update(_poly_sums(site, d * col))
     return sums
+
+
+def _clipped_conv_sums(site: TrainableSite, factors: Any, kept: Optional[ConvPerSample]) -> Dict[str, Any]:
+    layer, a, d = site.layer, site.inputs, site.deltas
+    b = a.size(0)
+    size_a, size_d = a[0].nelement(), d[0].nelement()
+    size_g = layer.weight.nelement()
+    prefix = layer.param_prefix
+    bias = (d.sum(3).sum(2) if kept is None else kept.bias) * factors.reshape(b, 1)
+    out = {f"{prefix}.bias": bias.sum(0)}
+    if kept is not None and size_g <= min(2 * size_a + size_d, size_a + 2 * size_d):
+        p, c, k = layer.weight.size(0), layer.weight.size(1), layer.weight.size(-1)
+        w = (kept.weight * factors.reshape(1, b, 1)).sum(1)  # (c, p*k*k)
+        out[f"{prefix}.weight"] = w.reshape(c, p, k, k).transpose(0, 1)
+        return out
+    if size_a <= size_d:
+        scaled = _with_input(site.saved, a * factors.reshape(b, *([1] * (a.dim() - 1))))
+        out[f"{prefix}.weight"] = layer.weight_grads(scaled, d)[f"{prefix}.weight"]
+    else:
+        out[f"{prefix}.weight"] = layer.weight_grads(site.saved, d * factors.reshape(b, 1, 1, 1))[f"{prefix}.weight"]
+    return out
+
+
+def _with_input(saved: Any, x: Any) -> Any:
+    """The layer's saved record with its input replaced (for re-weighted inputs)."""
+    return dataclasses.replace(saved, tensors=(x,) + tuple(saved.tensors[1:]))
+
+
+def _poly_sums(site: TrainableSite, scaled: Any) -> Dict[str, Any]:
+    """Gradients of a and b of ``a x^2 + b x`` from (re-weighted) deltas."""
+    x, x2 = site.saved.tensors
+    prefix = site.layer.param_prefix
+    return {f"{prefix}.a": _batch_sum(scaled * x2).sum().reshape(1),
+            f"{prefix}.b": _batch_sum(scaled * x).sum().reshape(1)}
 
 
 def add_noise_share(share_tensor: Any, *, std: float) -> None:
@@ -187,9 +249,10 @@ def add_noise_share(share_tensor: Any, *, std: float) -> None:
 
 def noised_gradient_sums(sites: Sequence[TrainableSite], *, params: DPStepParams) -> DPStepResult:
     """Steps 1-6 for one batch; returns the opened noised sums (and the unopened norms/factors)."""
-    sq_norms = per_sample_sq_norms(sites)
+    kept: Dict[str, ConvPerSample] = {}
+    sq_norms = per_sample_sq_norms(sites, keep=kept)
     factors = clip_factors(sq_norms, params=params)
-    sums = clipped_sums(sites, factors)
+    sums = clipped_sums(sites, factors, kept)
     opened = {}
     for name, share in sums.items():
         add_noise_share(share, std=params.noise_std_per_party)

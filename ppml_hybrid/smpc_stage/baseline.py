@@ -1,10 +1,15 @@
-"""CrypTen's own way, for the benchmark: ``crypten.nn`` modules, weights secret-shared.
+"""CrypTen's own way, for the benchmarks: ``crypten.nn`` modules, weights secret-shared.
 
-The same conv blocks as :class:`~ppml_hybrid.smpc_stage.stage.MPCBlocks`, built directly as
-``crypten.nn.Conv2d``/``ReLU``/``MaxPool2d``/``AvgPool2d`` (plus a small module for
-``a*x^2 + b*x``) in the plaintext twin's order, then ``encrypt()``-ed (party 0 secret-shares
-the weights) and run with CrypTen's autograd and the same TTP dealer. Used only to compare
-time, bytes and rounds; it computes the same forward and weight gradients.
+The same blocks as :class:`~ppml_hybrid.smpc_stage.stage.MPCBlocks`, built directly as
+``crypten.nn.Conv2d``/``ReLU``/``MaxPool2d``/``AvgPool2d``/``Flatten``/``Linear`` (plus a small
+module for ``a*x^2 + b*x``) in the plaintext twin's order, then ``encrypt()``-ed (party 0
+secret-shares the weights) and run with CrypTen's autograd and the same TTP dealer. Used only
+to compare time, bytes and rounds:
+
+* :class:`CrypTenStep`: forward + backward of the conv blocks (same gradients as ours);
+* :class:`CrypTenTrainStep`: one NON-PRIVATE training step of the whole model, CrypTen's
+  standard recipe (share the batch, forward, ``CrossEntropyLoss``, backward,
+  ``update_parameters``); the reference for the hybrid DP step's speed target.
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ from ppml_hybrid.smpc_stage.errors import LayerShapeError
 from ppml_hybrid.smpc_stage.programs import PartyInputs, StepReport, share_batch
 
 
-def build_crypten_conv_stage(crypten: Any, *, model: ModelConfig, state_dict: Mapping[str, torch.Tensor],
+def build_crypten_blocks(crypten: Any, *, model: ModelConfig, state_dict: Mapping[str, torch.Tensor],
                              image_size: int, stop: int) -> Any:
-    """``crypten.nn.Sequential`` of conv blocks 1..stop with the twin's weights (not yet encrypted)."""
+    """``crypten.nn.Sequential`` of blocks 1..stop with the twin's weights (not yet encrypted)."""
     cnn = crypten.nn
     shapes = block_shapes(model, image_size)
 
@@ -38,21 +43,27 @@ def build_crypten_conv_stage(crypten: Any, *, model: ModelConfig, state_dict: Ma
     mods = []
     for i in range(1, stop + 1):
         block, pre = model.blocks[i - 1], f"blocks.{i - 1}"
-        if block.type != "conv":
-            raise LayerShapeError("the CrypTen baseline covers conv blocks only")
-        conv = cnn.Conv2d(shapes[i - 1].in_shape[0], block.out, block.kernel_size, stride=block.stride, padding=block.padding)
-        conv.set_parameter("weight", state_dict[f"{pre}.conv.weight"].detach().clone())
-        conv.set_parameter("bias", state_dict[f"{pre}.conv.bias"].detach().clone())
-        mods.append(conv)
+        if block.type == "conv":
+            layer = cnn.Conv2d(shapes[i - 1].in_shape[0], block.out, block.kernel_size, stride=block.stride,
+                               padding=block.padding)
+            name = "conv"
+        else:
+            if len(shapes[i - 1].in_shape) > 1:
+                mods.append(cnn.Flatten())
+            layer = cnn.Linear(int(torch.tensor(shapes[i - 1].in_shape).prod()), block.out)
+            name = "linear"
+        layer.set_parameter("weight", state_dict[f"{pre}.{name}.weight"].detach().clone())
+        layer.set_parameter("bias", state_dict[f"{pre}.{name}.bias"].detach().clone())
+        mods.append(layer)
         if block.activation == "relu":
             mods.append(cnn.ReLU())
         elif block.activation == "poly":
             mods.append(PolyAct(float(state_dict[f"{pre}.act.a"]), float(state_dict[f"{pre}.act.b"])))
         elif block.activation == "square":
             mods.append(PolyAct(1.0, 0.0))
-        if block.pool == "max":
+        if block.type == "conv" and block.pool == "max":
             mods.append(cnn.MaxPool2d(block.pool_size))
-        elif block.pool == "avg":
+        elif block.type == "conv" and block.pool == "avg":
             mods.append(cnn.AvgPool2d(block.pool_size))
     return cnn.Sequential(*mods)
 
@@ -70,7 +81,7 @@ class CrypTenStep:
     def __call__(self, ctx: Any, inputs: PartyInputs) -> StepReport:
         torch.set_num_threads(1)
         crypten = ctx.crypten
-        net = build_crypten_conv_stage(crypten, model=self.model, state_dict=self.state_dict,
+        net = build_crypten_blocks(crypten, model=self.model, state_dict=self.state_dict,
                                        image_size=self.image_size, stop=self.stop)
         net.encrypt(src=0)  # CrypTen's way: the weights are secret-shared
         net.train()
@@ -85,3 +96,47 @@ class CrypTenStep:
         t3 = time.perf_counter()
         return StepReport(rank=ctx.rank, batch=int(x.size(0)), seconds=t3 - t0, forward_s=t2 - t1,
                           backward_s=t3 - t2, traffic=ctx.transport.snapshot() - start, costs=())
+
+
+@dataclass(frozen=True)
+class CrypTenTrainResult:
+    """One party's view of one CrypTen training step (public values only)."""
+
+    batch: int
+    seconds: float
+    traffic: Any  # Traffic of the step (sharing the batch included, encrypting the model not)
+
+
+@dataclass(frozen=True)
+class CrypTenTrainStep:
+    """One non-private CrypTen training step of the whole model (module doc); inputs: ``PartyRows``
+    with ``images`` and ``labels`` (each party shares all of its rows: a fixed batch)."""
+
+    model: ModelConfig
+    state_dict: Mapping[str, torch.Tensor]
+    image_size: int
+    lr: float = 0.05
+
+    def __call__(self, ctx: Any, rows: Any) -> CrypTenTrainResult:
+        torch.set_num_threads(1)
+        crypten = ctx.crypten
+        net = build_crypten_blocks(crypten, model=self.model, state_dict=self.state_dict,
+                                   image_size=self.image_size, stop=len(self.model.blocks))
+        net.encrypt(src=0)
+        net.train()
+        loss_fn = crypten.nn.CrossEntropyLoss()
+        start, t0 = ctx.transport.snapshot(), time.perf_counter()
+        xs, ys = [], []
+        for src in range(ctx.parties):
+            mine = src == ctx.rank
+            xs.append(ctx.share(rows.images if mine else None, src=src))
+            onehot = torch.nn.functional.one_hot(rows.labels, self.model.num_classes).float() if mine else None
+            ys.append(ctx.share(onehot, src=src))
+        x, y = crypten.cat(xs, dim=0), crypten.cat(ys, dim=0)
+        out = net(x)
+        loss = loss_fn(out, y)
+        net.zero_grad()
+        loss.backward()
+        net.update_parameters(self.lr)
+        return CrypTenTrainResult(batch=int(x.size(0)), seconds=time.perf_counter() - t0,
+                                  traffic=ctx.transport.snapshot() - start)

@@ -128,7 +128,9 @@ def train_secure(cfg: RunConfig, splits: DataSplits, *, networks: Sequence[Any] 
     if cfg.train.max_steps is not None:
         total_steps = min(total_steps, cfg.train.max_steps)
     schedule = make_schedule(cfg, optimizer, total_steps)
-    stages = f"blocks 1..{cfg.split_layer} under MPC and {cfg.split_layer + 1}..{len(cfg.model.blocks)} under HE"
+    n_blocks = len(cfg.model.blocks)
+    stages = (f"blocks 1..{cfg.split_layer} under MPC and {cfg.split_layer + 1}..{n_blocks} under HE"
+              if cfg.split_layer < n_blocks else f"all {n_blocks} blocks under MPC")
     if cfg.dp.enabled:
         sigma = resolve_noise_multiplier(cfg.dp, sample_rate=sample_rate, steps=total_steps)
         dp: Optional[DPStepParams] = DPStepParams(max_grad_norm=cfg.dp.max_grad_norm, noise_multiplier=sigma,

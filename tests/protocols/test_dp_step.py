@@ -24,6 +24,17 @@ BATCH = 6
 
 
 def _model(name: str):
+    if name == "narrowing":
+        # Block 2 has fewer output than input channels (|delta| < |input| per sample), so the
+        # clipped sums take the third way of clipped_sums (re-weighted deltas); relu_cnn's
+        # blocks take the other two (kept per-sample gradients, re-weighted inputs).
+        from ppml_hybrid.config import BlockConfig, ModelConfig
+
+        return ModelConfig(name="narrowing", blocks=(
+            BlockConfig(type="conv", out=16, activation="relu", pool="max"),
+            BlockConfig(type="conv", out=4, activation="relu", pool="max"),
+            BlockConfig(type="dense", out=128, activation="relu"),  # enough parameters for the noise check
+            BlockConfig(type="dense", out=2, activation="none")))
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         raw = compose(config_name="train", overrides=[f"model={name}"])
     return parse_run_config(OmegaConf.to_container(raw, resolve=True)).model
@@ -40,7 +51,7 @@ def _plaintext_per_sample(model_cfg, state, x, delta):
     return per_sample
 
 
-@pytest.mark.parametrize("model_name", ["relu_cnn", "poly_cnn"])
+@pytest.mark.parametrize("model_name", ["relu_cnn", "poly_cnn", "narrowing"])
 def test_dp_step_matches_plaintext_clipping_and_bounds_every_contribution(model_name):
     torch.manual_seed(1)
     model_cfg = _model(model_name)

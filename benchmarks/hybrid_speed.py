@@ -1,0 +1,156 @@
+"""Speed targets of the hybrid pipeline, as ratios measured in one command.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/hybrid_speed.py [--splits 3 4 5] [--steps 4]
+        [--batch 64] [--json out.json] [hydra overrides ...]
+
+On the demo data, default model (or the overrides), 2 parties + TTP dealer, K and E as local
+processes with the default 128-bit CKKS parameters, one thread per process. For every split it
+runs the real training loop (``train_secure``: one party session, the parties Poisson-sample
+their own rows) twice, ``--steps`` steps each:
+
+* DP on (the product: per-sample norms, checked clipping, distributed noise);
+* DP off (the same pipeline; exact sums opened, no norms, clipping or noise).
+
+Then, in one party session with the same processes layout, CrypTen's own non-private training
+step of the whole model (``crypten.nn``, weights secret-shared, CrossEntropyLoss, autograd,
+``update_parameters``; TTP dealer) on a fixed batch of ``--batch`` rows, once to warm up and
+``--steps`` times measured.
+
+Step time = median over the measured steps (the first step of each hybrid run is dropped: it
+opens the RPC channels); projections onto every network profile use the project's cost model
+(compute + rounds x RTT + bytes / bandwidth, slowest party, MPC traffic only). Printed ratios:
+
+(a) DP step / DP-off step, per split (target <= 1.5x);
+(b) hybrid DP step at the best split / CrypTen whole-model step, per profile (target <= 2x on lan);
+(c) the best split per profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ppml_hybrid.config import parse_run_config  # noqa: E402
+from ppml_hybrid.data import load_splits  # noqa: E402
+from ppml_hybrid.model import build_model  # noqa: E402
+from ppml_hybrid.smpc_stage.baseline import CrypTenTrainStep  # noqa: E402
+from ppml_hybrid.smpc_stage.cost_model import STANDARD_PROFILES, project_step  # noqa: E402
+from ppml_hybrid.smpc_stage.launcher import PartySession  # noqa: E402
+from ppml_hybrid.smpc_stage.transport import ChannelTraffic, Traffic  # noqa: E402
+from ppml_hybrid.training.secure import assign_rows, train_secure  # noqa: E402
+
+CONF = ROOT / "conf"
+
+
+def _cfg(overrides: List[str]) -> Any:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        raw = compose(config_name="train", overrides=["mode=hybrid", "train.progress=false", *overrides])
+    return parse_run_config(OmegaConf.to_container(raw, resolve=True))
+
+
+def _projected(traffic: List[Traffic], compute_s: float) -> Dict[str, float]:
+    return {net.name: project_step(traffic_per_party=traffic, compute_s=compute_s, network=net).total_s
+            for net in STANDARD_PROFILES}
+
+
+def _hybrid(cfg: Any, splits: Any) -> Dict[str, Any]:
+    result = train_secure(cfg, splits)
+    measured = list(result.step_seconds[1:]) or list(result.step_seconds)
+    median = statistics.median(measured)
+    traffic = [Traffic(peers=ChannelTraffic(round(t["rounds"]), round(t["bytes_sent"]), 0),
+                       dealer=ChannelTraffic(0, 0, 0)) for t in result.traffic_per_party]
+    return {"step_s": median, "steps": list(result.step_seconds), "projected_s": _projected(traffic, median),
+            "mb_per_step": max(t["bytes_sent"] for t in result.traffic_per_party) / 1e6,
+            "stages": {s["stage"]: s["seconds"] for s in result.stage_costs}}
+
+
+def _crypten(cfg: Any, splits: Any, *, batch: int, steps: int) -> Dict[str, Any]:
+    parties = cfg.smpc.parties
+    rows = assign_rows(splits.train, parties=parties)
+    per = batch // parties
+    fixed = [type(r)(images=r.images[:per], labels=r.labels[:per]) for r in rows]
+    model = build_model(cfg.model, image_size=cfg.data.image_size, seed=cfg.seed)
+    program = CrypTenTrainStep(model=cfg.model, state_dict=model.state_dict(), image_size=cfg.data.image_size,
+                               lr=cfg.train.lr)
+    times, traffic = [], None
+    with PartySession(smpc=cfg.smpc, party_inputs=fixed) as session:
+        session.run(program)  # warm-up
+        for i in range(steps):
+            results = session.run(program).results
+            times.append(max(r.seconds for r in results))
+            traffic = [r.traffic for r in results]
+            print(f"  CrypTen whole-model step {i + 1}/{steps}: {times[-1]:.2f} s", flush=True)
+    median = statistics.median(times)
+    return {"step_s": median, "steps": times, "projected_s": _projected(traffic, median),
+            "mb_per_step": max(t.bytes_sent for t in traffic) / 1e6, "batch": per * parties}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--splits", type=int, nargs="+", default=[3, 4, 5])
+    ap.add_argument("--steps", type=int, default=4, help="measured steps per run (hybrid runs add one warm-up)")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+    base = [f"train.batch_size={args.batch}", f"train.max_steps={args.steps + 1}", *args.overrides]
+    cfg0 = _cfg(base)
+    splits = load_splits(cfg0.data, num_classes=cfg0.model.num_classes)
+    print(f"model {cfg0.model.name}, batch {args.batch} (Poisson, expected), {cfg0.smpc.parties} parties + dealer, "
+          f"he={cfg0.he.name}, {args.steps} measured steps per run", flush=True)
+
+    runs: Dict[str, Any] = {"hybrid": {}, "config": {"batch": args.batch, "steps": args.steps,
+                                                     "overrides": args.overrides}}
+    for split in args.splits:
+        for dp in ("on", "off"):
+            print(f"split {split}, dp={dp} ...", flush=True)
+            r = _hybrid(_cfg([*base, f"split_layer={split}", f"dp={dp}"]), splits)
+            runs["hybrid"][f"{split}/{dp}"] = r
+            print(f"  {r['step_s']:.2f} s/step (steps: {', '.join(f'{s:.1f}' for s in r['steps'])})", flush=True)
+    print("CrypTen whole model, non-private ...", flush=True)
+    runs["crypten"] = _crypten(cfg0, splits, batch=args.batch, steps=args.steps)
+
+    profiles = [p.name for p in STANDARD_PROFILES]
+    print("\n| split | DP s/step | DP-off s/step | (a) DP / DP-off | MB/step | "
+          + " | ".join(f"projected {p} s" for p in profiles) + " |")
+    print("|---" * (5 + len(profiles)) + "|")
+    ratios_a = {}
+    for split in args.splits:
+        on, off = runs["hybrid"][f"{split}/on"], runs["hybrid"][f"{split}/off"]
+        ratios_a[split] = on["step_s"] / off["step_s"]
+        print(f"| {split} | {on['step_s']:.2f} | {off['step_s']:.2f} | {ratios_a[split]:.2f}x | "
+              f"{on['mb_per_step']:.0f} | " + " | ".join(f"{on['projected_s'][p]:.2f}" for p in profiles) + " |")
+    cr = runs["crypten"]
+    print(f"| CrypTen whole model (non-private, batch {cr['batch']}) | {cr['step_s']:.2f} | | | {cr['mb_per_step']:.0f} | "
+          + " | ".join(f"{cr['projected_s'][p]:.2f}" for p in profiles) + " |")
+    best = {p: min(args.splits, key=lambda s: runs["hybrid"][f"{s}/on"]["projected_s"][p]) for p in profiles}
+    ratios_b = {p: runs["hybrid"][f"{best[p]}/on"]["projected_s"][p] / cr["projected_s"][p] for p in profiles}
+    print("\n(a) DP step / same pipeline DP off (target <= 1.5x): "
+          + ", ".join(f"split {s} {r:.2f}x" for s, r in ratios_a.items()))
+    print("(b) hybrid DP step at the best split / CrypTen whole-model step (target <= 2x on lan): "
+          + ", ".join(f"{p} {ratios_b[p]:.2f}x (split {best[p]})" for p in profiles))
+    print("(c) best split: " + ", ".join(f"{p} {best[p]}" for p in profiles))
+    runs["ratios"] = {"dp_over_dp_off": ratios_a, "hybrid_best_over_crypten": ratios_b, "best_split": best}
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
