@@ -21,6 +21,10 @@ Steps (design section 5):
 In a :class:`~ppml_hybrid.smpc_stage.launcher.PartySession` each party deserializes the
 public material and opens its mTLS channels to K and E once (``ctx.session``), not per step.
 
+Service traffic (payload bytes and one round per RPC to K or E) is added to each party's
+transport counters (``Traffic.services``), so projections charge the ciphertexts and shares
+exchanged with the services as well as the MPC's own traffic.
+
 Who learns what: parties see their own rows, row counts, uniformly random shares, ciphertexts
 they cannot decrypt, and the noised sums; E sees ciphertexts, its masks and the public
 weights; K sees masked values only.
@@ -128,6 +132,9 @@ class HybridTrainStep:
         if is_driver:
             driver.forward(step_id=self.step_id, batch=batch, weights=he_state, inputs=enc_a,
                            n_features=int(a.size(1)))
+            ctx.transport.record_service_call(
+                sent=sum(map(len, enc_a)) + sum(v.nelement() * v.element_size() for v in he_state.values()),
+                received=0)
         clock.lap("he_forward")
         round_id = self.first_round
 
@@ -143,6 +150,7 @@ class HybridTrainStep:
         clock.lap("ss_to_he")
         if is_driver:
             driver.backward(step_id=self.step_id, delta_logits=enc_dz, n_features=self.model.num_classes)
+            ctx.transport.record_service_call(sent=sum(map(len, enc_dz)), received=0)
         clock.lap("he_backward")
         shapes = block_shapes(self.model, self.image_size)
         he: Dict[str, Any] = {}
@@ -151,6 +159,7 @@ class HybridTrainStep:
             round_id += 1
         if is_driver:
             driver.release_step(step_id=self.step_id)
+            ctx.transport.record_service_call(sent=0, received=0)
         clock.lap("he_to_ss")
 
         # 8. MPC backward from delta_a
@@ -214,7 +223,12 @@ class HybridTrainStep:
         ctx.crypten.cryptensor(torch.zeros(1), src=0).get_plain_text()  # barrier: every party announced
         if driver is not None:
             driver.mask_and_share(step_id=self.step_id, name=name, round=rnd)
+            ctx.transport.record_service_call(sent=0, received=0)
         share = client.receive(round=rnd)
+        # announce, then one int64 share stream from K and one from E (payload bytes)
+        ctx.transport.record_service_call(sent=0, received=0)
+        for _ in range(2):
+            ctx.transport.record_service_call(sent=0, received=8 * share.size)
         return share_to_mpc(crypten=ctx.crypten, share=share)
 
     def _features(self, name: str, shapes: Any) -> int:

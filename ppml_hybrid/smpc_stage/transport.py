@@ -46,7 +46,7 @@ WRAPPED = (
     "recv_obj",
     "broadcast_obj",
 )
-CHANNELS = ("peers", "dealer")
+CHANNELS = ("peers", "dealer", "services")
 
 
 @dataclass(frozen=True)
@@ -78,17 +78,20 @@ class ChannelTraffic:
 
 @dataclass(frozen=True)
 class Traffic:
-    """One party's traffic over an interval: with the other parties and with the dealer."""
+    """One party's traffic over an interval: with the other parties, with the dealer, and with
+    the HE services K and E (RPC payloads, recorded by the programs that call them)."""
 
     peers: ChannelTraffic = field(default_factory=ChannelTraffic)
     dealer: ChannelTraffic = field(default_factory=ChannelTraffic)
     injected_delay_s: float = 0.0
+    services: ChannelTraffic = field(default_factory=ChannelTraffic)
 
     def __add__(self, other: "Traffic") -> "Traffic":
         return Traffic(
             self.peers + other.peers,
             self.dealer + other.dealer,
             self.injected_delay_s + other.injected_delay_s,
+            self.services + other.services,
         )
 
     def __sub__(self, other: "Traffic") -> "Traffic":
@@ -96,20 +99,26 @@ class Traffic:
             self.peers - other.peers,
             self.dealer - other.dealer,
             self.injected_delay_s - other.injected_delay_s,
+            self.services - other.services,
         )
 
     @property
+    def mpc(self) -> ChannelTraffic:
+        """The MPC's own traffic (parties and dealer)."""
+        return self.peers + self.dealer
+
+    @property
     def rounds(self) -> int:
-        return self.peers.rounds + self.dealer.rounds
+        return self.peers.rounds + self.dealer.rounds + self.services.rounds
 
     @property
     def bytes_sent(self) -> int:
-        return self.peers.bytes_sent + self.dealer.bytes_sent
+        return self.peers.bytes_sent + self.dealer.bytes_sent + self.services.bytes_sent
 
     @property
     def bytes_total(self) -> int:
-        """Sent plus received, on both channels (comparable to CrypTen's ``comm_bytes``)."""
-        return self.peers.bytes_total + self.dealer.bytes_total
+        """Sent plus received on every channel (without service calls: comparable to CrypTen's ``comm_bytes``)."""
+        return self.peers.bytes_total + self.dealer.bytes_total + self.services.bytes_total
 
 
 @dataclass(frozen=True)
@@ -193,8 +202,17 @@ class Transport:
     def snapshot(self) -> Traffic:
         """Cumulative traffic since installation."""
         with self._lock:
-            p, d = self._counts["peers"], self._counts["dealer"]
-            return Traffic(ChannelTraffic(*p), ChannelTraffic(*d), self._delay)
+            p, d, sv = (self._counts[c] for c in CHANNELS)
+            return Traffic(ChannelTraffic(*p), ChannelTraffic(*d), self._delay, ChannelTraffic(*sv))
+
+    def record_service_call(self, *, sent: int, received: int) -> None:
+        """Count one RPC to K or E (one round) with its payload sizes; calls made by the
+        program itself, outside CrypTen's communicator."""
+        with self._lock:
+            c = self._counts["services"]
+            c[0] += 1
+            c[1] += sent
+            c[2] += received
 
     def set_shaping(self, shaping: Optional[LinkShaping]) -> None:
         """Start (or stop, with None) injecting per-round delay and bandwidth limits."""

@@ -259,7 +259,10 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
             break
 
     mean_traffic = [
-        {"party": j, "bytes_sent": t.bytes_sent / step, "rounds": t.rounds / step} for j, t in enumerate(traffic_sum)
+        {"party": j, "bytes_sent": t.bytes_sent / step, "rounds": t.rounds / step,
+         "service_bytes_sent": t.services.bytes_sent / step, "service_bytes_received": t.services.bytes_received / step,
+         "service_rounds": t.services.rounds / step}
+        for j, t in enumerate(traffic_sum)
     ]
     compute_s = sum(step_seconds) / len(step_seconds)
     per_step = [_scaled(t, 1.0 / step) for t in traffic_sum]
@@ -333,4 +336,4 @@ def _scaled(t: Traffic, factor: float) -> Traffic:
     def scale(c: ChannelTraffic) -> ChannelTraffic:
         return ChannelTraffic(round(c.rounds * factor), round(c.bytes_sent * factor), round(c.bytes_received * factor))
 
-    return Traffic(peers=scale(t.peers), dealer=scale(t.dealer))
+    return Traffic(peers=scale(t.peers), dealer=scale(t.dealer), services=scale(t.services))

@@ -115,6 +115,11 @@ def test_hybrid_steps_with_he_blocks_track_plaintext_without_noise(split):
     stages = {c["stage"]: c for c in result.stage_costs}
     assert {"ss_to_he", "he_forward", "he_to_ss", "he_backward", "mpc_forward", "dp_step"} <= set(stages)
     assert stages["ss_to_he"]["bytes_sent"] > 0 and stages["he_forward"]["seconds"] > 0
+    # RPC payloads to K and E are counted: the driver (last party) uploads ciphertexts, every
+    # party downloads its shares from K and E (8 bytes per value each); they enter the projections.
+    traffic = result.traffic_per_party
+    assert traffic[-1]["service_bytes_sent"] > 0 and all(t["service_bytes_received"] > 0 for t in traffic)
+    assert stages["he_forward"]["bytes_sent"] > 0
 
 
 def test_hybrid_dp_off_opens_exact_sums_and_tracks_plaintext():
