@@ -120,7 +120,10 @@ def main() -> int:
         running = start_key_service(spec=spec, kms=cli_kms_client(spec))
         del spec  # the AWS credentials are needed only while unsealing / sealing at start
     except PPMLError as exc:
+        from ppml_hybrid.rpc.launch import announce_failure
+
         log.error("%s: %s", type(exc).__name__, exc)
+        announce_failure(exc)
         return exc.exit_code
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

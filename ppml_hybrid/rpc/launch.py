@@ -3,8 +3,10 @@
 Parent: :func:`spawn` runs ``python -m <module>``, writes the launch spec (JSON; it may hold
 client private keys, so it goes over the stdin pipe, never to disk), and waits for one stdout
 line ``PPML_READY {json}`` with the bound address and the service's TLS trust certificate.
-Child: :func:`read_spec` and :func:`announce_ready`. Logs go to stderr; stdout carries only
-the ready line.
+Child: :func:`read_spec` and :func:`announce_ready` (or :func:`announce_failure`: one line
+``PPML_FAILED {json}`` with the project error's type and message, so the parent's error says
+why the service refused to start, e.g. a rejected attestation). Logs go to stderr; stdout
+carries only those lines.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ppml_hybrid.rpc.errors import UnavailableError
 
 log = logging.getLogger(__name__)
 READY = "PPML_READY "
+FAILED = "PPML_FAILED "
 
 
 @dataclass(frozen=True)
@@ -106,10 +109,17 @@ def _read_ready(proc: subprocess.Popen, timeout_s: float) -> str:
             if raw.startswith(READY):
                 box["line"] = raw.strip()
                 return
+            if raw.startswith(FAILED):
+                box["failure"] = json.loads(raw[len(FAILED):])
+                return
 
     t = threading.Thread(target=reader, daemon=True)
     t.start()
     t.join(timeout_s)
+    if "failure" in box:
+        proc.wait(timeout=10)
+        f = box["failure"]
+        raise UnavailableError(f"{proc.args[-1]} refused to start: {f.get('type')}: {f.get('message')}")
     if "line" not in box:
         if proc.poll() is None:
             raise UnavailableError(f"{proc.args[-1]} did not report ready within {timeout_s:.0f} s")
@@ -119,6 +129,12 @@ def _read_ready(proc: subprocess.Popen, timeout_s: float) -> str:
 
 def read_spec() -> dict:
     return json.loads(sys.stdin.read())
+
+
+def announce_failure(exc: BaseException) -> None:
+    """Child side: tell the parent why this service did not start (type and message only)."""
+    sys.stdout.write(FAILED + json.dumps({"type": type(exc).__name__, "message": str(exc)}) + "\n")
+    sys.stdout.flush()
 
 
 def announce_ready(*, address: str, trust_pem: bytes, **extra: Any) -> None:

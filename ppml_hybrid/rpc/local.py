@@ -103,7 +103,9 @@ def start_local_he_services(*, run: Any, keyservice: KeyServiceConfig, with_eval
                 run=run, key_address=k.address, key_trust_pem=k.trust_pem, key_credential=pki.clients[EVALUATOR],
                 client_ca_pem=pki.ca.cert_pem, registry=evaluator_registry(pki=pki, parties=run.parties),
                 share_wait_s=keyservice.share_wait_s, max_mask_rounds=keyservice.max_open_rounds,
-                wire_log=evaluator_wire_log), timeout_s=keyservice.startup_timeout_s)
+                wire_log=evaluator_wire_log, keyservice=keyservice,
+                development_root_pem=(k.ready.extra.get("development_attestation_root_pem") or "").encode()),
+                timeout_s=keyservice.startup_timeout_s)
         except BaseException:
             k.stop()
             raise

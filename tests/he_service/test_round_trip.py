@@ -75,27 +75,30 @@ def test_e_never_receives_a_secret_key_or_a_decryption(step_done, two):
         # requests to E's own service
         "ppml_hybrid.rpc.StepChunk", "ppml_hybrid.rpc.TensorRef", "ppml_hybrid.rpc.MaskRequest",
         "ppml_hybrid.rpc.FetchShareRequest", "ppml_hybrid.rpc.StepRef",
-        # responses from K: public material and submission receipts only
-        "ppml_hybrid.rpc.PublicMaterialChunk", "ppml_hybrid.rpc.SubmitReceipt",
+        # responses from K: public material, K's signed attestation document (E checks it before
+        # serving) and submission receipts only
+        "ppml_hybrid.rpc.PublicMaterialChunk", "ppml_hybrid.rpc.AttestationDocument", "ppml_hybrid.rpc.SubmitReceipt",
     }
     assert types <= allowed, types - allowed
     assert "ppml_hybrid.rpc.PublicMaterialChunk" in types and "ppml_hybrid.rpc.SubmitReceipt" in types
     from_k = [x for x in received if x["side"] == "client"]
     assert {x["method"] for x in from_k} == {"/ppml_hybrid.rpc.KeyService/GetPublicMaterial",
+                                             "/ppml_hybrid.rpc.KeyService/Attest",
                                              "/ppml_hybrid.rpc.KeyService/DecryptAndShare"}
     for x in from_k:
         if x["type"].endswith("SubmitReceipt"):
             assert set(x["fields"]) <= {"round_id", "ciphertexts"}  # no values, no shares
-        else:
+        elif x["type"].endswith("PublicMaterialChunk"):
             assert x["oneof"][0] in ("header", "blob")
     # the wire format cannot carry a secret key or decryption to E: no such field in any message E may receive
     from ppml_hybrid.rpc import keyservice_pb2
-    for name in ("PublicMaterialChunk", "PublicMaterialHeader", "BlobChunk", "SubmitReceipt"):
+    for name in ("PublicMaterialChunk", "PublicMaterialHeader", "BlobChunk", "SubmitReceipt", "AttestationDocument"):
         for f in keyservice_pb2.DESCRIPTOR.message_types_by_name[name].fields:
             assert not any(w in f.name for w in ("secret", "private", "share", "plaintext", "decrypt")), f.name
     # what E sent to K: masked ciphertexts of announced rounds only
     sent = {x["type"] for x in lines if x["direction"] == "out" and x["side"] == "client"}
-    assert sent <= {"ppml_hybrid.rpc.PublicMaterialRequest", "ppml_hybrid.rpc.SubmitChunk"}
+    assert sent <= {"ppml_hybrid.rpc.PublicMaterialRequest", "ppml_hybrid.rpc.AttestRequest",
+                    "ppml_hybrid.rpc.SubmitChunk"}
 
 
 def test_each_share_goes_only_over_its_own_partys_channel(two, step_done):

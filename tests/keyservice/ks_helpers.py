@@ -49,7 +49,9 @@ test_pki.__test__ = False  # not a test
 
 
 def keyservice_config(**kw) -> KeyServiceConfig:
-    base = dict(round_quota=4, max_open_rounds=3, share_wait_s=2.0, startup_timeout_s=300.0)
+    # E checks K's attestation at start-up; locally K signs with the development signer (opt-in)
+    base = dict(round_quota=4, max_open_rounds=3, share_wait_s=2.0, startup_timeout_s=300.0,
+                allow_development_attestation=True)
     base.update(kw)
     return KeyServiceConfig(**base)
 

@@ -128,6 +128,7 @@ E_ALLOWED_IN = {
     ("server", "ppml_hybrid.rpc.StepRef"),
     # responses E gets from K: public material and submission receipts
     ("client", "ppml_hybrid.rpc.PublicMaterialChunk"), ("client", "ppml_hybrid.rpc.SubmitReceipt"),
+    ("client", "ppml_hybrid.rpc.AttestationDocument"),  # K's signed document, checked before E serves
 }
 
 
@@ -149,10 +150,13 @@ def test_e_receives_no_decryption_share_or_plaintext(hybrid_run):
         if x["type"].endswith("PublicMaterialChunk"):
             assert x["oneof"][0] in ("header", "blob"), x
     # nothing E ever receives is a share tensor or a values tensor from another role
-    assert not any(t.endswith(("ShareTensor", "Int64Tensor", "AttestationDocument")) for _, t in kinds)
-    # and what E sent out as a client (to K): public-material requests and masked submissions only
+    assert not any(t.endswith(("ShareTensor", "Int64Tensor")) for _, t in kinds)
+    # and what E sent out as a client (to K): public-material requests, its attestation challenge
+    # (a fresh nonce) and masked submissions only
     sent = {x["type"] for x in hybrid_run["e_log"] if x["direction"] == "out" and x["side"] == "client"}
-    assert sent <= {"ppml_hybrid.rpc.PublicMaterialRequest", "ppml_hybrid.rpc.SubmitChunk"}, sent
+    assert sent <= {"ppml_hybrid.rpc.PublicMaterialRequest", "ppml_hybrid.rpc.AttestRequest",
+                    "ppml_hybrid.rpc.SubmitChunk"}, sent
+    assert "ppml_hybrid.rpc.AttestRequest" in sent  # E checked K before serving
 
 
 def test_step_header_fields_carry_only_public_data(hybrid_run):

@@ -143,10 +143,11 @@ def test_standard_network_profiles_match_conf():
 
 
 def test_hybrid_run_refuses_a_key_service_whose_attestation_fails():
-    """Without the development opt-in, K's locally signed attestation is refused before any data moves."""
-    from ppml_hybrid.keyservice.attestation.errors import AttestationError
+    """Without the development opt-in, K's locally signed attestation is refused before any data
+    moves: E checks it at start-up and refuses to serve (the parties' own check is behind it)."""
+    from ppml_hybrid.rpc.errors import UnavailableError
 
     cfg = _cfg("mode=hybrid", "he=insecure_test", "split_layer=4", "train.batch_size=8", "train.max_steps=1",
                "keyservice.allow_development_attestation=false")
-    with pytest.raises(AttestationError):
+    with pytest.raises(UnavailableError, match="evaluator refused to start: AttestationError"):
         train_secure(cfg, DataSplits(train=_set(8, 0), val=_set(4, 1), test=_set(4, 2)))

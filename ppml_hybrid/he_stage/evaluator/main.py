@@ -1,4 +1,7 @@
-"""E's process: read the launch spec, fetch public material from K, serve, print the ready line."""
+"""E's process: read the launch spec, fetch public material from K, check K's attestation
+(fresh nonce; code identity, the material E received, the decryption policy and the TLS
+channel: ``keyservice.verify.check_key_service``, the parties' check), serve, print the ready
+line. A rejected attestation stops E before it serves anything (exit code 5)."""
 
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ def serve(raw_spec: dict) -> None:
     k = EvaluatorKeyClient(address=spec.key_address, server_trust_pem=spec.key_trust_pem,
                            credential=spec.key_credential, wire_log=spec.wire_log)
     published = k.get_public_material()
+    _check_key_service(k, published, spec)
     keys = load_public_material(material=published.material)
     layout = run_layout(spec=spec.run, slots=keys.info.slots)
     if layout != keys.layout or published.parties != spec.run.parties:
@@ -61,6 +65,16 @@ def serve(raw_spec: dict) -> None:
     k.close()
 
 
+def _check_key_service(client, published, spec) -> None:
+    from ppml_hybrid.keyservice.verify import check_key_service, policy_from_config
+
+    policy = policy_from_config(keyservice=spec.keyservice, development_root_pem=spec.development_root_pem or None)
+    payload = check_key_service(client=client, published=published, keyservice=spec.keyservice, policy=policy,
+                                tls_trust_pem=spec.key_trust_pem)
+    log.info("verified the key service's attestation%s",
+             " (DEVELOPMENT signer: allowed by keyservice.allow_development_attestation)" if payload.development else "")
+
+
 def main() -> int:
     from ppml_hybrid.rpc.launch import read_spec
 
@@ -68,6 +82,9 @@ def main() -> int:
     try:
         serve(read_spec())
     except PPMLError as exc:
+        from ppml_hybrid.rpc.launch import announce_failure
+
         log.error("%s: %s", type(exc).__name__, exc)
+        announce_failure(exc)
         return exc.exit_code
     return 0

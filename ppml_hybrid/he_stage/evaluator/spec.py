@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from ppml_hybrid.config import KeyServiceConfig, from_mapping
 from ppml_hybrid.he_stage.runspec import HERunSpec
 from ppml_hybrid.rpc.tls import Credential, Registry
 
@@ -21,6 +23,9 @@ class EvaluatorSpec:
     share_wait_s: float = 60.0
     max_mask_rounds: int = 8
     wire_log: Optional[str] = None  # tests: record message types (never values) E receives and sends
+    # how E checks K's attestation before serving (the same policy the parties apply)
+    keyservice: KeyServiceConfig = field(default_factory=KeyServiceConfig)
+    development_root_pem: bytes = b""  # K's development signer root (accepted only with the opt-in)
 
     def to_json(self) -> dict:
         return {"run": self.run.to_json(), "key_address": self.key_address, "key_trust_pem": self.key_trust_pem.decode(),
@@ -28,7 +33,8 @@ class EvaluatorSpec:
                                    "key_pem": self.key_credential.key_pem.decode()},
                 "client_ca_pem": self.client_ca_pem.decode(), "registry": self.registry.to_json(),
                 "address": self.address, "share_wait_s": self.share_wait_s, "max_mask_rounds": self.max_mask_rounds,
-                "wire_log": self.wire_log}
+                "wire_log": self.wire_log, "keyservice": dataclasses.asdict(self.keyservice),
+                "development_root_pem": self.development_root_pem.decode()}
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> "EvaluatorSpec":
@@ -38,4 +44,6 @@ class EvaluatorSpec:
                    key_credential=Credential(cert_pem=cred["cert_pem"].encode(), key_pem=cred["key_pem"].encode()),
                    client_ca_pem=str(raw["client_ca_pem"]).encode(), registry=Registry.from_json(raw["registry"]),
                    address=str(raw.get("address", "127.0.0.1:0")), share_wait_s=float(raw.get("share_wait_s", 60.0)),
-                   max_mask_rounds=int(raw.get("max_mask_rounds", 8)), wire_log=raw.get("wire_log"))
+                   max_mask_rounds=int(raw.get("max_mask_rounds", 8)), wire_log=raw.get("wire_log"),
+                   keyservice=from_mapping(KeyServiceConfig, raw.get("keyservice", {}), "keyservice"),
+                   development_root_pem=str(raw.get("development_root_pem", "")).encode())
