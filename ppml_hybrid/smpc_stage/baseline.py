@@ -68,6 +68,16 @@ def build_crypten_blocks(crypten: Any, *, model: ModelConfig, state_dict: Mappin
     return cnn.Sequential(*mods)
 
 
+def _encrypted_blocks(ctx: Any, *, model: ModelConfig, state_dict: Mapping[str, torch.Tensor], image_size: int,
+                      stop: int) -> Any:
+    """Blocks 1..stop as CrypTen builds them, weights secret-shared by party 0, in training mode."""
+    torch.set_num_threads(1)
+    net = build_crypten_blocks(ctx.crypten, model=model, state_dict=state_dict, image_size=image_size, stop=stop)
+    net.encrypt(src=0)  # CrypTen's way: the weights are secret-shared
+    net.train()
+    return net
+
+
 @dataclass(frozen=True)
 class CrypTenStep:
     """Forward + backward of the CrypTen-native conv stage (program; same inputs as StageStep)."""
@@ -79,12 +89,8 @@ class CrypTenStep:
     delta_src: int = 0
 
     def __call__(self, ctx: Any, inputs: PartyInputs) -> StepReport:
-        torch.set_num_threads(1)
-        crypten = ctx.crypten
-        net = build_crypten_blocks(crypten, model=self.model, state_dict=self.state_dict,
-                                       image_size=self.image_size, stop=self.stop)
-        net.encrypt(src=0)  # CrypTen's way: the weights are secret-shared
-        net.train()
+        net = _encrypted_blocks(ctx, model=self.model, state_dict=self.state_dict, image_size=self.image_size,
+                                stop=self.stop)
         start = ctx.transport.snapshot()
         t0 = time.perf_counter()
         x = share_batch(ctx, inputs.rows)
@@ -118,12 +124,9 @@ class CrypTenTrainStep:
     lr: float = 0.05
 
     def __call__(self, ctx: Any, rows: Any) -> CrypTenTrainResult:
-        torch.set_num_threads(1)
         crypten = ctx.crypten
-        net = build_crypten_blocks(crypten, model=self.model, state_dict=self.state_dict,
-                                   image_size=self.image_size, stop=len(self.model.blocks))
-        net.encrypt(src=0)
-        net.train()
+        net = _encrypted_blocks(ctx, model=self.model, state_dict=self.state_dict, image_size=self.image_size,
+                                stop=len(self.model.blocks))
         loss_fn = crypten.nn.CrossEntropyLoss()
         start, t0 = ctx.transport.snapshot(), time.perf_counter()
         xs, ys = [], []

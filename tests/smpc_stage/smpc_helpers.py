@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Dict, List, Tuple
 
 import torch
@@ -37,6 +38,15 @@ MODEL_B = ModelConfig(
     ),
     poly=PolyConfig(a=0.1, b=0.9),
 )
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid still exists (no-orphan checks)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def smpc(parties: int, timeout_s: float = 60.0) -> SMPCConfig:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -12,15 +11,7 @@ from ppml_hybrid.smpc_stage.errors import PartyCrashedError, PartyTimeoutError, 
 from ppml_hybrid.smpc_stage.launcher import run_parties
 from ppml_hybrid.smpc_stage.programs import FaultPlan, StageStep
 from ppml_hybrid.smpc_stage.rendezvous import Rendezvous, rendezvous_for
-from smpc_helpers import MODEL_A, reference, smpc
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+from smpc_helpers import MODEL_A, process_alive, reference, smpc
 
 
 def _run_with_fault(fault: FaultPlan, parties: int = 2, timeout_s: float = 60.0):
@@ -40,7 +31,7 @@ def test_crash_names_the_party_and_leaves_no_process(kind):
     assert err.party == 1 and "party 1" in str(err), str(err)
     assert err.exit_code == 6
     assert elapsed < 30
-    assert len(pids) == 3 and not any(_alive(p) for p in pids)
+    assert len(pids) == 3 and not any(process_alive(p) for p in pids)
 
 
 def test_hang_times_out_naming_the_party():
@@ -50,7 +41,7 @@ def test_hang_times_out_naming_the_party():
     assert err.party == 2 and str(err).startswith("party 2 made no progress"), str(err)
     # start-up (fork server warm: ~1 s) + the timeout + tear-down
     assert elapsed < timeout + 15
-    assert len(pids) == 4 and not any(_alive(p) for p in pids)
+    assert len(pids) == 4 and not any(process_alive(p) for p in pids)
 
 
 def test_rendezvous_config_is_checked():

@@ -13,15 +13,7 @@ import torch
 from ppml_hybrid.smpc_stage.errors import PartyCrashedError, RendezvousError
 from ppml_hybrid.smpc_stage.launcher import PartySession, run_parties
 from ppml_hybrid.smpc_stage.programs import FaultPlan, StageStep
-from smpc_helpers import MODEL_A, reference, smpc
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+from smpc_helpers import MODEL_A, process_alive, reference, smpc
 
 
 @dataclass(frozen=True)
@@ -51,7 +43,7 @@ def test_session_keeps_processes_and_cache_between_programs():
     assert [v for _, _, v in first.results] == [v for _, _, v in second.results] == [3.0, 3.0]
     # a program run inside a session sees the same world: same public outputs as a fresh run
     assert [r.batch for r in again.results] == [r.batch for r in one_shot.results]
-    assert not any(_alive(p) for p in pids)
+    assert not any(process_alive(p) for p in pids)
 
 
 def test_failure_in_a_later_program_names_the_party_and_ends_the_session():
@@ -67,4 +59,4 @@ def test_failure_in_a_later_program_names_the_party_and_ends_the_session():
         assert info.value.party == 1 and "party 1" in str(info.value)
         with pytest.raises(RendezvousError, match="already failed"):
             session.run(ok)
-    assert len(pids) == 3 and not any(_alive(p) for p in pids)
+    assert len(pids) == 3 and not any(process_alive(p) for p in pids)
