@@ -138,6 +138,8 @@ class HEConfig:
     value_bits: int = 8
     # steps whose ciphertexts the evaluator keeps between forward and backward (oldest dropped)
     max_held_steps: int = 2
+    # OpenMP threads of E's OpenFHE (E computes while the parties wait for it)
+    evaluator_threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,7 @@ def _check_ranges(cfg: RunConfig) -> None:
             "must be positive or null",
         ),
         ("smpc.parties", cfg.smpc.parties in (2, 3), "must be 2 or 3"),
+        ("he.evaluator_threads", cfg.he.evaluator_threads >= 1, "must be at least 1"),
     ]
     for key, ok, why in checks:
         if not ok:

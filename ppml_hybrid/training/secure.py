@@ -47,6 +47,7 @@ from ppml_hybrid.training.evaluation import SplitMetrics, evaluate
 from ppml_hybrid.training.optim import make_optimizer, make_schedule
 
 log = logging.getLogger(__name__)
+ETA_AFTER_STEPS = 3  # log the run's expected duration after this many steps
 
 
 def assign_rows(data: ImageSet, *, parties: int) -> List[PartyRows]:
@@ -248,6 +249,11 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
                     acc[1] += c.traffic.rounds
                     acc[2] += c.seconds
             bar.set_postfix(batch=out.batch_size, s=f"{run.wall_s:.1f}")
+            if step == ETA_AFTER_STEPS and total_steps > step:
+                # The first step also starts the processes and opens channels: estimate from the others.
+                per_step = sum(step_seconds[1:]) / (step - 1)
+                log.info("about %.1f s per step: the remaining %d steps need about %.0f min",
+                         per_step, total_steps - step, per_step * (total_steps - step) / 60)
         bar.close()
         val = evaluate(model, splits.val.images, splits.val.labels)
         eps = float(accountant.get_epsilon(delta=cfg.dp.delta)) if accountant is not None else None

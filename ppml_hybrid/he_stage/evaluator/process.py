@@ -7,5 +7,11 @@ from ppml_hybrid.rpc.launch import ServiceProcess, spawn
 
 
 def spawn_evaluator(*, spec: EvaluatorSpec, timeout_s: float = 600.0) -> ServiceProcess:
-    """Start ``python -m ppml_hybrid.he_stage.evaluator``; returns once E has K's public material and listens."""
-    return spawn(name="HE evaluator", module="ppml_hybrid.he_stage.evaluator", spec=spec.to_json(), timeout_s=timeout_s)
+    """Start ``python -m ppml_hybrid.he_stage.evaluator``; returns once E has K's public material and listens.
+
+    OpenFHE reads its thread count at import: ``he.evaluator_threads`` goes into E's environment,
+    with passive OpenMP waiting so idle threads sleep instead of spinning beside the parties.
+    """
+    threads = str(spec.run.he.evaluator_threads)
+    return spawn(name="HE evaluator", module="ppml_hybrid.he_stage.evaluator", spec=spec.to_json(), timeout_s=timeout_s,
+                 env={"OMP_NUM_THREADS": threads, "OMP_WAIT_POLICY": "PASSIVE"})
