@@ -1,7 +1,9 @@
 """Train the CNN: ``python train.py split_layer=3`` or ``python train.py -m split_layer=3,4,5``.
 
 A thin Hydra entry point: compose the config, check it, call ``ppml_hybrid.pipeline.train``.
-Project errors print one clear line and exit non-zero.
+Project errors print one clear line and exit non-zero. In a multirun a failed job writes
+``error.json`` into its directory and the sweep goes on; the sweep summary lists the failure
+and the multirun exits with the first failed job's code (``ppml_hybrid.sweep``).
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ppml_hybrid.config import parse_run_config
 from ppml_hybrid.errors import ConfigError, PPMLError
 from ppml_hybrid.pipeline import train
+from ppml_hybrid.sweep import record_failure
 
 log = logging.getLogger("train")
 
@@ -31,6 +35,10 @@ def main(cfg: DictConfig) -> dict:
         return train(parse_run_config(raw))
     except PPMLError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            record_failure(hydra_cfg.runtime.output_dir, exc)
+            return {"error": f"{type(exc).__name__}: {exc}"}
         sys.exit(exc.exit_code)
 
 

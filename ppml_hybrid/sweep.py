@@ -2,13 +2,16 @@
 
 Registered as a Hydra callback in ``conf/train.yaml``; ``on_multirun_end`` reads every job's
 ``metrics.json`` under the sweep directory and writes ``summary.md`` and ``summary.json``
-beside them (and logs the table). Jobs that failed have no metrics and are listed as such.
+beside them (and logs the table). A job that failed with a project error left ``error.json``
+(:func:`record_failure`) and is listed with that error; the multirun then exits with the first
+failed job's exit code, after the summary is written.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -17,6 +20,15 @@ from hydra.experimental.callback import Callback
 log = logging.getLogger(__name__)
 
 PROFILES = ("lan", "wan", "wan_slow")
+ERROR_FILE = "error.json"
+
+
+def record_failure(output_dir: str, exc: Exception) -> None:
+    """A multirun job's project error, for the summary (type, message and exit code only)."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ERROR_FILE).write_text(json.dumps({"type": type(exc).__name__, "message": str(exc),
+                                              "exit_code": getattr(exc, "exit_code", 1)}, indent=2) + "\n")
 
 
 def summarize(sweep_dir: Path) -> Dict[str, Any]:
@@ -25,6 +37,12 @@ def summarize(sweep_dir: Path) -> Dict[str, Any]:
     for job in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
                       key=lambda p: p.name):
         path = job / "metrics.json"
+        error = job / ERROR_FILE
+        if error.is_file():
+            e = json.loads(error.read_text())
+            rows.append({"job": job.name, "status": f"failed: {e['type']}: {e['message']}",
+                         "exit_code": e.get("exit_code")})
+            continue
         if not path.is_file():
             rows.append({"job": job.name, "status": "failed (no metrics.json)"})
             continue
@@ -96,3 +114,7 @@ class SweepSummary(Callback):
         table = render_markdown(summary)
         (sweep_dir / "summary.md").write_text(table)
         log.info("sweep summary (%s):\n%s", sweep_dir / "summary.md", table)
+        codes = [r["exit_code"] for r in summary["rows"] if r.get("exit_code")]
+        if codes:
+            log.error("%d of %d jobs failed (see summary.md)", len(codes), len(summary["rows"]))
+            sys.exit(codes[0])

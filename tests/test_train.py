@@ -73,6 +73,16 @@ def test_hydra_multirun_writes_one_result_per_job(tmp_path):
     assert "| job | mode |" in (tmp_path / "sweep" / "summary.md").read_text()
 
 
+def test_multirun_goes_on_after_a_failed_job_and_exits_with_its_code(tmp_path):
+    proc = _run_cli("-m", "mode=plaintext", "train.lr=-1,0.05", "train.max_steps=2", "train.progress=false",
+                    f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]  # ConfigError of the first job
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    status = [r["status"] for r in summary["rows"]]
+    assert status[0].startswith("failed: ConfigError: train.lr must be positive") and status[1] == "ok", status
+    assert "failed: ConfigError" in (tmp_path / "sweep" / "summary.md").read_text()
+
+
 def test_cli_errors_exit_non_zero_with_one_line(tmp_path):
     proc = _run_cli("split_layer=2", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
     assert proc.returncode == 2

@@ -12,7 +12,7 @@ import dataclasses
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import openfhe
 
@@ -64,6 +64,34 @@ class EvaluatorKeys:
     rotation_indices: Tuple[int, ...]
 
 
+# Evaluation keys exist about this many times at once: K's key objects and serialized bytes,
+# the bytes E receives and E's deserialized keys.
+KEY_COPIES = 4
+
+
+def available_memory_bytes() -> Optional[int]:
+    """MemAvailable from /proc/meminfo (None where it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_key_memory(*, key_bytes: int, keys: int, ring_dim: int, available_bytes: Optional[int]) -> None:
+    """Refuse a key set whose copies would not fit in memory (a clear error instead of the OOM killer)."""
+    need = key_bytes * keys * KEY_COPIES
+    if available_bytes is not None and need > available_bytes:
+        raise KeyMaterialError(
+            f"this split needs {keys} evaluation keys of {key_bytes / 2**20:.0f} MB at ring 2^{ring_dim.bit_length() - 1} "
+            f"({key_bytes * keys / 2**30:.1f} GB, held about {KEY_COPIES} times across K, E and the transfer: "
+            f"{need / 2**30:.1f} GB) but {available_bytes / 2**30:.1f} GB of memory is available. Use a larger "
+            "split_layer (fewer layers under HE: a smaller ring and fewer keys) or a machine with more memory")
+
+
 def generate_keys(
     *, context: HEContext, layout: SlotLayout, rotation_indices: Tuple[int, ...]
 ) -> Tuple[SecretMaterial, PublicMaterial]:
@@ -75,6 +103,10 @@ def generate_keys(
     cc.EvalMultKeyGen(kp.secretKey)
     tag = kp.secretKey.GetKeyTag()
     indices = tuple(sorted({int(i) for i in rotation_indices}))
+    eval_mult_key = openfhe.SerializeEvalMultKeyString(openfhe.BINARY, tag)
+    # A rotation key is as large as the relinearisation key: refuse before the machine runs out.
+    check_key_memory(key_bytes=len(eval_mult_key), keys=len(indices) + 1, ring_dim=context.info.ring_dim,
+                     available_bytes=available_memory_bytes())
     rot = b""
     if indices:
         cc.EvalRotateKeyGen(kp.secretKey, list(indices))
@@ -85,7 +117,7 @@ def generate_keys(
         rotation_indices=indices,
         context=openfhe.Serialize(cc, openfhe.BINARY),
         public_key=openfhe.Serialize(kp.publicKey, openfhe.BINARY),
-        eval_mult_key=openfhe.SerializeEvalMultKeyString(openfhe.BINARY, tag),
+        eval_mult_key=eval_mult_key,
         rotation_keys=rot,
     )
     return SecretMaterial(context=context, secret_key=kp.secretKey, public_key=kp.publicKey), public
