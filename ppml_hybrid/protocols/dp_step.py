@@ -12,8 +12,8 @@ Steps:
    ``T x T`` ghost-norm Gram matrix) plus the bias sums; polynomial ``a x^2 + b x``:
    ``(sum delta x^2)^2 + (sum delta x)^2``;
 2. ``u_i = n_i / C'^2`` with ``C' = (1 - 2^-CLIP_MARGIN_BITS) C``; ``r_i ~ u_i^(-1/2)`` by
-   CrypTen's ``inv_sqrt`` on two public scalings of ``u`` (each accurate over a decade range),
-   one comparison selecting between them, then Newton steps; ``c_i = min(1, r_i)``;
+   CrypTen's ``inv_sqrt`` on ``u`` brought into its accurate range by a public power of 256
+   (three comparisons with public thresholds select it), then Newton steps; ``c_i = min(1, r_i)``;
 3. a check in MPC: ``t_i = c_i^2 n_i / C^2 < 1``, else ``c_i = 0``. So ``c_i ||g_i|| < C``
    whatever the approximation error of step 2 (an accurate ``c_i`` gives ``t_i ~ (C'/C)^2``
    and passes; the margin also covers the fixed-point error of ``n_i``);
@@ -44,10 +44,15 @@ from ppml_hybrid.privacy.csprng import csprng_normal
 
 # c_i uses C' = (1 - 2^-10) C: covers the fixed-point error of n_i (relative ~1e-4).
 CLIP_MARGIN_BITS = 10
-# CrypTen's inv_sqrt is accurate for inputs in about [0.1, 100]; u is evaluated at two scalings.
-_LOW_RANGE_MAX = 64.0
-_HIGH_SCALE = 4096.0
-_NEWTON_STEPS = 2
+# CrypTen's inv_sqrt is accurate for inputs in about [0.1, 100]: u = n / C'^2 is scaled by
+# 256^-k for u above 25.6 * 256^(k-1), so the scaled value stays in [0.1, 25.6]; four ranges
+# cover per-sample norms up to about 20,000 C (beyond that c is inaccurate and the check drops
+# the sample rather than let it exceed C).
+_RANGE_BASE = 25.6
+_RANGE_STEP = 256
+_RANGES = 4
+_NEWTON_STEPS = 3
+_FIXED_POINT_BITS = 16  # CrypTen's precision here (smpc_stage.party.PRECISION_BITS)
 
 
 @dataclass(frozen=True)
@@ -160,17 +165,35 @@ def conv_per_sample_grads(site: TrainableSite) -> ConvPerSample:
 
 
 def clip_factors(sq_norms: Any, *, params: DPStepParams) -> Any:
-    """Steps 2-3: ``c_i = min(1, C' / sqrt(n_i))``, zeroed wherever ``c_i^2 n_i >= C^2``."""
+    """Steps 2-3: ``c_i = min(1, C' / sqrt(n_i))``, zeroed wherever ``c_i^2 n_i >= C^2``.
+
+    ``u = n / C'^2`` is brought into CrypTen ``inv_sqrt``'s accurate range by one of
+    ``_RANGES`` public scalings (256^k, chosen by comparisons with public thresholds and
+    selected with 0/1 products, so no out-of-range value is ever multiplied), then
+    ``_NEWTON_STEPS`` Newton steps ``r (3 - (u r) r) / 2``. Products are ordered so that no
+    intermediate falls below fixed-point resolution (``u r`` ~ ||g|| / C, never ``r^2``).
+    """
     u = sq_norms / (params.effective_clip ** 2)
-    low = u.inv_sqrt()
-    high = (u / _HIGH_SCALE).inv_sqrt() / math.sqrt(_HIGH_SCALE)
-    use_high = u > _LOW_RANGE_MAX
-    r = use_high * high + (1 - use_high) * low
+    scaled, factor = u, u * 0.0 + 1.0  # factor: a fixed-point sharing of 1 (local)
+    for k in range(1, _RANGES):
+        # CrypTen's comparison bits are encoded at scale 1: multiply them only by sharings
+        # (a public fraction times a scale-1 bit would be rounded to an integer).
+        above = u > _RANGE_BASE * _RANGE_STEP ** (k - 1)  # 0/1, monotone in k
+        step_u = u / float(_RANGE_STEP ** k) - u / float(_RANGE_STEP ** (k - 1))
+        step_f = 1.0 / math.sqrt(_RANGE_STEP ** k) - 1.0 / math.sqrt(_RANGE_STEP ** (k - 1))
+        scaled = scaled + above * step_u
+        factor = factor + above * (u * 0.0 + step_f)
+    r = scaled.inv_sqrt() * factor
     for _ in range(_NEWTON_STEPS):
-        r = r * (3.0 - u * r.square()) * 0.5
+        r = r * (3.0 - (u * r) * r) * 0.5
     c = r - (r - 1.0).relu()  # min(1, r)
+    # One fixed-point unit less, and >= 0: c rounds down rather than up (for a norm of 1,000 C one
+    # unit is 1.5% of c; rounding up would fail the check and drop the sample), and an
+    # out-of-range r can never turn into a negative weight.
+    c = (c - 2.0 ** -_FIXED_POINT_BITS).relu()
     # Checked against C itself: c targets C' = (1 - 2^-10) C, so an accurate c passes with room.
-    ok = (c.square() * (sq_norms / params.max_grad_norm ** 2)) < 1.0
+    # c * (c n / C^2): never c^2, which is below the fixed-point resolution for large norms.
+    ok = (c * ((sq_norms / params.max_grad_norm ** 2) * c)) < 1.0
     return c * ok
 
 

@@ -42,3 +42,20 @@ class DPProgram:
                 "clip": result.clip_factors.get_plain_text().tolist(),
             }
         return out
+
+
+@dataclass(frozen=True)
+class ClipFactorProgram:
+    """Opens the clip factors of given per-sample squared norms (test only)."""
+
+    sq_norms: tuple
+    max_grad_norm: float
+
+    def __call__(self, ctx: Any, inputs: Any) -> list:
+        from ppml_hybrid.protocols.dp_step import clip_factors
+
+        torch.set_num_threads(1)
+        n = ctx.crypten.cryptensor(torch.tensor(self.sq_norms) if ctx.rank == 0 else torch.zeros(len(self.sq_norms)),
+                                   src=0)
+        params = DPStepParams(max_grad_norm=self.max_grad_norm, noise_multiplier=1.0, parties=ctx.parties)
+        return clip_factors(n, params=params).get_plain_text().tolist()

@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from dp_helpers import DPProgram
+from dp_helpers import ClipFactorProgram, DPProgram
 from ppml_hybrid.config import SMPCConfig, parse_run_config
 from ppml_hybrid.errors import ConfigError
 from ppml_hybrid.model import build_model
@@ -116,3 +116,24 @@ def test_dp_params_are_validated(kwargs, key):
 def test_noise_share_per_party_counts_only_honest_parties():
     assert DPStepParams(max_grad_norm=2.0, noise_multiplier=1.5, parties=2).noise_std_per_party == pytest.approx(3.0)
     assert DPStepParams(max_grad_norm=2.0, noise_multiplier=1.5, parties=3).noise_std_per_party == pytest.approx(3.0 / math.sqrt(2))
+
+
+def test_clip_factors_over_five_decades_of_norms_never_exceed_the_bound():
+    """Per-sample norms from 0.01 C to 20,000 C: c within 0.5% of min(1, C'/||g||) up to 300 C,
+    rounded down (never dropped) up to 3,000 C, and never c ||g|| > C.
+    A positive control: norms that overflowed the old two-range version (300 C dropped, 640 C
+    weighted 2.2 C) are exact now."""
+    clip = 1.0
+    norms = torch.tensor([0.01, 0.3, 0.999, 1.5, 5.1, 8.0, 30.0, 100.0, 300.0, 640.0, 1000.0, 3000.0, 20000.0],
+                         dtype=torch.float64)
+    run = run_parties(smpc=SMPCConfig(master_port=0, timeout_s=120),
+                      program=ClipFactorProgram(sq_norms=tuple((norms ** 2).tolist()), max_grad_norm=clip),
+                      party_inputs=[None, None])
+    c = torch.tensor(run.results[0], dtype=torch.float64)
+    want = torch.clamp(clip * (1 - 2.0 ** -CLIP_MARGIN_BITS) / norms, max=1.0)
+    assert bool(((c * norms) <= clip * (1 + 1e-9)).all()), (c * norms).tolist()
+    exact = norms <= 300
+    rel = ((c - want).abs() / want)[exact]
+    assert float(rel.max()) < 5e-3, list(zip(norms.tolist(), c.tolist(), want.tolist()))
+    kept = norms <= 3000
+    assert bool((c[kept] > 0).all()) and bool((c[kept] <= want[kept]).all()), list(zip(norms.tolist(), c.tolist()))
