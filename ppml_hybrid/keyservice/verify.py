@@ -35,6 +35,19 @@ def policy_from_config(*, keyservice: KeyServiceConfig, development_root_pem: Op
                              max_age_s=keyservice.attestation_max_age_s, clock=clock)
 
 
+def attest_key_service(*, client, published: PublishedMaterial, keyservice: KeyServiceConfig,
+                       development_root_pem: Optional[bytes], tls_trust_pem: bytes) -> AttestationPayload:
+    """What a party or E runs: :func:`check_key_service` under the policy from ``keyservice``."""
+    policy = policy_from_config(keyservice=keyservice, development_root_pem=development_root_pem)
+    return check_key_service(client=client, published=published, keyservice=keyservice, policy=policy,
+                             tls_trust_pem=tls_trust_pem)
+
+
+def development_note(payload: AttestationPayload) -> str:
+    """Log suffix that says a development document was accepted (empty for a real enclave)."""
+    return " (DEVELOPMENT signer: allowed by keyservice.allow_development_attestation)" if payload.development else ""
+
+
 def check_key_service(*, client, published: PublishedMaterial, keyservice: KeyServiceConfig,
                       policy: AttestationPolicy, tls_trust_pem: bytes) -> AttestationPayload:
     """Attest K over ``client`` (a PartyKeyClient or EvaluatorKeyClient); return the verified payload."""

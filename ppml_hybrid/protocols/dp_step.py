@@ -210,20 +210,15 @@ def clipped_sums(sites: Sequence[TrainableSite], factors: Optional[Any],
     """
     sums: Dict[str, Any] = {}
     for site in sites:
-        d = site.deltas
-        if factors is None:
-            if site.layer.kind in ("conv", "linear"):
-                sums.update(site.layer.weight_grads(site.saved, d))
-            else:
-                sums.update(_poly_sums(site, d))
-            continue
-        col = factors.reshape(-1, *([1] * (d.dim() - 1)))
-        if site.layer.kind == "conv":
+        if factors is not None and site.layer.kind == "conv":
             sums.update(_clipped_conv_sums(site, factors, (per_sample or {}).get(site.layer.name)))
-        elif site.layer.kind == "linear":
-            sums.update(site.layer.weight_grads(site.saved, d * col))
+            continue
+        d = site.deltas
+        scaled = d if factors is None else d * factors.reshape(-1, *([1] * (d.dim() - 1)))
+        if site.layer.kind == "linear" or site.layer.kind == "conv":
+            sums.update(site.layer.weight_grads(site.saved, scaled))
         else:
-            sums.update(_poly_sums(site, d * col))
+            sums.update(_poly_sums(site, scaled))
     return sums
 
 

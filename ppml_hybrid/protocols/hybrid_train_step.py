@@ -220,14 +220,13 @@ class HybridTrainStep:
         """HE->SS of E's tensor ``name``: announce, (driver) mask, receive, wrap as shares."""
         rnd = RoundRef(round_id=round_id, kind=name, shape=shape)
         client.announce(round=rnd)
+        ctx.transport.record_service_call(sent=0, received=0)
         ctx.crypten.cryptensor(torch.zeros(1), src=0).get_plain_text()  # barrier: every party announced
         if driver is not None:
             driver.mask_and_share(step_id=self.step_id, name=name, round=rnd)
             ctx.transport.record_service_call(sent=0, received=0)
         share = client.receive(round=rnd)
-        # announce, then one int64 share stream from K and one from E (payload bytes)
-        ctx.transport.record_service_call(sent=0, received=0)
-        for _ in range(2):
+        for _ in range(2):  # one int64 share stream from K, one from E (payload bytes)
             ctx.transport.record_service_call(sent=0, received=8 * share.size)
         return share_to_mpc(crypten=ctx.crypten, share=share)
 

@@ -175,7 +175,7 @@ class PartySession:
         n = self._smpc.parties
         for r in range(n):
             seq, _ = results[r]
-            if seq not in (self._seq, 0):  # 0: a one-shot party (party_main) reporting
+            if seq != self._seq:
                 self._broken = True
                 self._teardown()
                 raise RendezvousError(f"party {r} answered command {seq} to command {self._seq}: out of sync")

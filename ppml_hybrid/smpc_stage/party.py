@@ -186,14 +186,15 @@ def run_dealer(*, rendezvous: Rendezvous) -> None:
 
 
 def party_main(rendezvous: Rendezvous, program: Any, inputs: Any, shaping: Any, board: ProgressBoard,
-               results: Any, parent_pid: int, *, report_result: bool = True) -> None:
-    """Entry point of an orchestrated party process: reports ``(kind, rank, payload)``."""
+               results: Any, parent_pid: int) -> None:
+    """Entry point of an orchestrated party process: runs ``program`` (which reports its own
+    results, see :class:`_ServeCommands`) and reports failures as ``(kind, rank, message)``."""
     _watch_parent(parent_pid)
     logging.basicConfig(level=logging.WARNING)
     rank = rendezvous.rank
     try:
         inputs = pickle.loads(inputs)
-        out = run_party(rendezvous=rendezvous, program=program, inputs=inputs, shaping=shaping, board=board)
+        run_party(rendezvous=rendezvous, program=program, inputs=inputs, shaping=shaping, board=board)
     except PeerCommunicationError as exc:
         results.put(("peer_error", rank, str(exc)))
         results.close()
@@ -204,10 +205,6 @@ def party_main(rendezvous: Rendezvous, program: Any, inputs: Any, shaping: Any, 
         results.close()
         results.join_thread()
         os._exit(1)
-    # Plain pickle (by value): torch's multiprocessing reducers would pass tensors as file
-    # descriptors that die with this process.
-    if report_result:
-        results.put(("ok", rank, pickle.dumps((0, out))))
     results.close()
     results.join_thread()
 
@@ -232,6 +229,8 @@ class _ServeCommands:
             if ctx.board is not None:
                 ctx.board.beat(ctx.rank)
             out = pickle.loads(program)(ctx, inputs)
+            # Plain pickle (by value): torch's multiprocessing reducers would pass tensors as
+            # file descriptors that die with this process.
             self.results.put(("ok", ctx.rank, pickle.dumps((seq, out))))
 
 
@@ -239,7 +238,7 @@ def party_session_main(rendezvous: Rendezvous, inputs: Any, shaping: Any, board:
                        commands: Any, parent_pid: int) -> None:
     """Entry point of a session party process (one program per command, see :class:`_ServeCommands`)."""
     party_main(rendezvous, _ServeCommands(commands=commands, results=results), inputs, shaping, board, results,
-               parent_pid, report_result=False)
+               parent_pid)
 
 
 def dealer_main(rendezvous: Rendezvous, parent_pid: int) -> None:

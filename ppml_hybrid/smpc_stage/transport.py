@@ -103,11 +103,6 @@ class Traffic:
         )
 
     @property
-    def mpc(self) -> ChannelTraffic:
-        """The MPC's own traffic (parties and dealer)."""
-        return self.peers + self.dealer
-
-    @property
     def rounds(self) -> int:
         return self.peers.rounds + self.dealer.rounds + self.services.rounds
 
@@ -117,7 +112,7 @@ class Traffic:
 
     @property
     def bytes_total(self) -> int:
-        """Sent plus received on every channel (without service calls: comparable to CrypTen's ``comm_bytes``)."""
+        """Sent plus received on every channel (for MPC-only programs: comparable to CrypTen's ``comm_bytes``)."""
         return self.peers.bytes_total + self.dealer.bytes_total + self.services.bytes_total
 
 

@@ -197,22 +197,20 @@ def _step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[Par
 def _attested_material(cfg: RunConfig, svc: Any) -> Any:
     """Every party checks K's attestation (fresh nonce; code identity, the material it received,
     the decryption policy and the TLS channel) before anything is sent; returns the material."""
-    from ppml_hybrid.keyservice.verify import check_key_service, policy_from_config
+    from ppml_hybrid.keyservice.verify import attest_key_service, development_note
 
     root = svc.key_service.ready.extra.get("development_attestation_root_pem") or None
-    policy = policy_from_config(keyservice=cfg.keyservice, development_root_pem=root.encode() if root else None)
     material = None
     for j in range(1, cfg.smpc.parties + 1):
         client = svc.party_key_client(j)
         published = client.get_public_material()
-        payload = check_key_service(client=client, published=published, keyservice=cfg.keyservice, policy=policy,
-                                    tls_trust_pem=svc.key_service.trust_pem)
+        payload = attest_key_service(client=client, published=published, keyservice=cfg.keyservice,
+                                     development_root_pem=root.encode() if root else None,
+                                     tls_trust_pem=svc.key_service.trust_pem)
         if material is not None and published.material != material:
             raise RuntimeError("the key service gave the parties different public material")
         material = published.material
-    log.info("every party verified the key service's attestation%s",
-             " (DEVELOPMENT signer: allowed by keyservice.allow_development_attestation)"
-             if payload.development else "")
+    log.info("every party verified the key service's attestation%s", development_note(payload))
     return material
 
 

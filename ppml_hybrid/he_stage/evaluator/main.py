@@ -1,6 +1,6 @@
 """E's process: read the launch spec, fetch public material from K, check K's attestation
 (fresh nonce; code identity, the material E received, the decryption policy and the TLS
-channel: ``keyservice.verify.check_key_service``, the parties' check), serve, print the ready
+channel: ``keyservice.verify.attest_key_service``, the parties' check), serve, print the ready
 line. A rejected attestation stops E before it serves anything (exit code 5)."""
 
 from __future__ import annotations
@@ -66,13 +66,12 @@ def serve(raw_spec: dict) -> None:
 
 
 def _check_key_service(client, published, spec) -> None:
-    from ppml_hybrid.keyservice.verify import check_key_service, policy_from_config
+    from ppml_hybrid.keyservice.verify import attest_key_service, development_note
 
-    policy = policy_from_config(keyservice=spec.keyservice, development_root_pem=spec.development_root_pem or None)
-    payload = check_key_service(client=client, published=published, keyservice=spec.keyservice, policy=policy,
-                                tls_trust_pem=spec.key_trust_pem)
-    log.info("verified the key service's attestation%s",
-             " (DEVELOPMENT signer: allowed by keyservice.allow_development_attestation)" if payload.development else "")
+    payload = attest_key_service(client=client, published=published, keyservice=spec.keyservice,
+                                 development_root_pem=spec.development_root_pem or None,
+                                 tls_trust_pem=spec.key_trust_pem)
+    log.info("verified the key service's attestation%s", development_note(payload))
 
 
 def main() -> int:
