@@ -119,8 +119,9 @@ def test_noise_share_per_party_counts_only_honest_parties():
 
 
 def test_clip_factors_over_five_decades_of_norms_never_exceed_the_bound():
-    """Per-sample norms from 0.01 C to 20,000 C: c within 0.5% of min(1, C'/||g||) up to 300 C,
-    rounded down (never dropped) up to 3,000 C, and never c ||g|| > C.
+    """Per-sample norms from 0.01 C to 20,000 C: c within 0.5% plus two fixed-point units (2^-15:
+    the one-unit round-down and CrypTen's randomized truncation) of min(1, C'/||g||) up to
+    300 C, rounded down (never dropped) up to 3,000 C, and never c ||g|| > C.
     A positive control: norms that overflowed the old two-range version (300 C dropped, 640 C
     weighted 2.2 C) are exact now."""
     clip = 1.0
@@ -133,7 +134,7 @@ def test_clip_factors_over_five_decades_of_norms_never_exceed_the_bound():
     want = torch.clamp(clip * (1 - 2.0 ** -CLIP_MARGIN_BITS) / norms, max=1.0)
     assert bool(((c * norms) <= clip * (1 + 1e-9)).all()), (c * norms).tolist()
     exact = norms <= 300
-    rel = ((c - want).abs() / want)[exact]
-    assert float(rel.max()) < 5e-3, list(zip(norms.tolist(), c.tolist(), want.tolist()))
+    err = (c - want).abs()[exact]
+    assert bool((err <= 5e-3 * want[exact] + 2.0 ** -15).all()), list(zip(norms.tolist(), c.tolist(), want.tolist()))
     kept = norms <= 3000
     assert bool((c[kept] > 0).all()) and bool((c[kept] <= want[kept]).all()), list(zip(norms.tolist(), c.tolist()))
