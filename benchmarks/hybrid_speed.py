@@ -1,7 +1,7 @@
 """Speed targets of the hybrid pipeline, as ratios measured in one command.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/hybrid_speed.py [--splits 3 4 5] [--steps 4]
-        [--batch 64] [--json out.json] [hydra overrides ...]
+        [--batch 256] [--json out.json] [hydra overrides ...]
 
 On the demo data, default model (or the overrides), 2 parties + TTP dealer, K and E as local
 processes with the default 128-bit CKKS parameters, one thread per process. For every split it
@@ -104,7 +104,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--splits", type=int, nargs="+", default=[3, 4, 5])
     ap.add_argument("--steps", type=int, default=4, help="measured steps per run (hybrid runs add one warm-up)")
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()

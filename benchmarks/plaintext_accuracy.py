@@ -47,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     # Without clipping, the DP learning rate overshoots (gradients are not scaled to <= C).
-    parser.add_argument("--nonprivate-lr", type=float, default=0.02)
+    parser.add_argument("--nonprivate-lr", type=float, default=0.2)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=poly_cnn")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

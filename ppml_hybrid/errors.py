@@ -27,3 +27,9 @@ class DataError(PPMLError):
     """A data file, a labels-CSV row or the dataset as a whole is unusable."""
 
     exit_code = 3
+
+
+class TrainingDivergedError(PPMLError):
+    """The trained model's outputs are not finite (the learning rate is too high for the run)."""
+
+    exit_code = 7

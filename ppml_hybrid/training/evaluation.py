@@ -12,6 +12,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from ppml_hybrid.errors import TrainingDivergedError
+
 
 @dataclass(frozen=True)
 class SplitMetrics:
@@ -33,6 +35,11 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ba
         logits = torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
     finally:
         model.train(was_training)
+    if not bool(torch.isfinite(logits).all()):
+        raise TrainingDivergedError(
+            "training diverged: the model's outputs are NaN or infinite. Lower train.lr (the default "
+            "suits DP-SGD's clipped gradients; non-private runs, dp=off, need about 0.2)"
+        )
     loss = nn.functional.cross_entropy(logits, labels).item()
     probs = torch.softmax(logits, dim=1).numpy()
     y = labels.numpy()

@@ -31,6 +31,7 @@ from ppml_hybrid.model import BlockModel, build_model
 from ppml_hybrid.privacy.accounting import resolve_noise_multiplier
 from ppml_hybrid.training.evaluation import SplitMetrics, evaluate
 from ppml_hybrid.training.optim import make_optimizer, make_schedule
+from ppml_hybrid.training.sampling import PoissonSchedule
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,9 @@ def train_plaintext(cfg: RunConfig, splits: DataSplits) -> PlaintextResult:
     optimizer = make_optimizer(cfg, model)
     n = len(train_labels)
     batch_size = min(cfg.train.batch_size, n)
-    steps_per_epoch = math.ceil(n / batch_size)
-    total_steps = cfg.train.epochs * steps_per_epoch
-    if cfg.train.max_steps is not None:
-        total_steps = min(total_steps, cfg.train.max_steps)
-    sample_rate = batch_size / n
+    # Opacus samples at q = 1 / ceil(n / batch_size) (sampling.PoissonSchedule documents it).
+    plan = PoissonSchedule.of(rows=n, batch_size=batch_size, epochs=cfg.train.epochs, max_steps=cfg.train.max_steps)
+    total_steps, sample_rate = plan.total_steps, plan.sample_rate
 
     if cfg.dp.enabled:
         loader = DataLoader(TensorDataset(train_images, train_labels), batch_size=batch_size,

@@ -45,6 +45,7 @@ from ppml_hybrid.smpc_stage.launcher import PartySession
 from ppml_hybrid.smpc_stage.transport import ChannelTraffic, Traffic
 from ppml_hybrid.training.evaluation import SplitMetrics, evaluate
 from ppml_hybrid.training.optim import make_optimizer, make_schedule
+from ppml_hybrid.training.sampling import PoissonSchedule
 
 log = logging.getLogger(__name__)
 ETA_AFTER_STEPS = 3  # log the run's expected duration after this many steps
@@ -123,11 +124,9 @@ def train_secure(cfg: RunConfig, splits: DataSplits, *, networks: Sequence[Any] 
     log.info("parties hold %s training rows", ", ".join(str(len(r.labels)) for r in rows))
     model = build_model(cfg.model, image_size=cfg.data.image_size, seed=cfg.seed)
     optimizer = make_optimizer(cfg, model)
-    batch_size = min(cfg.train.batch_size, n)
-    sample_rate = batch_size / n
-    total_steps = cfg.train.epochs * math.ceil(n / batch_size)
-    if cfg.train.max_steps is not None:
-        total_steps = min(total_steps, cfg.train.max_steps)
+    plan = PoissonSchedule.of(rows=n, batch_size=cfg.train.batch_size, epochs=cfg.train.epochs,
+                              max_steps=cfg.train.max_steps)
+    sample_rate, total_steps = plan.sample_rate, plan.total_steps
     schedule = make_schedule(cfg, optimizer, total_steps)
     n_blocks = len(cfg.model.blocks)
     stages = (f"blocks 1..{cfg.split_layer} under MPC and {cfg.split_layer + 1}..{n_blocks} under HE"
@@ -146,16 +145,15 @@ def train_secure(cfg: RunConfig, splits: DataSplits, *, networks: Sequence[Any] 
                     "batch. For reference runs and benchmarks only, never for real patients' data.", stages)
 
     with contextlib.ExitStack() as stack:
-        make_program, party_inputs = _step_factory(cfg, stack, rows=rows, dp=dp, sample_rate=sample_rate,
+        make_program, party_inputs = step_factory(cfg, stack, rows=rows, dp=dp, sample_rate=sample_rate,
                                                    expected_batch=sample_rate * n)
         log.info("starting %d party processes and the dealer ...", cfg.smpc.parties)
         session = stack.enter_context(PartySession(smpc=cfg.smpc, party_inputs=party_inputs))
         return _loop(cfg, splits, model, optimizer, schedule, accountant, make_program, session,
-                     sigma=sigma, sample_rate=sample_rate, total_steps=total_steps, batch_size=batch_size,
-                     networks=networks)
+                     sigma=sigma, plan=plan, networks=networks)
 
 
-def _step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[PartyRows], dp: Optional[DPStepParams],
+def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[PartyRows], dp: Optional[DPStepParams],
                   sample_rate: float, expected_batch: float):
     """The per-step party program and the parties' inputs; starts K and E when blocks run under HE."""
     n_blocks = len(cfg.model.blocks)
@@ -215,14 +213,13 @@ def _attested_material(cfg: RunConfig, svc: Any) -> Any:
 
 
 def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torch.optim.Optimizer, schedule: Any,
-          accountant: Any, make_program: Any, session: PartySession, *, sigma: float, sample_rate: float,
-          total_steps: int, batch_size: int, networks: Sequence[Any]) -> "SecureResult":
-    n = len(splits.train)
+          accountant: Any, make_program: Any, session: PartySession, *, sigma: float, plan: PoissonSchedule,
+          networks: Sequence[Any]) -> "SecureResult":
+    sample_rate, total_steps, steps_per_epoch = plan.sample_rate, plan.total_steps, plan.steps_per_epoch
     step, epochs, step_seconds = 0, [], []
     traffic_sum = [Traffic() for _ in range(cfg.smpc.parties)]
     layer_sum: Dict[Tuple[int, str, str], List[float]] = {}
     stage_sum: Dict[str, List[float]] = {}
-    steps_per_epoch = math.ceil(n / batch_size)
     for epoch in range(1, cfg.train.epochs + 1):
         start = time.perf_counter()
         todo = min(steps_per_epoch, total_steps - step)
@@ -232,7 +229,7 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
             state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             run = session.run(make_program(step, state))
             out = _agree(run.results)
-            _apply(model, optimizer, out, expected_batch=sample_rate * n)
+            _apply(model, optimizer, out, expected_batch=plan.expected_batch)
             schedule.step()
             if accountant is not None:
                 accountant.step(noise_multiplier=sigma, sample_rate=sample_rate)

@@ -79,7 +79,7 @@ def hybrid_run(tmp_path_factory):
     logs = tmp_path_factory.mktemp("wire")
     e_log, k_log = logs / "evaluator.jsonl", logs / "key.jsonl"
     n = 2 * ROWS
-    capacity = int(n + 6 * math.sqrt(n) + 8)  # as _step_factory
+    capacity = int(n + 6 * math.sqrt(n) + 8)  # as step_factory
     run = HERunSpec(he=cfg.he, model=cfg.model, split_layer=cfg.split_layer, image_size=IMAGE,
                     parties=cfg.smpc.parties, batch_capacity=capacity)
     model = build_model(cfg.model, image_size=IMAGE, seed=cfg.seed)

@@ -1,0 +1,153 @@
+"""What encryption costs one DP step, measured without DP noise: released sums against plaintext.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/hybrid_gradient_error.py [--split 3] [--rows 64]
+        [--warm-epochs 2] [--json out.json] [hydra overrides ...]
+
+Target (i) of issue 5 compares test accuracies of whole DP runs, whose run-to-run spread (OS
+entropy picks batches and noise) is several points. This measures the same thing per step and
+without that spread: a model trained in plaintext for ``--warm-epochs`` (Opacus, the default
+config: a mid-training model, per-sample norms well above the clip), then ONE step on the same
+``--rows`` training rows (every row in the batch: sample rate 1) with
+
+* the hybrid pipeline, noise multiplier 0 (per-sample norms, clip factors and clipped sums all
+  under MPC/HE, conversions included), against the exact clipped sums in float32
+  PyTorch (clip to ``C' = (1 - 2^-10) C`` as the protocol does);
+* the hybrid pipeline with ``dp=off`` (exact sums opened) against the exact sums.
+
+Printed per parameter: largest |error| and the relative error ||error|| / ||sum||; overall,
+||error|| against the norm of the DP noise the default run adds to the same sums
+(``sigma sqrt(n / (n-1)) C sqrt(P)`` for P parameters): the ratio says how much of what a step
+releases is encryption error rather than DP noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ppml_hybrid.config import parse_run_config  # noqa: E402
+from ppml_hybrid.data import ImageSet, load_splits  # noqa: E402
+from ppml_hybrid.model import build_model  # noqa: E402
+from ppml_hybrid.protocols.dp_step import CLIP_MARGIN_BITS, DPStepParams  # noqa: E402
+from ppml_hybrid.smpc_stage.launcher import PartySession  # noqa: E402
+from ppml_hybrid.training.plaintext import train_plaintext  # noqa: E402
+from ppml_hybrid.training.secure import assign_rows, step_factory  # noqa: E402
+
+CONF = ROOT / "conf"
+
+
+def _cfg(overrides: List[str]) -> Any:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        raw = compose(config_name="train", overrides=["train.progress=false", *overrides])
+    return parse_run_config(OmegaConf.to_container(raw, resolve=True))
+
+
+def _subset(data: ImageSet, rows: int, seed: int) -> ImageSet:
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:rows]
+    return ImageSet(images=data.images[idx], labels=data.labels[idx],
+                    patient_ids=tuple(data.patient_ids[i] for i in idx), sites=tuple([None] * rows),
+                    sources=tuple(data.sources[i] for i in idx))
+
+
+def _plaintext_sums(cfg: Any, state: Dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor,
+                    clip: float) -> Dict[str, Dict[str, torch.Tensor]]:
+    """Exact per-sample clipped sums (clip factor min(1, clip / ||g_i||)) and plain sums."""
+    model = build_model(cfg.model, image_size=cfg.data.image_size, seed=cfg.seed)
+    model.load_state_dict(state)
+    clipped = {k: torch.zeros_like(p) for k, p in model.named_parameters()}
+    plain = {k: torch.zeros_like(p) for k, p in model.named_parameters()}
+    for i in range(len(labels)):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(images[i:i + 1]), labels[i:i + 1]).backward()
+        grads = {k: p.grad.detach().clone() for k, p in model.named_parameters()}
+        norm = float(torch.sqrt(sum((g ** 2).sum() for g in grads.values())))
+        c = min(1.0, clip / norm)
+        for k, g in grads.items():
+            clipped[k] += c * g
+            plain[k] += g
+    return {"clipped": clipped, "plain": plain}
+
+
+def _secure_sums(cfg: Any, state: Dict[str, torch.Tensor], rows: List[Any], dp: Any) -> Dict[str, torch.Tensor]:
+    """One step of the encrypted pipeline on every row (sample rate 1)."""
+    batch = sum(len(r.labels) for r in rows)
+    with contextlib.ExitStack() as stack:
+        make_program, inputs = step_factory(cfg, stack, rows=rows, dp=dp, sample_rate=1.0, expected_batch=float(batch))
+        session = stack.enter_context(PartySession(smpc=cfg.smpc, party_inputs=inputs))
+        return dict(session.run(make_program(0, state)).results[0].noised_sums)
+
+
+def _compare(label: str, want: Dict[str, torch.Tensor], got: Dict[str, torch.Tensor]) -> Dict[str, Any]:
+    print(f"{label}:")
+    print("| parameter | max |sum| | max |error| | ||error|| / ||sum|| |")
+    print("|---|---|---|---|")
+    err_sq = sum_sq = 0.0
+    for name, w in want.items():
+        e = got[name].reshape(w.shape).to(w.dtype) - w
+        err_sq += float((e ** 2).sum())
+        sum_sq += float((w ** 2).sum())
+        print(f"| {name} | {float(w.abs().max()):.4g} | {float(e.abs().max()):.3g} | "
+              f"{float(e.norm() / (w.norm() + 1e-30)):.3g} |")
+    return {"error_norm": math.sqrt(err_sq), "sum_norm": math.sqrt(sum_sq)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--split", type=int, default=3)
+    ap.add_argument("--rows", type=int, default=64)
+    ap.add_argument("--warm-epochs", type=int, default=2, help="plaintext DP epochs before the measured step")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    warm = _cfg(["mode=plaintext", f"train.epochs={args.warm_epochs}", *args.overrides])
+    splits = load_splits(warm.data, num_classes=warm.model.num_classes, progress=False)
+    trained = train_plaintext(warm, splits)
+    state = {k: v.detach().clone() for k, v in trained.model.state_dict().items()}
+    print(f"model after {args.warm_epochs} plaintext DP epochs: test accuracy {trained.test.accuracy:.3f}")
+
+    cfg = _cfg(["mode=hybrid", f"split_layer={args.split}", *args.overrides])
+    rows = assign_rows(_subset(splits.train, args.rows, seed=cfg.seed), parties=cfg.smpc.parties)
+    images = torch.cat([r.images for r in rows])
+    labels = torch.cat([r.labels for r in rows])
+    C = cfg.dp.max_grad_norm
+    want = _plaintext_sums(cfg, state, images, labels, clip=C * (1 - 2.0 ** -CLIP_MARGIN_BITS))
+    params = sum(v.nelement() for v in want["clipped"].values())
+    sigma_total = cfg.dp.noise_multiplier * math.sqrt(cfg.smpc.parties / (cfg.smpc.parties - 1))
+    noise_norm = sigma_total * C * math.sqrt(params)
+    print(f"split {args.split}, {len(labels)} rows ({', '.join(str(len(r.labels)) for r in rows)} per party), "
+          f"{params} parameters, he={cfg.he.name}; DP noise norm of the default run on these sums: "
+          f"{noise_norm:.1f} (sigma {cfg.dp.noise_multiplier} x sqrt({cfg.smpc.parties}/{cfg.smpc.parties - 1}), C {C})")
+
+    zero_noise = DPStepParams(max_grad_norm=C, noise_multiplier=0.0, parties=cfg.smpc.parties)
+    out = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+           "parameters": params, "dp_noise_norm": noise_norm}
+    clipped = _compare("DP step, noise 0 (clipped sums)", want["clipped"], _secure_sums(cfg, state, rows, zero_noise))
+    exact = _compare("dp=off (exact sums)", want["plain"], _secure_sums(cfg, state, rows, None))
+    out["clipped"], out["exact"] = clipped, exact
+    print(f"\nclipped sums: ||error|| {clipped['error_norm']:.4g} = {clipped['error_norm'] / clipped['sum_norm']:.3g} "
+          f"of ||sum|| and {clipped['error_norm'] / noise_norm:.2e} of the DP noise norm {noise_norm:.1f}")
+    print(f"exact sums:   ||error|| {exact['error_norm']:.4g} = {exact['error_norm'] / exact['sum_norm']:.3g} of ||sum||")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
