@@ -22,11 +22,14 @@ def _model_cfg(name: str):
     return parse_run_config(OmegaConf.to_container(cfg, resolve=True)).model
 
 
-@pytest.mark.parametrize("name, splits", [("relu_cnn", (3, 4, 5)), ("poly_cnn", (1, 2, 3, 4, 5))])
-def test_shapes_and_valid_splits(name, splits):
+@pytest.mark.parametrize("name, splits, out_shapes", [
+    ("relu_cnn", (3, 4, 5), [(8, 16, 16), (16, 8, 8), (16, 4, 4), (32,), (2,)]),
+    ("poly_cnn", (1, 2, 3, 4, 5), [(16, 16, 16), (32, 8, 8), (32, 4, 4), (64,), (2,)]),
+])
+def test_shapes_and_valid_splits(name, splits, out_shapes):
     model = _model_cfg(name)
     shapes = block_shapes(model, 32)
-    assert [s.out_shape for s in shapes] == [(16, 16, 16), (32, 8, 8), (32, 4, 4), (64,), (2,)]
+    assert [s.out_shape for s in shapes] == out_shapes
     assert valid_splits(model) == splits
     net = build_model(model, image_size=32, seed=0)
     assert net(torch.randn(3, 1, 32, 32)).shape == (3, 2)

@@ -76,7 +76,7 @@ def _train_against_twin(cfg, *, n: int, steps: int):
 def test_all_mpc_steps_track_plaintext_without_noise(model_name):
     steps, n = 5, 8
     cfg = _cfg("mode=hybrid", f"model={model_name}", "split_layer=5", "dp.noise_multiplier=0",
-               f"train.batch_size={n}", f"train.max_steps={steps}", "train.lr=0.05", "dp.max_grad_norm=0.5")
+               f"train.batch_size={n}", f"train.epochs={steps}", f"train.max_steps={steps}", "train.lr=0.05", "dp.max_grad_norm=0.5")
     result, diffs = _train_against_twin(cfg, n=n, steps=steps)
     assert max(diffs.values()) <= 1e-3, diffs
     assert result.steps == steps and result.epsilon is not None
@@ -108,7 +108,7 @@ def test_hybrid_steps_with_he_blocks_track_plaintext_without_noise(split):
     """K and E as processes, he=insecure_test (small ring, for speed), 2 parties, full batch, 5 steps."""
     steps, n = 5, 8
     cfg = _cfg("mode=hybrid", "he=insecure_test", f"split_layer={split}", "dp.noise_multiplier=0",
-               f"train.batch_size={n}", f"train.max_steps={steps}", "train.lr=0.05", "dp.max_grad_norm=0.5")
+               f"train.batch_size={n}", f"train.epochs={steps}", f"train.max_steps={steps}", "train.lr=0.05", "dp.max_grad_norm=0.5")
     result, diffs = _train_against_twin(cfg, n=n, steps=steps)
     assert max(diffs.values()) <= 1e-3, diffs
     assert result.steps == steps
