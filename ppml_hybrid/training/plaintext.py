@@ -10,7 +10,6 @@ recompute the batches voids the amplification by sampling).
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 import time
 import warnings

@@ -146,7 +146,7 @@ def train_secure(cfg: RunConfig, splits: DataSplits, *, networks: Sequence[Any] 
 
     with contextlib.ExitStack() as stack:
         make_program, party_inputs = step_factory(cfg, stack, rows=rows, dp=dp, sample_rate=sample_rate,
-                                                   expected_batch=sample_rate * n)
+                                                  expected_batch=sample_rate * n)
         log.info("starting %d party processes and the dealer ...", cfg.smpc.parties)
         session = stack.enter_context(PartySession(smpc=cfg.smpc, party_inputs=party_inputs))
         return _loop(cfg, splits, model, optimizer, schedule, accountant, make_program, session,
@@ -154,7 +154,7 @@ def train_secure(cfg: RunConfig, splits: DataSplits, *, networks: Sequence[Any] 
 
 
 def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[PartyRows], dp: Optional[DPStepParams],
-                  sample_rate: float, expected_batch: float):
+                 sample_rate: float, expected_batch: float):
     """The per-step party program and the parties' inputs; starts K and E when blocks run under HE."""
     n_blocks = len(cfg.model.blocks)
     if cfg.split_layer == n_blocks:
