@@ -11,20 +11,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
+from bench_config import run_config
 import ppml_hybrid.privacy.grad_samplers  # noqa: F401
-from ppml_hybrid.config import parse_run_config
 from ppml_hybrid.model import build_model
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def main() -> None:
@@ -35,9 +30,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        raw = compose(config_name="train", overrides=[f"model={args.model}"])
-    cfg = parse_run_config(OmegaConf.to_container(raw, resolve=True))
+    cfg = run_config([f"model={args.model}"])
 
     x = torch.randn(args.batch_size, 1, cfg.data.image_size, cfg.data.image_size)
     y = torch.randint(0, cfg.model.num_classes, (args.batch_size,))

@@ -29,32 +29,17 @@ import json
 import logging
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from ppml_hybrid.config import parse_run_config  # noqa: E402
-from ppml_hybrid.pipeline import train  # noqa: E402
-
-CONF = ROOT / "conf"
-
-
-def _cfg(overrides: List[str]) -> Any:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        raw = compose(config_name="train", overrides=["train.progress=false", *overrides])
-    return parse_run_config(OmegaConf.to_container(raw, resolve=True))
+from bench_config import run_config
+from ppml_hybrid.pipeline import train
 
 
 def _run(label: str, overrides: List[str]) -> Dict[str, Any]:
     start = time.perf_counter()
-    m = train(_cfg(overrides))
+    m = train(run_config(overrides))
     out = {"accuracy": m["test"]["accuracy"], "auc": m["test"]["auc"], "epsilon": m["epsilon"],
            "noise_multiplier": m["noise_multiplier"], "seconds": time.perf_counter() - start}
     print(f"  {label:28s} test accuracy {out['accuracy']:.4f}  AUC {out['auc']:.4f}  "
@@ -88,7 +73,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run, e.g. train.epochs=4")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    parties = _cfg(args.overrides).smpc.parties
+    parties = run_config(args.overrides).smpc.parties
     runs: Dict[str, List[Dict[str, Any]]] = {"hybrid": [], "plaintext_same_noise": [], "plaintext_same_epsilon": []}
     for seed in args.seeds:
         print(f"seed {seed}:", flush=True)

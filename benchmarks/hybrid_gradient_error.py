@@ -28,35 +28,19 @@ import json
 import logging
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from ppml_hybrid.config import parse_run_config  # noqa: E402
+from bench_config import run_config  # noqa: E402
 from ppml_hybrid.data import ImageSet, load_splits  # noqa: E402
 from ppml_hybrid.model import build_model  # noqa: E402
 from ppml_hybrid.protocols.dp_step import CLIP_MARGIN_BITS, DPStepParams  # noqa: E402
 from ppml_hybrid.smpc_stage.launcher import PartySession  # noqa: E402
 from ppml_hybrid.training.plaintext import train_plaintext  # noqa: E402
 from ppml_hybrid.training.secure import assign_rows, step_factory  # noqa: E402
-
-CONF = ROOT / "conf"
-
-
-def _cfg(overrides: List[str]) -> Any:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        raw = compose(config_name="train", overrides=["train.progress=false", *overrides])
-    return parse_run_config(OmegaConf.to_container(raw, resolve=True))
-
 
 def _subset(data: ImageSet, rows: int, seed: int) -> ImageSet:
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:rows]
@@ -117,13 +101,13 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    warm = _cfg(["mode=plaintext", f"train.epochs={args.warm_epochs}", *args.overrides])
+    warm = run_config(["mode=plaintext", f"train.epochs={args.warm_epochs}", *args.overrides])
     splits = load_splits(warm.data, num_classes=warm.model.num_classes, progress=False)
     trained = train_plaintext(warm, splits)
     state = {k: v.detach().clone() for k, v in trained.model.state_dict().items()}
     print(f"model after {args.warm_epochs} plaintext DP epochs: test accuracy {trained.test.accuracy:.3f}")
 
-    cfg = _cfg(["mode=hybrid", f"split_layer={args.split}", *args.overrides])
+    cfg = run_config(["mode=hybrid", f"split_layer={args.split}", *args.overrides])
     rows = assign_rows(_subset(splits.train, args.rows, seed=cfg.seed), parties=cfg.smpc.parties)
     images = torch.cat([r.images for r in rows])
     labels = torch.cat([r.labels for r in rows])

@@ -32,20 +32,13 @@ import json
 import logging
 import os
 import statistics
-import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from ppml_hybrid.config import parse_run_config  # noqa: E402
+from bench_config import run_config  # noqa: E402
 from ppml_hybrid.data import load_splits  # noqa: E402
 from ppml_hybrid.model import build_model  # noqa: E402
 from ppml_hybrid.smpc_stage.baseline import CrypTenTrainStep  # noqa: E402
@@ -54,13 +47,9 @@ from ppml_hybrid.smpc_stage.launcher import PartySession  # noqa: E402
 from ppml_hybrid.smpc_stage.transport import ChannelTraffic, Traffic  # noqa: E402
 from ppml_hybrid.training.secure import assign_rows, train_secure  # noqa: E402
 
-CONF = ROOT / "conf"
-
 
 def _cfg(overrides: List[str]) -> Any:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        raw = compose(config_name="train", overrides=["mode=hybrid", "train.progress=false", *overrides])
-    return parse_run_config(OmegaConf.to_container(raw, resolve=True))
+    return run_config(["mode=hybrid", *overrides])
 
 
 def _projected(traffic: List[Traffic], compute_s: float) -> Dict[str, float]:

@@ -13,22 +13,14 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-
-from ppml_hybrid.config import parse_run_config
+from bench_config import run_config
 from ppml_hybrid.data import intensity_baseline_accuracy, load_splits
 from ppml_hybrid.pipeline import train
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
 
 def _cfg(overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        raw = compose(config_name="train", overrides=["mode=plaintext", "train.progress=false", *overrides])
-    return parse_run_config(OmegaConf.to_container(raw, resolve=True))
+    return run_config(["mode=plaintext", *overrides])
 
 
 def _runs(label, seeds, overrides):

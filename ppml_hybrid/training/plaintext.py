@@ -25,7 +25,6 @@ from tqdm import tqdm
 import ppml_hybrid.privacy.grad_samplers  # noqa: F401  (fills Opacus's grad-sampler registry)
 from ppml_hybrid.config import RunConfig
 from ppml_hybrid.data import DataSplits
-from ppml_hybrid.errors import ConfigError
 from ppml_hybrid.model import BlockModel, build_model
 from ppml_hybrid.privacy.accounting import resolve_noise_multiplier
 from ppml_hybrid.training.evaluation import SplitMetrics, evaluate
