@@ -18,6 +18,9 @@ Printed per parameter: largest |error| and the relative error ||error|| / ||sum|
 ||error|| against the norm of the DP noise the default run adds to the same sums
 (``sigma sqrt(n / (n-1)) C sqrt(P)`` for P parameters): the ratio says how much of what a step
 releases is encryption error rather than DP noise.
+
+Demo data only: the printed statistics are of un-noised gradient sums (design section 3), so
+the script refuses any other ``data=``.
 """
 
 from __future__ import annotations
@@ -102,6 +105,10 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     warm = run_config(["mode=plaintext", f"train.epochs={args.warm_epochs}", *args.overrides])
+    if warm.data.name != "demo":
+        # This script prints statistics of UN-noised gradient sums: never run it on patients' data.
+        raise SystemExit(f"hybrid_gradient_error.py prints un-noised gradient statistics; it runs on the built-in "
+                         f"demo data only (got data={warm.data.name})")
     splits = load_splits(warm.data, num_classes=warm.model.num_classes, progress=False)
     trained = train_plaintext(warm, splits)
     state = {k: v.detach().clone() for k, v in trained.model.state_dict().items()}
