@@ -19,6 +19,7 @@ purpose; the pipeline's programs return metrics and opened, noised values only).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing as mp
 import os
@@ -68,6 +69,7 @@ def run_parties(
     party_inputs: Sequence[Any],
     shaping: Optional[LinkShaping] = None,
     pids_out: Optional[List[int]] = None,
+    hazmat_crypten_ttp: bool = False,
 ) -> PartyRun:
     """Run ``program(context, party_inputs[rank])`` in one process per party (steps: module doc).
 
@@ -76,10 +78,13 @@ def run_parties(
     caller can check after a failure that none is left). Raises
     :class:`~ppml_hybrid.smpc_stage.errors.PartyFailedError` subclasses naming the party.
     ``wall_s`` includes starting the processes; a :class:`PartySession` runs many programs in
-    the same processes.
+    the same processes. ``hazmat_crypten_ttp`` (tests only) runs CrypTen's own insecure TTP
+    randomness instead of :mod:`~ppml_hybrid.smpc_stage.dealer` (see
+    :mod:`~ppml_hybrid.smpc_stage.world`).
     """
     start = time.time()
-    with PartySession(smpc=smpc, party_inputs=party_inputs, shaping=shaping, pids_out=pids_out) as session:
+    with PartySession(smpc=smpc, party_inputs=party_inputs, shaping=shaping, pids_out=pids_out,
+                      hazmat_crypten_ttp=hazmat_crypten_ttp) as session:
         run = session.run(program)
     return PartyRun(results=run.results, wall_s=time.time() - start, pids=run.pids)
 
@@ -97,7 +102,7 @@ class PartySession:
     """
 
     def __init__(self, *, smpc: SMPCConfig, party_inputs: Sequence[Any], shaping: Optional[LinkShaping] = None,
-                 pids_out: Optional[List[int]] = None) -> None:
+                 pids_out: Optional[List[int]] = None, hazmat_crypten_ttp: bool = False) -> None:
         if len(party_inputs) != smpc.parties:
             raise RendezvousError(
                 f"run_parties got inputs for {len(party_inputs)} parties but smpc.parties={smpc.parties}; "
@@ -109,6 +114,7 @@ class PartySession:
                 "(ppml_hybrid.smpc_stage.party.run_party); leave it null for the local orchestrator"
             )
         self._smpc, self._inputs, self._shaping, self._pids_out = smpc, party_inputs, shaping, pids_out
+        self._hazmat_crypten_ttp = hazmat_crypten_ttp
         self._procs: List[Any] = []
         self._seq = 0
         self._broken = False
@@ -125,12 +131,17 @@ class PartySession:
         self._results = ctx.Queue()
         self._commands = [ctx.Queue() for _ in range(n)]
         parent = os.getpid()
-        self._dealer = ctx.Process(target=dealer_main, args=(rendezvous_for(smpc, rank=n, port=port), parent),
+
+        def rendezvous(rank: int) -> Any:
+            rz = rendezvous_for(smpc, rank=rank, port=port)
+            return dataclasses.replace(rz, hazmat_crypten_ttp=True) if self._hazmat_crypten_ttp else rz
+
+        self._dealer = ctx.Process(target=dealer_main, args=(rendezvous(n), parent),
                                    name="mpc-dealer", daemon=True)
         self._parties = [
             ctx.Process(
                 target=party_session_main,
-                args=(rendezvous_for(smpc, rank=r, port=port), pickle.dumps(self._inputs[r]), self._shaping,
+                args=(rendezvous(r), pickle.dumps(self._inputs[r]), self._shaping,
                       self._board, self._results, self._commands[r], parent),
                 name=f"mpc-party-{r}",
                 daemon=True,

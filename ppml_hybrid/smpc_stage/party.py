@@ -4,20 +4,22 @@ Party process, protocol steps:
 
 1. one torch thread; CrypTen's config (TTP provider, fixed point f=16) set inside this process
    only; torch.distributed's timeout set to the rendezvous timeout;
-2. ``crypten.init()``: joins the gloo world of parties + dealer and receives its PRG seed from
-   the dealer (the dealer's and the party's generators then agree on this party's share of
-   every Beaver triple / square pair / wrap value: only party 0 receives data from the dealer);
+2. joins the gloo world of parties + dealer and agrees on its AES-CTR streams with the dealer
+   and its neighbours (:mod:`~ppml_hybrid.smpc_stage.world`: the dealer's and the party's
+   streams then agree on this party's share of every Beaver triple / square pair / wrap value;
+   only party 0 receives data from the dealer, padded);
 3. installs :class:`~ppml_hybrid.smpc_stage.transport.Transport` around the communicator;
 4. runs ``program(context, inputs)``; ``inputs`` are this party's own rows only. In a session
    (:class:`~ppml_hybrid.smpc_stage.launcher.PartySession`) the process stays up: it runs one
    program per command from the orchestrator, keeping CrypTen's world, the dealer connection,
    its inputs and ``context.session`` (a per-process cache) between them;
-5. shuts CrypTen down (party 0 tells the dealer to stop).
+5. leaves the world (party 0 tells the dealer to stop).
 
 Who learns what: a party sees its own inputs, its shares, and opened values that are masked
 by dealer randomness (uniform); the dealer sees its own randomness and the request sizes.
 
-Dealer process: CrypTen's ``TTPServer`` loop, answering party 0's requests until told to stop.
+Dealer process: :func:`~ppml_hybrid.smpc_stage.dealer.serve`, answering party 0's requests
+until told to stop.
 
 Run standalone on one host per role with :func:`run_party` / :func:`run_dealer` and the same
 ``smpc`` section (see :mod:`ppml_hybrid.smpc_stage.rendezvous`); on one machine
@@ -44,6 +46,7 @@ import_crypten()  # at import: the orchestrator's fork server preloads this modu
 from ppml_hybrid.smpc_stage.errors import PeerCommunicationError
 from ppml_hybrid.smpc_stage.rendezvous import Rendezvous
 from ppml_hybrid.smpc_stage.transport import LinkShaping, Transport, install_transport
+from ppml_hybrid.smpc_stage.world import join_as_party, leave, serve_as_dealer
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +119,6 @@ def _configure_crypten(rz: Rendezvous, *, orchestrated: bool) -> Any:
 
     c10d.default_pg_timeout = timedelta(seconds=rz.timeout_s * (3 if orchestrated else 1) + 5)
     crypten = import_crypten()
-    crypten.cfg.mpc.provider = "TTP"  # dealer process, never the trusted-first-party default
     crypten.cfg.encoder.precision_bits = PRECISION_BITS
     crypten.cfg.communicator.verbose = False  # our Transport counts
     return crypten
@@ -148,7 +150,8 @@ def run_party(
 ) -> Any:
     """Run ``program`` as party ``rendezvous.rank`` and return its result (steps: module doc)."""
     crypten = _configure_crypten(rendezvous, orchestrated=board is not None)
-    crypten.init()
+    # The dealer process provides triples, never the trusted-first-party default.
+    provider = join_as_party(crypten, hazmat_crypten_ttp=rendezvous.hazmat_crypten_ttp)
     rank = rendezvous.rank
     try:
         transport = install_transport(
@@ -164,18 +167,18 @@ def run_party(
         return result
     finally:
         try:
-            crypten.uninit()
+            leave(crypten, provider)
         except Exception:  # the world may already be broken; the process exits anyway
-            log.debug("party %d: uninit failed", rank)
+            log.debug("party %d: leaving the world failed", rank)
 
 
 def run_dealer(*, rendezvous: Rendezvous) -> None:
-    """Serve correlated randomness (CrypTen's TTP server) until party 0 says stop."""
+    """Serve correlated randomness (:mod:`~ppml_hybrid.smpc_stage.dealer`) until party 0 says stop."""
     if not rendezvous.is_dealer:
         raise ValueError(f"run_dealer needs rank == parties ({rendezvous.parties}), got {rendezvous.rank}")
     crypten = _configure_crypten(rendezvous, orchestrated=False)
     log.info("dealer started for %d parties", rendezvous.parties)
-    crypten.mpc.provider.TTPServer()  # runs crypten.init() and the request loop
+    serve_as_dealer(crypten, parties=rendezvous.parties, hazmat_crypten_ttp=rendezvous.hazmat_crypten_ttp)
     try:
         crypten.uninit()
     except Exception:

@@ -31,6 +31,9 @@ class Rendezvous:
     rank: int
     backend: str = "gloo"
     timeout_s: float = 300.0
+    # HAZMAT, tests only: CrypTen's own init and TTP (Mersenne Twister triples, seeds from
+    # torch.randint): the insecure behaviour regression tests attack. No config key sets it.
+    hazmat_crypten_ttp: bool = False
 
     def __post_init__(self) -> None:
         if self.parties not in (2, 3):

@@ -60,3 +60,29 @@ def test_failure_in_a_later_program_names_the_party_and_ends_the_session():
         with pytest.raises(RendezvousError, match="already failed"):
             session.run(ok)
     assert len(pids) == 3 and not any(process_alive(p) for p in pids)
+
+
+def test_crypten_randomness_from_torch_generators_is_fenced_off():
+    """In a party process, CrypTen's ring-element helpers refuse torch generators (Mersenne
+    Twister) and draw local randomness from os.urandom."""
+    from ppml_hybrid.config import SMPCConfig
+    from ppml_hybrid.smpc_stage.launcher import run_parties
+
+    run = run_parties(smpc=SMPCConfig(parties=2, master_port=0, timeout_s=60.0), program=_probe_rng,
+                      party_inputs=[None, None])
+    for refused, local in run.results:
+        assert refused == "InsecureRandomnessError"
+        assert local[0] != local[1]
+
+
+def _probe_rng(ctx, _inputs):
+    import torch
+    from crypten.common import rng
+
+    try:
+        rng.generate_random_ring_element((4,), generator=torch.Generator())
+        refused = None
+    except Exception as exc:  # noqa: BLE001 - the type name is the result
+        refused = type(exc).__name__
+    local = [int(rng.generate_random_ring_element((1,))[0]) for _ in range(2)]
+    return refused, local

@@ -1,0 +1,285 @@
+"""Correlated randomness from the dealer process, drawn from AES-CTR streams (replaces CrypTen's TTP).
+
+CrypTen's TTP provider seeds each party's generator with ``torch.randint`` on torch's default
+generator (predictable in forked processes), sends the seeds in clear, and draws triples from
+Mersenne Twisters, whose state about 624 outputs reveal (a party learns the other party's
+outputs from the openings of products on its own rows). This provider keeps CrypTen's
+protocol shape (every party draws its share of each value from a stream it shares with the
+dealer; only party 0 receives a correction from the dealer) with cryptographic parts:
+
+Setup (:func:`party_streams` at each party, :func:`serve` at the dealer; once per world):
+
+1. party j and the dealer agree on a key over their link (ephemeral X25519 + HKDF, private
+   keys from each process's ``os.urandom``, :mod:`.key_agreement`): the triple stream s_j;
+   party 0 also gets a pad stream for the dealer's corrections. Nothing secret is sent.
+
+Per request (party side: :class:`DealerProvider`; dealer side: :class:`_DealerState`):
+
+2. every party draws its shares of the random operands from s_j: a_j, b_j (triples), r_j
+   (square, wrap and B2A pairs); parties j >= 1 also draw their share of the product c_j;
+3. party 0 sends the request (operation and public sizes only, a JSON frame) to the dealer;
+   the dealer draws every s_j in the same order, computes c = op(sum a_j, sum b_j) and
+   c_0 = c - sum_{j>=1} c_j, and returns c_0 XOR pad (one message each way);
+4. every share is wrapped as a CrypTen shared tensor; nothing is opened.
+
+Who learns what: the dealer sees request sizes and its own randomness (it knows every triple:
+it must collude with no party); party j sees its own stream's outputs and c_0 (party 0);
+a party that learns the value of a triple (from openings of products on its own rows) learns
+nothing about later triples (AES-CTR is a pseudo-random function of the counter under a key it
+never sees). An eavesdropper on the links sees public keys, request sizes and padded
+corrections.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from ppml_hybrid.privacy.keystream import KeyStream
+from ppml_hybrid.smpc_stage.key_agreement import agree
+
+log = logging.getLogger(__name__)
+
+PROVIDER_NAME = "PPML_DEALER"
+FRAME_BYTES = 1024  # one fixed-size request frame: one message per request
+BEAVER_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
+OP_KWARGS = ("stride", "padding", "dilation", "groups", "output_padding")
+TRIPLES_LABEL = b"dealer triples|"
+PAD_LABEL = b"dealer pad|"
+
+
+class DealerProtocolError(RuntimeError):
+    """A malformed or unexpected dealer request (the dealer stops; the run fails)."""
+
+
+@dataclass(frozen=True)
+class PartyStreams:
+    """What one party holds for the dealer protocol: its triple stream and (party 0) the pad."""
+
+    triples: KeyStream
+    pad: Optional[KeyStream]
+
+
+def _label(base: bytes, rank: int) -> bytes:
+    return base + str(rank).encode()
+
+
+def party_streams(*, rank: int, dealer_rank: int, group: Any) -> PartyStreams:
+    """Step 1 at party ``rank``: agree on its keys with the dealer."""
+    labels = [_label(TRIPLES_LABEL, rank)] + ([_label(PAD_LABEL, rank)] if rank == 0 else [])
+    keys = agree(me=rank, peer=dealer_rank, group=group, labels=labels)
+    pad = KeyStream(keys[labels[1]]) if rank == 0 else None
+    return PartyStreams(triples=KeyStream(keys[labels[0]]), pad=pad)
+
+
+def _size(x: Any) -> torch.Size:
+    return torch.Size([int(d) for d in x])
+
+
+def result_size(op: str, size0: Sequence[int], size1: Sequence[int], kwargs: Dict[str, Any]) -> torch.Size:
+    """Shape of op(a, b) computed on meta tensors (no arithmetic)."""
+    if op == "mul":
+        return torch.broadcast_shapes(_size(size0), _size(size1))
+    a = torch.empty(_size(size0), device="meta")
+    b = torch.empty(_size(size1), device="meta")
+    return getattr(torch, op)(a, b, **kwargs).size()
+
+
+def _check_request(req: Dict[str, Any]) -> None:
+    kind = req.get("kind")
+    if kind not in ("additive", "square", "binary", "wraps", "B2A", "terminate"):
+        raise DealerProtocolError(f"unknown dealer request kind {kind!r}")
+    if kind == "additive":
+        if req.get("op") not in BEAVER_OPS:
+            raise DealerProtocolError(f"dealer request for unsupported operation {req.get('op')!r}")
+        if any(k not in OP_KWARGS for k in req.get("kwargs", {})):
+            raise DealerProtocolError(f"dealer request with unsupported arguments {sorted(req['kwargs'])}")
+
+
+def _kwargs_json(kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    out = {}
+    for k, v in kwargs.items():
+        if k not in OP_KWARGS:
+            raise DealerProtocolError(f"the dealer cannot serve a triple with argument {k!r}")
+        out[k] = list(v) if isinstance(v, (tuple, list)) else v
+    return out
+
+
+def _encode(req: Dict[str, Any]) -> torch.Tensor:
+    data = json.dumps(req, separators=(",", ":")).encode()
+    if len(data) > FRAME_BYTES:
+        raise DealerProtocolError(f"dealer request of {len(data)} bytes exceeds the {FRAME_BYTES}-byte frame")
+    frame = torch.zeros(FRAME_BYTES, dtype=torch.uint8)
+    frame[: len(data)] = torch.tensor(list(data), dtype=torch.uint8)
+    return frame
+
+
+def _decode(frame: torch.Tensor) -> Dict[str, Any]:
+    raw = bytes(frame.tolist()).rstrip(b"\0")
+    try:
+        req = json.loads(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DealerProtocolError(f"unreadable dealer request ({type(exc).__name__})") from None
+    if not isinstance(req, dict):
+        raise DealerProtocolError("dealer request is not an object")
+    _check_request(req)
+    return req
+
+
+class DealerProvider:
+    """Party side of the dealer protocol (steps 2-4); CrypTen's provider interface.
+
+    ``comm`` is this party's CrypTen communicator: requests and corrections travel on its
+    dealer group (``ttp_comm_group``: party 0 and the dealer), through the same wrapped
+    methods the transport counts.
+    """
+
+    NAME = PROVIDER_NAME
+
+    def __init__(self, *, comm: Any, streams: PartyStreams) -> None:
+        self._comm = comm
+        self._rank = comm.get_rank()
+        self._dealer = comm.get_ttp_rank()
+        self._s = streams.triples
+        self._pad = streams.pad
+
+    def __repr__(self) -> str:
+        return f"DealerProvider(rank={self._rank})"
+
+    # ------------------------------------------------------------------ CrypTen's interface
+
+    def generate_additive_triple(self, size0: Any, size1: Any, op: str, device: Any = None, *args: Any,
+                                 **kwargs: Any) -> Any:
+        if args:
+            raise DealerProtocolError(f"positional arguments to {op} triples are not supported")
+        a, b = self._s.ring(size0), self._s.ring(size1)
+        c_size = result_size(op, size0, size1, kwargs)
+        if self._rank == 0:
+            c = self._request({"kind": "additive", "op": op, "size0": list(size0), "size1": list(size1),
+                               "kwargs": _kwargs_json(kwargs)}, c_size)
+        else:
+            c = self._s.ring(c_size)
+        return self._arith(a), self._arith(b), self._arith(c)
+
+    def square(self, size: Any, device: Any = None) -> Any:
+        r = self._s.ring(size)
+        r2 = self._request({"kind": "square", "size": list(size)}, _size(size)) if self._rank == 0 else self._s.ring(size)
+        return self._arith(r), self._arith(r2)
+
+    def generate_binary_triple(self, size0: Any, size1: Any, device: Any = None) -> Any:
+        a, b = self._s.ring(size0), self._s.ring(size1)
+        c_size = torch.broadcast_shapes(_size(size0), _size(size1))
+        if self._rank == 0:
+            c = self._request({"kind": "binary", "size0": list(size0), "size1": list(size1)}, c_size)
+        else:
+            c = self._s.ring(c_size)
+        return self._binary(a), self._binary(b), self._binary(c)
+
+    def wrap_rng(self, size: Any, device: Any = None) -> Any:
+        r = self._s.ring(size)
+        theta = self._request({"kind": "wraps", "size": list(size)}, _size(size)) if self._rank == 0 else self._s.ring(size)
+        return self._arith(r), self._arith(theta)
+
+    def B2A_rng(self, size: Any, device: Any = None) -> Any:
+        r_bin = self._s.bits(size, bitlength=1)
+        r_arith = self._request({"kind": "B2A", "size": list(size)}, _size(size)) if self._rank == 0 else self._s.ring(size)
+        return self._arith(r_arith), self._binary(r_bin)
+
+    # ------------------------------------------------------------------ protocol
+
+    def terminate(self) -> None:
+        """Party 0 tells the dealer to stop (end of the world)."""
+        if self._rank == 0:
+            self._comm.broadcast(_encode({"kind": "terminate"}), 0, self._comm.ttp_comm_group)
+
+    def _request(self, req: Dict[str, Any], size: torch.Size) -> torch.Tensor:
+        comm = self._comm
+        comm.broadcast(_encode(req), 0, comm.ttp_comm_group)
+        padded = comm.broadcast(torch.empty(size, dtype=torch.long), self._dealer, comm.ttp_comm_group)
+        return padded ^ self._pad.ring(size)
+
+    @staticmethod
+    def _arith(share: torch.Tensor) -> Any:
+        from crypten.mpc.primitives import ArithmeticSharedTensor
+
+        return ArithmeticSharedTensor.from_shares(share, precision=0)
+
+    @staticmethod
+    def _binary(share: torch.Tensor) -> Any:
+        from crypten.mpc.primitives import BinarySharedTensor
+
+        return BinarySharedTensor.from_shares(share)
+
+
+class _DealerState:
+    """Dealer side of step 3: every party's stream, and the computation of party 0's correction."""
+
+    def __init__(self, streams: List[KeyStream], pad: KeyStream) -> None:
+        self._s = streams  # index = party rank
+        self._pad = pad
+
+    def _sum(self, size: Any) -> torch.Tensor:
+        return sum(s.ring(size) for s in self._s)
+
+    def _others(self, size: Any) -> torch.Tensor:
+        return sum(s.ring(size) for s in self._s[1:])
+
+    def _xor(self, size: Any, bitlength: int = 64) -> torch.Tensor:
+        out = self._s[0].bits(size, bitlength=bitlength)
+        for s in self._s[1:]:
+            out = out ^ s.bits(size, bitlength=bitlength)
+        return out
+
+    def answer(self, req: Dict[str, Any]) -> torch.Tensor:
+        kind = req["kind"]
+        if kind == "additive":
+            a, b = self._sum(req["size0"]), self._sum(req["size1"])
+            c = getattr(torch, req["op"])(a, b, **req.get("kwargs", {}))
+            out = c - self._others(c.size())
+        elif kind == "square":
+            r = self._sum(req["size"])
+            out = r * r - self._others(r.size())
+        elif kind == "binary":
+            a, b = self._xor(req["size0"]), self._xor(req["size1"])
+            c = a & b
+            for s in self._s[1:]:
+                c = c ^ s.ring(c.size())
+            out = c
+        elif kind == "wraps":
+            from crypten.common.util import count_wraps
+
+            r = [s.ring(req["size"]) for s in self._s]
+            out = count_wraps(r) - self._others(_size(req["size"]))
+        else:  # B2A
+            r_bin = self._xor(req["size"], bitlength=1)
+            out = r_bin - self._others(_size(req["size"]))
+        return out ^ self._pad.ring(out.size())
+
+
+def serve(*, comm: Any, parties: int) -> int:
+    """The dealer process's loop (steps 1 and 3) until party 0 sends ``terminate``.
+
+    ``comm`` is the dealer's CrypTen communicator. Returns the number of requests served.
+    """
+    me = comm.get_rank()
+    streams, pad = [], None
+    for j in range(parties):
+        labels = [_label(TRIPLES_LABEL, j)] + ([_label(PAD_LABEL, j)] if j == 0 else [])
+        keys = agree(me=me, peer=j, group=comm.ttp_group, labels=labels)
+        streams.append(KeyStream(keys[labels[0]]))
+        if j == 0:
+            pad = KeyStream(keys[labels[1]])
+    state = _DealerState(streams, pad)
+    served = 0
+    while True:
+        frame = comm.broadcast(torch.zeros(FRAME_BYTES, dtype=torch.uint8), 0, comm.ttp_comm_group)
+        req = _decode(frame)
+        if req["kind"] == "terminate":
+            log.info("dealer: terminate after %d requests", served)
+            return served
+        comm.broadcast(state.answer(req), me, comm.ttp_comm_group)
+        served += 1
