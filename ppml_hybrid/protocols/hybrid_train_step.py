@@ -169,7 +169,7 @@ class HybridTrainStep:
 
         # 9-10. DP step over MPC and HE layers
         sites = trainable_sites(stage.layers, trace, back) + self._he_sites(a, delta_z, he, shapes)
-        sums = open_gradient_sums(sites, params=self.dp)
+        sums = open_gradient_sums(sites, params=self.dp, crypten=crypten)
         clock.lap("dp_step")
         return StepOutput(noised_sums=dict(sums), batch_size=batch, seconds=time.perf_counter() - start,
                           traffic=ctx.transport.snapshot() - before, layer_costs=trace.costs + back.costs,

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ppml_hybrid.config import ModelConfig
-from ppml_hybrid.protocols.dp_step import DPStepParams, add_noise_share, open_gradient_sums, trainable_sites
+from ppml_hybrid.protocols.dp_step import DPStepParams, noise_only_sums, open_gradient_sums, trainable_sites
 from ppml_hybrid.smpc_stage.stage import MPCBlocks
 from ppml_hybrid.smpc_stage.transport import Traffic
 
@@ -141,7 +141,7 @@ class MPCTrainStep:
             clock.lap("mpc_forward")
             back = stage.backward(trace, delta, crypten=crypten, transport=ctx.transport, weight_grads=False)
             clock.lap("mpc_backward")
-            sums = open_gradient_sums(trainable_sites(stage.layers, trace, back), params=self.dp)
+            sums = open_gradient_sums(trainable_sites(stage.layers, trace, back), params=self.dp, crypten=crypten)
             clock.lap("dp_step")
             costs = trace.costs + back.costs
         return StepOutput(noised_sums=dict(sums), batch_size=batch, seconds=time.perf_counter() - start,
@@ -149,10 +149,10 @@ class MPCTrainStep:
 
     def _noise_only(self, ctx: Any) -> Dict[str, torch.Tensor]:
         """An empty Poisson batch still releases (noise-only) sums, as the accountant assumes."""
-        out = {}
-        for name, value in self.state_dict.items():
-            if name.endswith(("weight", "bias")) or (name.endswith((".a", ".b")) and self.model.poly.trainable):
-                share = ctx.crypten.cryptensor(torch.zeros_like(value, dtype=torch.float32), src=0)
-                add_noise_share(share, std=self.dp.noise_std_per_party if self.dp is not None else 0.0)
-                out[name] = share.get_plain_text()
-        return out
+        return noise_only_sums(trainable_shapes(self.model, self.state_dict), params=self.dp, crypten=ctx.crypten)
+
+
+def trainable_shapes(model: ModelConfig, state_dict: Mapping[str, torch.Tensor]) -> Dict[str, Tuple[int, ...]]:
+    """Every parameter the DP step releases, with its shape."""
+    return {name: tuple(value.size()) for name, value in state_dict.items()
+            if name.endswith(("weight", "bias")) or (name.endswith((".a", ".b")) and model.poly.trainable)}

@@ -30,7 +30,7 @@ depends on public sizes only (k, n, the number of values).
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Set, Tuple
+from typing import Any, Dict, List, Sequence, Set, Tuple
 
 import torch
 
@@ -177,3 +177,17 @@ def sum_bit_plane(operands: Sequence[torch.Tensor], *, bit: int) -> torch.Tensor
     (sa, _), (sb, _) = ops
     carry = _carries(ops[0], ops[1], k=bit, want=[bit - 1])[bit - 1]
     return sa[bit] ^ sb[bit] ^ carry
+
+
+def b2a_bits(plane: torch.Tensor, *, n: int, crypten: Any) -> Any:
+    """Arithmetic shares (encoder scale 1) of the n XOR-shared bits of a packed ``plane``.
+
+    CrypTen's single-bit B2A with the opening bit-packed: the dealer pair ([r]_A, [r]_B) per
+    element; each party packs its [r]_B bits like the plane; open z = b ^ r (1/8 byte per
+    element); [b]_A = [r]_A (1 - 2 z) + z.
+    """
+    BinarySharedTensor = crypten.mpc.primitives.BinarySharedTensor
+    r_arith, r_bin = crypten.mpc.get_default_provider().B2A_rng(torch.Size([n]))
+    masked = plane ^ bit_slice(r_bin.share, bits=1)[0]
+    z = unslice(BinarySharedTensor.from_shares(masked).reveal(), n=n)
+    return r_arith * (1 - 2 * z) + z

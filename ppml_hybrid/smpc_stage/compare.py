@@ -60,7 +60,7 @@ from typing import Any
 
 import torch
 
-from ppml_hybrid.smpc_stage.bitsliced import bit_slice, sum_bit_plane, unslice
+from ppml_hybrid.smpc_stage.bitsliced import b2a_bits, bit_slice, sum_bit_plane
 
 # l: |X| < 2^l (|x| < 2^24 at f = 16); 40 leaves 2^24 of real range for activations and
 # differences while costing ~2/3 of the gates a 62-bit bound would.
@@ -101,12 +101,6 @@ def _sign_test(x: Any, *, crypten: Any, bits: Any, minus_one: bool) -> Any:
     mine = bit_slice(u, bits=bits + 1)  # step 3
     ops = [BinarySharedTensor(mine if rank == j else None, size=mine.size(), src=j).share for j in range(parties)]
     plane = sum_bit_plane(ops, bit=bits)  # step 4
-    # Step 5: CrypTen's single-bit B2A with its opening bit-packed: the dealer pair is
-    # ([r]_A, [r]_B) per element; the parties pack their [r]_B bits like the plane (XOR commutes
-    # with packing), open z = b ^ r at 64 bits per word and set [b]_A = [r]_A (1 - 2z) + z.
-    r_arith, r_bin = crypten.mpc.get_default_provider().B2A_rng(torch.Size([n]))
-    masked = plane ^ bit_slice(r_bin.share, bits=1)[0]
-    z = unslice(BinarySharedTensor.from_shares(masked).reveal(), n=n)
-    bit = r_arith * (1 - 2 * z) + z
+    bit = b2a_bits(plane, n=n, crypten=crypten)  # step 5
     # Scale 1 (precision 0), like CrypTen's own comparison results.
     return MPCTensor.from_shares(bit.share.view(shape), precision=0)

@@ -58,9 +58,9 @@ class RecordingHybridSteps:
 
         original_noise = dp_step.add_noise_share
 
-        def noise_then_stop_recording(share: Any, *, std: float) -> None:
+        def noise_then_stop_recording(raw: Any, *, std: float, scale_bits: int) -> Any:
             ctx.transport.recorder = None  # what follows is the opening of the noised sums (the DP release)
-            original_noise(share, std=std)
+            return original_noise(raw, std=std, scale_bits=scale_bits)
 
         PartyConversionClient.receive = receive  # this party process only
         dp_step.add_noise_share = noise_then_stop_recording

@@ -34,7 +34,7 @@ class DPProgram:
         out: Dict[str, Any] = {}
         for sigma in self.noise_multipliers:
             params = DPStepParams(max_grad_norm=self.max_grad_norm, noise_multiplier=sigma, parties=ctx.parties)
-            result = noised_gradient_sums(sites, params=params)
+            result = noised_gradient_sums(sites, params=params, crypten=crypten)
             # Opened here for the test only: the protocol never opens norms or clip factors.
             out[sigma] = {
                 "sums": {k: v.tolist() for k, v in result.noised_sums.items()},
@@ -58,4 +58,4 @@ class ClipFactorProgram:
         n = ctx.crypten.cryptensor(torch.tensor(self.sq_norms) if ctx.rank == 0 else torch.zeros(len(self.sq_norms)),
                                    src=0)
         params = DPStepParams(max_grad_norm=self.max_grad_norm, noise_multiplier=1.0, parties=ctx.parties)
-        return clip_factors(n, params=params).get_plain_text().tolist()
+        return clip_factors(n, params=params, crypten=ctx.crypten).get_plain_text().tolist()
