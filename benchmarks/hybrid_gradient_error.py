@@ -75,7 +75,8 @@ def _secure_sums(cfg: Any, state: Dict[str, torch.Tensor], rows: List[Any], dp: 
     """One step of the encrypted pipeline on every row (sample rate 1)."""
     batch = sum(len(r.labels) for r in rows)
     with contextlib.ExitStack() as stack:
-        make_program, inputs = step_factory(cfg, stack, rows=rows, dp=dp, sample_rate=1.0, expected_batch=float(batch))
+        make_program, inputs = step_factory(cfg, stack, rows=rows, dp=dp, sample_rate=1.0, expected_batch=float(batch),
+                                            total_steps=1)
         session = stack.enter_context(PartySession(smpc=cfg.smpc, party_inputs=inputs))
         return dict(session.run(make_program(0, state)).results[0].noised_sums)
 

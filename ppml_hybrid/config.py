@@ -132,10 +132,16 @@ class HEConfig:
     scale_bits: int = 50
     first_mod_bits: int = 60
     insecure: bool = False
-    # HE->SS slot masks R are uniform in [-2^mask_bits, 2^mask_bits) (multiples of 2^-16); the
-    # values handed back are assumed below 2^value_bits; hiding is 2^-(mask_bits - value_bits).
-    mask_bits: int = 30
-    value_bits: int = 8
+    # HE->SS: each round's values have a public bound |v| < 2^V (protocols/value_bounds.py) and
+    # its mask R is uniform real in [-2^(V+H), 2^(V+H)): H bits of statistical hiding per slot.
+    # None: the smallest H >= 32 that keeps the run's union over every masked slot <= 2^-10.
+    mask_hiding_bits: Optional[int] = None
+    # V + H never exceeds this (modulus room: one spare level at scale 2^50 holds |v + R| < 2^58)
+    max_mask_bits: int = 56
+    # each sample's split activations enter HE with L2 norm <= this (an exact check in MPC)
+    split_norm_bound: float = 16.0
+    # delta_z = softmax(z) - y enters HE clamped to |delta_z| < 2^delta_clamp_bits
+    delta_clamp_bits: int = 1
     # steps whose ciphertexts the evaluator keeps between forward and backward (oldest dropped)
     max_held_steps: int = 2
     # OpenMP threads of E's OpenFHE (E computes while the parties wait for it)
@@ -249,6 +255,14 @@ def _check_ranges(cfg: RunConfig) -> None:
         ),
         ("smpc.parties", cfg.smpc.parties in (2, 3), "must be 2 or 3"),
         ("he.evaluator_threads", cfg.he.evaluator_threads >= 1, "must be at least 1"),
+        (
+            "he.mask_hiding_bits",
+            cfg.he.mask_hiding_bits is None or 32 <= cfg.he.mask_hiding_bits <= 50,
+            "must be null (derived) or in [32, 50] (at least 32 bits of statistical hiding per slot)",
+        ),
+        ("he.max_mask_bits", 40 <= cfg.he.max_mask_bits <= 57, "must be in [40, 57] (modulus room of one spare level)"),
+        ("he.split_norm_bound", 0 < cfg.he.split_norm_bound <= 2.0 ** 12, "must be in (0, 4096]"),
+        ("he.delta_clamp_bits", 1 <= cfg.he.delta_clamp_bits <= 8, "must be in [1, 8]"),
     ]
     for key, ok, why in checks:
         if not ok:

@@ -6,9 +6,9 @@ cannot drift from what is executed), plus:
 
 * conversion levels: the SS->HE affine XOR chain costs one level per party after the first
   (``parties - 1``); every ciphertext entering E (split activations and ``delta_z``) starts there;
-* spare levels for HE->SS masking: the returned ciphertext must still hold ``|v| + 2^mask_bits``
-  above the scale, so ``ceil((mask_bits + value_bits + 1 - (first_mod_bits - scale_bits)) /
-  scale_bits)`` more levels are kept (1 at the defaults 30, 8, 60, 50).
+* spare levels for HE->SS masking: the returned ciphertext must still hold ``|v + R| <
+  2^(max_mask_bits + 1)`` above the scale, so ``ceil((max_mask_bits + 2 - (first_mod_bits -
+  scale_bits)) / scale_bits)`` more levels are kept (1 at the defaults 56, 60, 50).
 
 Per-operation costs (see :mod:`ppml_hybrid.he_stage.head` for why the polynomial is folded):
 a plaintext-weight linear map (dense, conv, with average pooling folded into the next linear
@@ -30,10 +30,6 @@ from ppml_hybrid.model.spec import validate_split
 
 SECURITY_LEVELS = ("HEStd_128_classic", "HEStd_192_classic", "HEStd_256_classic", "HEStd_NotSet")
 
-# Defaults for HE->SS slot masking (design section 6): ~30-bit masks are what double-precision
-# decoding allows at 2^-16 precision; values handed back stay below 2^8.
-DEFAULT_MASK_BITS = 30
-DEFAULT_VALUE_BITS = 8
 
 
 @dataclass(frozen=True)
@@ -65,11 +61,11 @@ class CKKSParams:
     insecure: bool
 
 
-def spare_levels_for_masking(*, mask_bits: int, value_bits: int, scale_bits: int, first_mod_bits: int) -> int:
-    """Levels to keep unused so that ``v + R`` (|R| < 2^mask_bits) still decrypts."""
-    if mask_bits < 0 or value_bits < 0:
-        raise HEParamsError(f"mask_bits and value_bits must be >= 0; got {mask_bits}, {value_bits}")
-    need = mask_bits + value_bits + 1 - (first_mod_bits - scale_bits)
+def spare_levels_for_masking(*, max_mask_bits: int, scale_bits: int, first_mod_bits: int) -> int:
+    """Levels to keep unused so that ``v + R`` (|v + R| < 2^(max_mask_bits + 1)) still decrypts."""
+    if max_mask_bits < 0:
+        raise HEParamsError(f"max_mask_bits must be >= 0; got {max_mask_bits}")
+    need = max_mask_bits + 2 - (first_mod_bits - scale_bits)
     return max(0, math.ceil(need / scale_bits))
 
 
@@ -79,8 +75,6 @@ def derive_params(
     model: ModelConfig,
     split_layer: int,
     parties: int,
-    mask_bits: int = DEFAULT_MASK_BITS,
-    value_bits: int = DEFAULT_VALUE_BITS,
 ) -> CKKSParams:
     """Derive the CKKS parameters for blocks ``split_layer+1..L`` run under HE."""
     _check_he_config(he)
@@ -98,7 +92,7 @@ def derive_params(
         conversion_levels=parties - 1,
         compute_levels=max(fwd, bwd),
         spare_levels=spare_levels_for_masking(
-            mask_bits=mask_bits, value_bits=value_bits, scale_bits=he.scale_bits, first_mod_bits=he.first_mod_bits
+            max_mask_bits=he.max_mask_bits, scale_bits=he.scale_bits, first_mod_bits=he.first_mod_bits
         ),
         forward_levels=fwd,
         backward_levels=bwd,

@@ -8,7 +8,6 @@ from typing import Any, Mapping, Optional, Tuple
 
 from ppml_hybrid.config import HEConfig, ModelConfig, from_mapping
 from ppml_hybrid.errors import ConfigError
-from ppml_hybrid.he_stage.errors import HEParamsError
 from ppml_hybrid.he_stage.head import HEHead
 from ppml_hybrid.he_stage.layout import SlotLayout, choose_layout
 from ppml_hybrid.he_stage.params import CKKSParams, derive_params
@@ -43,15 +42,8 @@ class HERunSpec:
 
 
 def run_params(*, spec: HERunSpec) -> CKKSParams:
-    """CKKS parameters, depth derived from the head (with the configured mask size's spare levels)."""
-    he = spec.he
-    if not 0 <= he.value_bits < he.mask_bits <= 35:
-        raise HEParamsError(
-            f"he.mask_bits must exceed he.value_bits and stay <= 35 (decoding precision, design section 6); "
-            f"got mask_bits={he.mask_bits}, value_bits={he.value_bits}"
-        )
-    return derive_params(he=spec.he, model=spec.model, split_layer=spec.split_layer, parties=spec.parties,
-                         mask_bits=spec.he.mask_bits, value_bits=spec.he.value_bits)
+    """CKKS parameters, depth derived from the head (with the spare levels the widest mask needs)."""
+    return derive_params(he=spec.he, model=spec.model, split_layer=spec.split_layer, parties=spec.parties)
 
 
 def run_layout(*, spec: HERunSpec, slots: int) -> SlotLayout:
@@ -60,3 +52,23 @@ def run_layout(*, spec: HERunSpec, slots: int) -> SlotLayout:
 
 def run_head(*, spec: HERunSpec, layout: SlotLayout) -> HEHead:
     return HEHead(model=spec.model, split_layer=spec.split_layer, image_size=spec.image_size, layout=layout)
+
+
+# The whole run's statistical distance over every masked slot stays at most 2^-UNION_BITS.
+UNION_BITS = 10
+MIN_HIDING_BITS = 32
+
+
+def hiding_bits_for(*, masked_slots: int) -> int:
+    """The smallest H >= 32 with ``masked_slots * 2^-H <= 2^-10`` (union bound over a run's slots)."""
+    import math
+
+    return max(MIN_HIDING_BITS, math.ceil(math.log2(max(1, masked_slots))) + UNION_BITS)
+
+
+def with_hiding_bits(run: HERunSpec, *, masked_slots: int) -> HERunSpec:
+    """``run`` with ``he.mask_hiding_bits`` resolved (kept when the config sets it)."""
+    if run.he.mask_hiding_bits is not None:
+        return run
+    he = dataclasses.replace(run.he, mask_hiding_bits=hiding_bits_for(masked_slots=masked_slots))
+    return dataclasses.replace(run, he=he)

@@ -1,8 +1,10 @@
 """CrypTen fixed point and additive sharing in Z_2^64, for the HE->SS conversion.
 
 CrypTen encodes a real x as the int64 ``round(x * 2^16)`` and shares it additively mod 2^64.
-K shares the decrypted ``v + R``, E shares ``-R`` (R a multiple of 2^-16, so its encoding is
-exact); the parties' shares of both sum to the encoding of ``v`` (design section 6).
+K shares ``round((v + R) 2^16)``, E shares ``-round(R 2^16)`` (both mod 2^64: a mask may be
+wider than 2^47); the parties' shares of both sum to ``round(v 2^16)`` within one unit plus the
+decoding error (design section 6). R is real-valued at double resolution, far finer than
+2^-16, so ``v + R`` hides v itself, not only its 2^-16 grid cell.
 
 Randomness comes from the OS CSPRNG (``os.urandom``) only. Values and shares are never logged.
 """
@@ -58,13 +60,46 @@ def sum_shares(*shares: np.ndarray) -> np.ndarray:
     return total.view(np.int64)
 
 
-def uniform_mask_int(*, bits: int, shape: tuple) -> np.ndarray:
-    """Fixed-point masks ``r`` uniform in [-2^(bits+16), 2^(bits+16)), as int64 (R = r / 2^16).
+def encode_fixed_point_mod(*, values: np.ndarray) -> np.ndarray:
+    """Real values -> ``round(x * 2^16) mod 2^64`` as int64, exactly, for any finite magnitude.
 
-    Drawn from the OS CSPRNG, reduced mod a power of two (no bias).
+    Scaling by 2^16 and rounding are exact in float64; above 2^62 the value is an integer-valued
+    double and ``fmod`` by 2^64 is exact, so the two's-complement result is the exact residue.
     """
-    width = bits + FRACTION_BITS + 1
-    if not 1 <= width <= 52:
-        raise HEError(f"mask_bits must keep the fixed-point mask within 52 bits (exact in float64); got {bits}")
-    u = random_uint64(shape=shape) & np.uint64((1 << width) - 1)
-    return u.astype(np.int64) - (1 << (width - 1))
+    x = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        raise HEError("values to encode must be finite")
+    r = np.rint(x * SCALE)
+    r = np.fmod(r, 2.0 ** 64)
+    r = np.where(r >= 2.0 ** 63, r - 2.0 ** 64, np.where(r < -(2.0 ** 63), r + 2.0 ** 64, r))
+    out = np.empty(r.shape, dtype=np.int64)
+    small = np.abs(r) < 2.0 ** 62
+    out[small] = r[small].astype(np.int64)
+    big = ~small  # |r| in [2^62, 2^63]: integer-valued doubles, exact through Python ints
+    if big.any():
+        out[big] = np.array([int(v) if v < 2.0 ** 63 else int(v) - 2**64 for v in r[big]], dtype=np.int64)
+    return out
+
+
+def real_mask(*, bits: int, shape: tuple) -> np.ndarray:
+    """Fresh masks R uniform on [-2^bits, 2^bits) at double resolution (float64), from the OS CSPRNG.
+
+    A uniform 64-bit integer scaled by 2^(bits - 63): every double the range holds near |R| is
+    reachable, so R has no grid coarser than the decoder's own resolution.
+    """
+    if not 1 <= bits <= 60:
+        raise HEError(f"mask width must be 2^1 .. 2^60; got 2^{bits}")
+    u = random_uint64(shape=shape).view(np.int64)
+    return u.astype(np.float64) * 2.0 ** (bits - 63)
+
+
+# CKKS slot decoding works in doubles: with a mask of width 2^B in the ciphertext, the decrypted
+# values carry an absolute error of about 2^(B - 48) (measured for rings 2^11 and 2^14 at scale
+# 2^50, B = 20..52: tests/he_service and benchmarks/he_to_ss_precision.py).
+DECODE_PRECISION_BITS = 48
+
+
+def conversion_error_bound(*, mask_bits: int) -> float:
+    """What HE->SS may add to a value (real units) with a mask of width 2^mask_bits: twice the
+    measured decoding error, plus the two fixed-point roundings."""
+    return 2.0 ** (mask_bits - DECODE_PRECISION_BITS + 1) + 2.0 / SCALE

@@ -23,7 +23,7 @@ from ppml_hybrid.rpc.errors import InvalidArgumentError
 
 def decryption_policy(*, published: PublishedMaterial, keyservice: KeyServiceConfig) -> DecryptionPolicy:
     """The policy K enforces, from the facts both K and its clients know (material + config)."""
-    return DecryptionPolicy(parties=published.parties, mask_bits=published.mask_bits, value_bits=published.value_bits,
+    return DecryptionPolicy(parties=published.parties, hiding_bits=published.hiding_bits, max_mask_bits=published.max_mask_bits,
                             round_quota=keyservice.round_quota, max_open_rounds=keyservice.max_open_rounds)
 
 

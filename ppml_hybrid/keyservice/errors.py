@@ -41,3 +41,12 @@ class QuotaExceededError(ResourceExhaustedError):
 
 class TooManyOpenRoundsError(ResourceExhaustedError):
     """Announcing further ahead of the decryptions than ``keyservice.max_open_rounds`` allows."""
+
+
+class ValueBoundError(InvalidArgumentError):
+    """A round announces a value bound whose mask would exceed ``he.max_mask_bits``."""
+
+
+class RunStoppedError(FailedPreconditionError):
+    """K refused a decryption (out of the announced range, or malformed) and stopped the run: no
+    round is decrypted or delivered any more (a retry would give E a range oracle)."""

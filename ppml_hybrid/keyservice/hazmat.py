@@ -19,17 +19,23 @@ from ppml_hybrid.he_stage.context import build_context
 from ppml_hybrid.he_stage.errors import HEError
 from ppml_hybrid.he_stage.keys import PublicMaterial, generate_keys
 from ppml_hybrid.he_stage.runspec import HERunSpec, run_head, run_layout, run_params
-from ppml_hybrid.he_stage.shares import encode_fixed_point, split_additive
+from ppml_hybrid.he_stage.shares import encode_fixed_point_mod, split_additive
 from ppml_hybrid.rpc.errors import InvalidCiphertext
 from ppml_hybrid.rpc.messages import RoundRef
 
 log = logging.getLogger(__name__)
 
 
+def _hiding_bits(spec: HERunSpec) -> int:
+    if spec.he.mask_hiding_bits is None:
+        raise HEError("the run spec must carry a resolved he.mask_hiding_bits before keys are made")
+    return int(spec.he.mask_hiding_bits)
+
+
 class KeyVault:
     """HAZMAT. Holds the secret key; decrypts only into additive shares."""
 
-    __slots__ = ("_secret", "_layout", "_parties", "_bound", "public")
+    __slots__ = ("_secret", "_layout", "_parties", "_hiding_bits", "public")
 
     def __init__(self, *, spec: HERunSpec) -> None:
         params = run_params(spec=spec)
@@ -39,8 +45,7 @@ class KeyVault:
         self._secret, public = generate_keys(context=context, layout=layout, rotation_indices=head.rotation_indices)
         self._layout = layout
         self._parties = spec.parties
-        # |v + R| stays below 2^(mask_bits + value_bits + 1); anything far above is not a masked round value
-        self._bound = 2.0 ** (spec.he.mask_bits + spec.he.value_bits + 2)
+        self._hiding_bits = _hiding_bits(spec)
         self.public = public  # type: PublicMaterial
         log.info("key pair generated: %d rotation keys, layout %s", len(public.rotation_indices), layout)
 
@@ -73,7 +78,7 @@ class KeyVault:
         vault._secret = SecretMaterial(context=context, secret_key=sk, public_key=pk)
         vault._layout = layout
         vault._parties = spec.parties
-        vault._bound = 2.0 ** (spec.he.mask_bits + spec.he.value_bits + 2)
+        vault._hiding_bits = _hiding_bits(spec)
         vault.public = public
         log.info("key vault restored from a sealed key")
         return vault
@@ -104,7 +109,13 @@ class KeyVault:
     # ------------------------------------------------------------------ HAZMAT: decryption
 
     def decrypt_and_split(self, *, ref: RoundRef, ciphertexts: Sequence[bytes]) -> Tuple[np.ndarray, ...]:
-        """Decrypt one accepted round into ``parties`` additive shares (CrypTen fixed point, Z_2^64)."""
+        """Decrypt one accepted round into ``parties`` additive shares (CrypTen fixed point, Z_2^64).
+
+        Every used slot must hold |v + R| < 2^B + 2^(V+1) (B = V + H): a masked value of the announced
+        bound V, with room for decoding error. Anything else is refused with the opaque
+        :class:`InvalidCiphertext`, and the caller stops the whole run (a retry would hand E a
+        range oracle).
+        """
         if ref.batch > self._layout.block or len(ciphertexts) != self._layout.num_ciphertexts(ref.n_features):
             raise InvalidCiphertext()
         import openfhe
@@ -119,9 +130,10 @@ class KeyVault:
                 pt.SetLength(slots)
                 vectors.append(np.asarray(pt.GetRealPackedValue(), dtype=np.float64))
             values = self._layout.unpack(vectors=vectors, n_features=ref.n_features, batch=ref.batch)
-            if not np.all(np.isfinite(values)) or float(np.abs(values).max()) >= self._bound:
+            bound = 2.0 ** (ref.value_bits + self._hiding_bits) + 2.0 ** (ref.value_bits + 1)
+            if not np.all(np.isfinite(values)) or float(np.abs(values).max()) >= bound:
                 raise InvalidCiphertext()
-            encoded = encode_fixed_point(values=values)
+            encoded = encode_fixed_point_mod(values=values)
         except (RuntimeError, TypeError, ValueError, HEError):
             raise InvalidCiphertext() from None
         finally:

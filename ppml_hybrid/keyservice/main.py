@@ -50,7 +50,8 @@ def start_key_service(*, spec: Any, kms: Any = None, producer: Any = None) -> Ru
     ks = spec.keyservice
     producer = producer if producer is not None else make_producer(keyservice=ks)
     vault, published = _load_or_make_keys(spec=spec, kms=kms, producer=producer)
-    book = RoundBook(parties=spec.run.parties, round_quota=ks.round_quota, max_open_rounds=ks.max_open_rounds)
+    book = RoundBook(parties=spec.run.parties, round_quota=ks.round_quota, max_open_rounds=ks.max_open_rounds,
+                     hiding_bits=published.hiding_bits, max_mask_bits=published.max_mask_bits)
     identity = self_signed_server(common_name="ppml-hybrid key service")
     attestor = KeyAttestor.build(producer=producer, published=published, keyservice=ks,
                                  tls_trust_pem=identity.trust_pem)
@@ -64,6 +65,16 @@ def start_key_service(*, spec: Any, kms: Any = None, producer: Any = None) -> Ru
     return RunningKeyService(server=server, address=address, trust_pem=identity.trust_pem,
                              public_material_sha256=published.material.digest(),
                              attestation_root_pem=attestor.development_root_pem)
+
+
+def resolved_hiding_bits(he: Any) -> int:
+    """H from the run spec; the launcher resolves ``he.mask_hiding_bits: null`` before K starts."""
+    from ppml_hybrid.errors import ConfigError
+
+    if he.mask_hiding_bits is None:
+        raise ConfigError("the key service's run spec must carry a resolved he.mask_hiding_bits (the launcher "
+                          "derives it from the run's planned rounds); got null")
+    return int(he.mask_hiding_bits)
 
 
 def _load_or_make_keys(*, spec: Any, kms: Any, producer: Any):
@@ -88,8 +99,8 @@ def _load_or_make_keys(*, spec: Any, kms: Any, producer: Any):
             return vault, published
     vault = KeyVault(spec=spec.run)
     he = spec.run.he
-    published = PublishedMaterial(material=vault.public, mask_bits=he.mask_bits, value_bits=he.value_bits,
-                                  parties=spec.run.parties)
+    published = PublishedMaterial(material=vault.public, hiding_bits=resolved_hiding_bits(he),
+                                  max_mask_bits=he.max_mask_bits, parties=spec.run.parties)
     if ks.sealed_key_path:
         seal_vault(vault=vault, published=published, kms=kms, producer=producer, key_id=ks.kms_key_id).write(path)
         log.info("secret key sealed to %s", path)

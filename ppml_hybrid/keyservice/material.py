@@ -25,8 +25,8 @@ class PublishedMaterial:
     """What GetPublicMaterial returns: the public material and the round conversion facts."""
 
     material: PublicMaterial
-    mask_bits: int
-    value_bits: int
+    hiding_bits: int  # H: statistical hiding per masked slot
+    max_mask_bits: int  # V + H never exceeds this
     parties: int
 
 
@@ -56,7 +56,8 @@ def to_chunks(published: PublishedMaterial, *, chunk_bytes: int = CHUNK_BYTES) -
         params=params_to_pb(m.params), layout=pb.SlotLayoutPb(slots=m.layout.slots, block=m.layout.block,
                                                               groups=m.layout.groups),
         rotation_indices=list(m.rotation_indices), blob_sizes={f: len(getattr(m, f)) for f in BLOBS},
-        sha256=m.digest(), mask_bits=published.mask_bits, value_bits=published.value_bits, parties=published.parties)
+        sha256=m.digest(), hiding_bits=published.hiding_bits, max_mask_bits=published.max_mask_bits,
+        parties=published.parties)
     yield pb.PublicMaterialChunk(header=header)
     for f in BLOBS:
         data = getattr(m, f)
@@ -85,5 +86,5 @@ def from_chunks(chunks: Iterable[pb.PublicMaterialChunk]) -> PublishedMaterial:
         rotation_indices=tuple(int(i) for i in h.rotation_indices), **blobs)
     if material.digest() != h.sha256:
         raise KeyMaterialError("public material digest mismatch; fetch it again from the key service")
-    return PublishedMaterial(material=material, mask_bits=int(h.mask_bits), value_bits=int(h.value_bits),
+    return PublishedMaterial(material=material, hiding_bits=int(h.hiding_bits), max_mask_bits=int(h.max_mask_bits),
                              parties=int(h.parties))

@@ -5,8 +5,9 @@ masked values v + R it decrypts; each party learns only its own share):
 
 1. Announce. Every party P_j announces the round ``(round_id, kind, shape)`` over its own mTLS
    channel. Each party announces ids in order 0, 1, 2, ... (a gap is OUT-OF-ORDER, an id again
-   is a REPLAY); every party must announce the identical (kind, shape) (else MISMATCH, not
-   recorded). A round is *open* once all n parties have announced it. At most
+   is a REPLAY); every party must announce the identical (kind, shape, value bound V) (else
+   MISMATCH, not recorded); V + H above ``max_mask_bits`` is refused (a mask that wide would not
+   decrypt). A round is *open* once all n parties have announced it. At most
    ``max_open_rounds`` ids may be ahead of the oldest round not yet decrypted and delivered (else RESOURCE_EXHAUSTED).
    Decrypted rounds whose shares are not all fetched count as open.
 2. Submit. E (only E) submits the masked ciphertexts of an open round with the same
@@ -16,6 +17,10 @@ masked values v + R it decrypts; each party learns only its own share):
    INVALID_ARGUMENT. K decrypts, encodes as CrypTen fixed point and splits into n shares.
 3. Fetch. Each party fetches its own share (chosen by its certificate; the request names
    no party), once. A second fetch is a REPLAY.
+4. Stop. A submission K refuses at decryption (a value outside its announced range: E
+   misbehaved, or a malformed ciphertext) stops the run: that round and every later request
+   are refused with RunStoppedError, so E never learns more than one bit per run about a
+   value's range (no retry, no bisection).
 
 Quota: every request of one caller naming one retained round counts (accepted or refused);
 the ``round_quota + 1``-th is RESOURCE_EXHAUSTED. A round is forgotten once all its shares
@@ -34,7 +39,7 @@ from ppml_hybrid.errors import ConfigError
 
 from ppml_hybrid.keyservice.errors import (
     AnnouncementMismatchError, OutOfOrderRoundError, QuotaExceededError, RoundMismatchError, RoundReplayError,
-    ShareNotReadyError, TooManyOpenRoundsError, UnknownRoundError,
+    RunStoppedError, ShareNotReadyError, TooManyOpenRoundsError, UnknownRoundError, ValueBoundError,
 )
 from ppml_hybrid.rpc.messages import RoundRef, ShareTensor
 
@@ -60,9 +65,13 @@ class AnnounceResult:
 class RoundBook:
     """Thread-safe round state of one K process."""
 
-    def __init__(self, *, parties: int, round_quota: int, max_open_rounds: int) -> None:
+    def __init__(self, *, parties: int, round_quota: int, max_open_rounds: int, hiding_bits: int,
+                 max_mask_bits: int) -> None:
         if parties < 2 or round_quota < 1 or max_open_rounds < 1:
             raise ConfigError("keyservice needs parties >= 2, round_quota >= 1 and max_open_rounds >= 1")
+        self._hiding = hiding_bits
+        self._max_mask = max_mask_bits
+        self._stopped: Optional[str] = None
         self._parties = parties
         self._quota = round_quota
         self._max_open = max_open_rounds
@@ -80,6 +89,7 @@ class RoundBook:
 
     def announce(self, *, party: int, ref: RoundRef) -> AnnounceResult:
         with self._cond:
+            self._raise_if_stopped()
             r = ref.round_id
             expected = self._next_announce[party]
             if r < expected:
@@ -93,11 +103,17 @@ class RoundBook:
                     "decrypted and delivered; convert and fetch the open rounds first"
                 )
             self._charge(f"party {party}", r)
+            if ref.value_bits + self._hiding > self._max_mask:
+                raise ValueBoundError(
+                    f"round {r} ({ref.kind}) announces |v| < 2^{ref.value_bits}: with {self._hiding} hiding bits the "
+                    f"mask would be 2^{ref.value_bits + self._hiding}, above he.max_mask_bits={self._max_mask}"
+                )
             rnd = self._rounds.get(r)
             if rnd is not None and rnd.ref != ref:
                 raise AnnouncementMismatchError(
-                    f"round {r} was announced as kind {rnd.ref.kind!r} shape {rnd.ref.shape}; party {party} "
-                    f"announced kind {ref.kind!r} shape {ref.shape}"
+                    f"round {r} was announced as kind {rnd.ref.kind!r} shape {rnd.ref.shape} bound "
+                    f"2^{rnd.ref.value_bits}; party {party} announced kind {ref.kind!r} shape {ref.shape} bound "
+                    f"2^{ref.value_bits}"
                 )
             if rnd is None:
                 rnd = self._rounds[r] = _Round(ref=ref)
@@ -112,6 +128,7 @@ class RoundBook:
     def begin_decryption(self, *, caller: str, ref: RoundRef, n_ciphertexts: int, expected_ciphertexts: int) -> RoundRef:
         """Check E's submission against the announcements; mark the round as being decrypted."""
         with self._cond:
+            self._raise_if_stopped()
             r = ref.round_id
             if r < self._next_decrypt:
                 raise RoundReplayError(f"round {r} was already decrypted")
@@ -139,12 +156,19 @@ class RoundBook:
             rnd.state = DECRYPTING
             return rnd.ref
 
-    def abort_decryption(self, *, round_id: int) -> None:
-        """Decryption failed (bad ciphertext): the round stays open for a retry within the quota."""
+    def stop(self, *, round_id: int, reason: str) -> RunStoppedError:
+        """Step 4: the decryption of ``round_id`` was refused; stop the run for every caller."""
         with self._cond:
-            rnd = self._rounds.get(round_id)
-            if rnd is not None and rnd.state == DECRYPTING:
-                rnd.state = OPEN
+            if self._stopped is None:
+                self._stopped = (f"K refused the decryption of round {round_id}: {reason}. The HE evaluator (E) "
+                                 "submitted a value outside the round's announced bound, or a malformed ciphertext; "
+                                 "the run is stopped (no retry: it would give E a range oracle)")
+            self._cond.notify_all()
+            return RunStoppedError(self._stopped)
+
+    def _raise_if_stopped(self) -> None:
+        if self._stopped is not None:
+            raise RunStoppedError(self._stopped)
 
     def complete_decryption(self, *, round_id: int, shares: List[np.ndarray]) -> None:
         with self._cond:
@@ -160,14 +184,16 @@ class RoundBook:
 
     def fetch(self, *, party: int, round_id: int, wait_s: float) -> ShareTensor:
         with self._cond:
+            self._raise_if_stopped()
             rnd = self._rounds.get(round_id)
             if (rnd is None and round_id < self._next_decrypt) or (rnd is not None and party in rnd.delivered):
                 raise RoundReplayError(f"party {party}'s share of round {round_id} was already delivered")
             if rnd is None or party not in rnd.announced:
                 raise UnknownRoundError(f"party {party} has not announced round {round_id}")
             self._charge(f"party {party}", round_id)
-            if not self._cond.wait_for(lambda: rnd.state == DECRYPTED, timeout=wait_s):
+            if not self._cond.wait_for(lambda: rnd.state == DECRYPTED or self._stopped is not None, timeout=wait_s):
                 raise ShareNotReadyError(f"round {round_id} was not decrypted within {wait_s:.0f} s")
+            self._raise_if_stopped()
             if party in rnd.delivered:
                 raise RoundReplayError(f"party {party}'s share of round {round_id} was already delivered")
             share = rnd.shares.pop(party)

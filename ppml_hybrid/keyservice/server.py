@@ -28,7 +28,7 @@ from ppml_hybrid.keyservice.material import PublishedMaterial, to_chunks
 from ppml_hybrid.keyservice.rounds import RoundBook
 from ppml_hybrid.rpc import keyservice_pb2 as pb
 from ppml_hybrid.rpc import keyservice_pb2_grpc as pb_grpc
-from ppml_hybrid.rpc.errors import PermissionDeniedError
+from ppml_hybrid.rpc.errors import InvalidCiphertext, PermissionDeniedError
 from ppml_hybrid.rpc.messages import RoundRef
 from ppml_hybrid.rpc.server import refusals
 from ppml_hybrid.rpc.tls import EVALUATOR, PARTY, Registry, fingerprint
@@ -104,9 +104,9 @@ class KeyServiceServicer(pb_grpc.KeyServiceServicer):
                                              expected_ciphertexts=expected)
         try:
             shares = self._vault.decrypt_and_split(ref=agreed, ciphertexts=cts)
-        except BaseException:
-            self._book.abort_decryption(round_id=agreed.round_id)
-            raise
+        except InvalidCiphertext:
+            log.error("round %d: decryption refused; the run is stopped", agreed.round_id)
+            raise self._book.stop(round_id=agreed.round_id, reason="ciphertext rejected") from None
         finally:
             cts.clear()
         self._book.complete_decryption(round_id=agreed.round_id, shares=list(shares))

@@ -94,9 +94,14 @@ def reduce_share(*, share: torch.Tensor, rank: int, params: ConversionParams) ->
     return share & ((1 << params.modulus_bits) - 1)
 
 
-def carry_shares(*, crypten: Any, rank: int, parties: int, x: Any, params: ConversionParams) -> CarryShares:
-    """Steps 1-4 for MPCTensor ``x`` (fixed point, f = params.fraction_bits)."""
-    xc = clamp(x=x, params=params, crypten=crypten)
+def carry_shares(*, crypten: Any, rank: int, parties: int, x: Any, params: ConversionParams,
+                 bounded: bool = False) -> CarryShares:
+    """Steps 1-4 for MPCTensor ``x`` (fixed point, f = params.fraction_bits).
+
+    ``bounded``: ``x`` already satisfies |X| < 2^l exactly (an exact clip made it so), and
+    step 1's clamp is skipped.
+    """
+    xc = x if bounded else clamp(x=x, params=params, crypten=crypten)
     raw = xc.share.clone()
     u = reduce_share(share=raw, rank=rank, params=params)
     bits = carry_bits(u=u, rank=rank, parties=parties, params=params)

@@ -54,22 +54,11 @@ import torch
 
 from ppml_hybrid.errors import ConfigError
 from ppml_hybrid.privacy.csprng import csprng_normal
+from ppml_hybrid.protocols.exact_clip import (  # noqa: F401  (CLIP_MARGIN_BITS: tests read it here)
+    CLIP_MARGIN_BITS, F, Exact, approximate_clip_factors, bits_for, checked_factors,
+)
 from ppml_hybrid.smpc_stage import exact
-from ppml_hybrid.smpc_stage.compare import ge_zero
 
-# c_i uses C' = (1 - 2^-10) C: an accurate c passes the exact check with room.
-CLIP_MARGIN_BITS = 10
-# CrypTen's inv_sqrt is accurate for inputs in about [0.1, 100]: u = n / C'^2 is scaled by
-# 256^-k for u above 25.6 * 256^(k-1), so the scaled value stays in [0.1, 25.6]; four ranges
-# cover per-sample norms up to about 20,000 C (beyond that c is inaccurate and the exact check
-# drops the sample rather than let it exceed C).
-_RANGE_BASE = 25.6
-_RANGE_STEP = 256
-_RANGES = 4
-_NEWTON_STEPS = 3
-F = 16  # CrypTen's fixed-point bits (smpc_stage.party.PRECISION_BITS)
-# n_i at or above 2^NORM_BITS drops the sample: keeps c' n_i and c' up(c' n_i) below 2^62 at scale 2^32.
-NORM_BITS = 28
 
 
 @dataclass(frozen=True)
@@ -166,33 +155,7 @@ class _Pieces:
     summers: Dict[str, Any] = field(default_factory=dict)  # name -> f(factors raw) -> _ScaledSum
 
 
-def _bits(x: float) -> int:
-    return max(1, math.ceil(math.log2(max(x, 1.0))))
-
-
-class _Exact:
-    """Exact bounded arithmetic on raw shares for one party (step 1-2 helpers)."""
-
-    def __init__(self, crypten: Any) -> None:
-        self.crypten = crypten
-        comm = crypten.comm.get()
-        self.rank, self.parties = comm.get_rank(), comm.get_world_size()
-
-    def reduce(self, raw: torch.Tensor, *, value_bits: int, scale_bits: int, shift: int) -> torch.Tensor:
-        """|v| < 2^value_bits at scale 2^scale_bits -> scale 2^(scale_bits - shift), wrapped into range."""
-        return exact.reduce(raw, bound_bits=value_bits + scale_bits, shift=shift, crypten=self.crypten)
-
-    def reduce_up(self, raw: torch.Tensor, *, value_bits: int, scale_bits: int, shift: int) -> torch.Tensor:
-        """As :meth:`reduce` for a non-negative value, rounded UP (an upper bound of v / 2^shift)."""
-        out = self.reduce(raw, value_bits=value_bits, scale_bits=scale_bits, shift=shift)
-        return out + self.parties if self.rank == 0 else out
-
-    def const(self, value: int, like: torch.Tensor) -> torch.Tensor:
-        """Shares of a public integer (party 0 holds it)."""
-        return torch.full_like(like, value) if self.rank == 0 else torch.zeros_like(like)
-
-
-def _conv_pieces(site: TrainableSite, ex: _Exact, pb: PieceBounds) -> _Pieces:
+def _conv_pieces(site: TrainableSite, ex: Exact, pb: PieceBounds) -> _Pieces:
     layer, a, d = site.layer, site.inputs, site.deltas
     b, c = a.size(0), a.size(1)
     p, k = d.size(1), layer.weight.size(-1)
@@ -204,7 +167,7 @@ def _conv_pieces(site: TrainableSite, ex: _Exact, pb: PieceBounds) -> _Pieces:
     bias = ex.reduce(d.share.sum(3).sum(2), value_bits=pb.conv_grad_bits, scale_bits=F, shift=0)  # (b, p)
     count = c * p * k * k + p
     sq = exact.square(g, crypten=ex.crypten).sum(2).sum(0) + exact.square(bias, crypten=ex.crypten).sum(1)
-    total_bits = 2 * pb.conv_grad_bits + _bits(count)
+    total_bits = 2 * pb.conv_grad_bits + bits_for(count)
     sq_norm = ex.reduce_up(sq, value_bits=total_bits, scale_bits=2 * F, shift=F)
     prefix = layer.param_prefix
 
@@ -218,14 +181,14 @@ def _conv_pieces(site: TrainableSite, ex: _Exact, pb: PieceBounds) -> _Pieces:
     return _Pieces(sq_norm, {f"{prefix}.weight": weight, f"{prefix}.bias": bias_sum})
 
 
-def _linear_pieces(site: TrainableSite, ex: _Exact, pb: PieceBounds) -> _Pieces:
+def _linear_pieces(site: TrainableSite, ex: Exact, pb: PieceBounds) -> _Pieces:
     a, d = site.inputs.share, site.deltas.share
     b, n_in, n_out = a.size(0), a.size(1), d.size(1)
     a = ex.reduce(a, value_bits=pb.dense_input_bits, scale_bits=F, shift=0)
     d = ex.reduce(d, value_bits=pb.delta_bits, scale_bits=F, shift=0)
     # ||d||^2 at 2^16 and ||a||^2 + 1 at 2^s_a, both rounded up; their product must stay below 2^62.
-    d_bits = 2 * pb.delta_bits + _bits(n_out)
-    a_bits = 2 * pb.dense_input_bits + _bits(n_in + 1)
+    d_bits = 2 * pb.delta_bits + bits_for(n_out)
+    a_bits = 2 * pb.dense_input_bits + bits_for(n_in + 1)
     s_a = min(F, 61 - (F + d_bits) - a_bits)
     if s_a < 4:
         raise ConfigError(f"dense layer {site.layer.param_prefix} ({n_in} -> {n_out}) is too wide for the exact "
@@ -249,7 +212,7 @@ def _linear_pieces(site: TrainableSite, ex: _Exact, pb: PieceBounds) -> _Pieces:
     return _Pieces(sq_norm, {f"{prefix}.weight": weight, f"{prefix}.bias": bias_sum})
 
 
-def _poly_pieces(site: TrainableSite, ex: _Exact, pb: PieceBounds) -> _Pieces:
+def _poly_pieces(site: TrainableSite, ex: Exact, pb: PieceBounds) -> _Pieces:
     b = site.inputs.size(0)
     x = ex.reduce(site.inputs.share.reshape(b, -1), value_bits=pb.poly_input_bits, scale_bits=F, shift=0)
     d = ex.reduce(site.deltas.share.reshape(b, -1), value_bits=pb.delta_bits, scale_bits=F, shift=0)
@@ -273,7 +236,7 @@ def per_sample_pieces(sites: Sequence[TrainableSite], *, crypten: Any,
     """Steps 1-2: every site's bounded pieces and the summed upper bound n_i (raw, scale 2^16)."""
     if not sites:
         raise ConfigError("the DP step needs at least one trainable layer")
-    ex = _Exact(crypten)
+    ex = Exact(crypten)
     builders = {"conv": _conv_pieces, "linear": _linear_pieces, "poly": _poly_pieces}
     pieces = []
     for site in sites:
@@ -290,59 +253,10 @@ def per_sample_pieces(sites: Sequence[TrainableSite], *, crypten: Any,
 # ------------------------------------------------------------------ steps 3-4: clip factors
 
 
-def approximate_clip_factors(sq_norms: Any, *, params: DPStepParams) -> Any:
-    """Step 3: ``c_i ~ min(1, C' / sqrt(n_i))`` (MPCTensor, approximate; step 4 makes it safe).
-
-    ``u = n / C'^2`` is brought into CrypTen ``inv_sqrt``'s accurate range by one of
-    ``_RANGES`` public scalings (256^k, chosen by comparisons with public thresholds and
-    selected with 0/1 products, so no out-of-range value is ever multiplied), then
-    ``_NEWTON_STEPS`` Newton steps ``r (3 - (u r) r) / 2``. Products are ordered so that no
-    intermediate falls below fixed-point resolution (``u r`` ~ ||g|| / C, never ``r^2``).
-    """
-    u = sq_norms / (params.effective_clip ** 2)
-    scaled, factor = u, u * 0.0 + 1.0  # factor: a fixed-point sharing of 1 (local)
-    for k in range(1, _RANGES):
-        # CrypTen's comparison bits are encoded at scale 1: multiply them only by sharings
-        # (a public fraction times a scale-1 bit would be rounded to an integer).
-        above = u > _RANGE_BASE * _RANGE_STEP ** (k - 1)  # 0/1, monotone in k
-        step_u = u / float(_RANGE_STEP ** k) - u / float(_RANGE_STEP ** (k - 1))
-        step_f = 1.0 / math.sqrt(_RANGE_STEP ** k) - 1.0 / math.sqrt(_RANGE_STEP ** (k - 1))
-        scaled = scaled + above * step_u
-        factor = factor + above * (u * 0.0 + step_f)
-    r = scaled.inv_sqrt() * factor
-    for _ in range(_NEWTON_STEPS):
-        r = r * (3.0 - (u * r) * r) * 0.5
-    c = r - (r - 1.0).relu()  # min(1, r)
-    # One fixed-point unit less, and >= 0: c rounds down rather than up.
-    return (c - 2.0 ** -F).relu()
-
-
-def checked_factors(c: Any, sq_norm_raw: torch.Tensor, *, params: DPStepParams, crypten: Any) -> torch.Tensor:
-    """Step 4: raw shares (scale 2^16) of ``f = c' [c' >= 0] [n < 2^NORM_BITS] [c' up(c' n) < C^2]``.
-
-    ``c'`` is c reduced exactly into (-2, 2); ``up(c' n)`` rounds c' n up to 2^-16, so for
-    ``c' >= 0`` the test implies ``c'^2 n < C^2`` (never ``c'^2`` first: at 2^-16 resolution it
-    would swamp large norms). Every product stays below 2^62 when the tests it feeds pass.
-    """
-    ex = _Exact(crypten)
-    c_red = ex.reduce(c.share, value_bits=1, scale_bits=F, shift=0)  # |c'| < 2, whatever c was
-    cn = exact.mul(c_red, sq_norm_raw, crypten=crypten)  # at 2^32; below 2^62 when n < 2^NORM_BITS
-    cn = ex.reduce_up(cn, value_bits=NORM_BITS + 1, scale_bits=2 * F, shift=F)  # >= c' n
-    prod = exact.mul(c_red, cn, crypten=crypten)  # at 2^32, >= c'^2 n for c' >= 0
-    limit = ex.const((1 << (NORM_BITS + F)) - 1, sq_norm_raw) - sq_norm_raw  # >= 0  <=>  n < 2^NORM_BITS
-    c_sq = ex.const(int(math.floor(params.max_grad_norm ** 2 * 2.0 ** (2 * F))), prod) - prod  # > 0 <=> below C^2
-    MPCTensor = crypten.mpc.MPCTensor
-    tests = crypten.stack([MPCTensor.from_shares(limit, precision=0), MPCTensor.from_shares(c_sq - 1, precision=0)])
-    passed = ge_zero(tests, crypten=crypten, bits=62)  # both |X| < 2^62 whenever the result matters
-    nonneg = ge_zero(MPCTensor.from_shares(c_red, precision=0), crypten=crypten, bits=F + 1)
-    ok = exact.mul(exact.mul(passed.share[0], passed.share[1], crypten=crypten), nonneg.share, crypten=crypten)
-    return exact.mul(c_red, ok, crypten=crypten)
-
-
 def clip_factors(sq_norms: Any, *, params: DPStepParams, crypten: Any) -> Any:
     """Steps 3-4 for an ``MPCTensor`` of squared norms (scale 2^16): the checked factors ``f``."""
-    c = approximate_clip_factors(sq_norms, params=params)
-    f = checked_factors(c, sq_norms.share, params=params, crypten=crypten)
+    c = approximate_clip_factors(sq_norms, bound=params.max_grad_norm)
+    f = checked_factors(c, sq_norms.share, bound=params.max_grad_norm, crypten=crypten)
     return crypten.mpc.MPCTensor.from_shares(f, precision=F)
 
 
@@ -368,8 +282,8 @@ def noised_gradient_sums(sites: Sequence[TrainableSite], *, params: DPStepParams
     sq_norm, pieces = per_sample_pieces(sites, crypten=crypten, bounds=bounds)
     MPCTensor = crypten.mpc.MPCTensor
     n = MPCTensor.from_shares(sq_norm, precision=F)
-    c = approximate_clip_factors(n, params=params)
-    f = checked_factors(c, sq_norm, params=params, crypten=crypten)
+    c = approximate_clip_factors(n, bound=params.max_grad_norm)
+    f = checked_factors(c, sq_norm, bound=params.max_grad_norm, crypten=crypten)
     opened = {}
     for piece in pieces:
         for name, summer in piece.summers.items():

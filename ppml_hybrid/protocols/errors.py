@@ -19,3 +19,11 @@ class ConversionParamsError(ConversionError, ConfigError):
 
 class ChainError(ConversionError):
     """A message of the SS->HE XOR chain is missing, malformed or does not fit the run."""
+
+
+class MaskWidthError(ConversionError):
+    """A tensor's public value bound (from the current weights) needs a mask wider than K allows."""
+
+
+class BatchCapacityError(ConversionError):
+    """A step's batch does not fit the HE slot layout fixed for the run."""

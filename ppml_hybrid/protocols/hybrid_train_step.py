@@ -4,14 +4,19 @@ Steps (design section 5):
 
 1. each party Poisson-samples its own rows (``os.urandom``) and secret-shares images and
    one-hot labels; only the row counts are public;
-2. MPC forward through blocks 1..s (public weights);
+2. MPC forward through blocks 1..s (public weights); each sample's split activations are
+   clipped to L2 norm ``he.split_norm_bound`` exactly (:mod:`exact_clip`), which bounds every
+   value E computes (:mod:`value_bounds`: the public bound V of each tensor sets its HE->SS
+   mask width 2^(V+H));
 3. SS->HE of the split activations (:mod:`ss_to_he`): every party sends its ``Enc(u_j/2^f)``
    to the last party, which also ends the XOR chain, combines (public material only) and, as
    this step's driver, hands ``Enc(a)`` to E with the HE blocks' public weights;
 4. E runs blocks s+1..L forward and keeps every hidden tensor;
-5. HE->SS of the logits: all parties announce the round to K, the driver asks E to mask, each
-   party receives its shares from K and E (:mod:`he_to_ss`), straight into the MPC;
-6. ``delta_z = softmax(z) - y`` in MPC; 7. SS->HE of ``delta_z``; E runs backward; HE->SS of
+5. HE->SS of the logits: all parties announce the round (with its bound V) to K, the driver
+   asks E to mask, each party receives its shares from K and E (:mod:`he_to_ss`), straight
+   into the MPC;
+6. ``delta_z = softmax(z) - y`` in MPC; 7. SS->HE of ``delta_z`` (clamped to
+   ``|delta_z| < 2^he.delta_clamp_bits``); E runs backward; HE->SS of
    ``delta_a`` and of the hidden HE tensors the DP step needs (inputs and output deltas of
    every HE linear map, pre-activations and output deltas of every trainable polynomial);
 8. MPC backward through blocks s..1 from ``delta_a``;
@@ -42,11 +47,15 @@ from ppml_hybrid.config import ModelConfig
 from ppml_hybrid.he_stage.keys import PublicMaterial, load_public_material, serialize_ciphertext
 from ppml_hybrid.model.spec import block_shapes
 from ppml_hybrid.protocols.dp_step import DPStepParams, TrainableSite, open_gradient_sums, trainable_sites
+from ppml_hybrid.protocols.errors import BatchCapacityError, MaskWidthError
+from ppml_hybrid.protocols.exact_clip import clip_rows, clipped_row_norm_bound
 from ppml_hybrid.protocols.he_to_ss import share_to_mpc
 from ppml_hybrid.protocols.messages import EncryptedShare
-from ppml_hybrid.protocols.mpc_train_step import PartyRows, StageClock, StepOutput, share_own_sample
+from ppml_hybrid.protocols.dp_step import noise_only_sums
+from ppml_hybrid.protocols.mpc_train_step import PartyRows, StageClock, StepOutput, share_own_sample, trainable_shapes
 from ppml_hybrid.protocols.params import ConversionParams
 from ppml_hybrid.protocols.ss_to_he import combine, ss_to_he_party
+from ppml_hybrid.protocols.value_bounds import he_value_bounds, value_bits_for
 from ppml_hybrid.rpc.messages import RoundRef
 from ppml_hybrid.rpc.tls import Credential
 from ppml_hybrid.smpc_stage import layers as L
@@ -87,25 +96,48 @@ class HybridTrainStep:
     endpoints: ServiceEndpoints
     step_id: int
     first_round: int
+    hiding_bits: int  # H: the run's statistical hiding bits per masked slot (K's attested policy)
+    max_mask_bits: int
+    split_norm_bound: float
+    delta_conversion: ConversionParams  # SS->HE of delta_z, with its own (tighter) clamp
 
     def rounds_per_step(self) -> int:
         return len(self._he_tensors()) + 1  # + the logits
 
     def _he_tensors(self) -> List[str]:
-        """HE tensors (besides the logits) the MPC needs after backward, in round order."""
-        names = ["delta_input"]
-        n = len(self.model.blocks)
-        for j in range(self.split_layer + 1, n):
-            names += [f"act.{j}", f"delta_pre.{j}"]
-            if self.model.blocks[j - 1].activation == "poly" and self.model.poly.trainable:
-                names += [f"pre.{j}", f"delta_post.{j}"]
-        return names
+        return he_tensor_names(self.model, self.split_layer)
+
+    def value_bits(self) -> Dict[str, int]:
+        """The public bound V (|v| < 2^V) of every tensor HE->SS returns this step, from the weights.
+
+        Raises :class:`MaskWidthError` before anything is announced if a mask 2^(V+H) would exceed
+        ``he.max_mask_bits``.
+        """
+        shapes = block_shapes(self.model, self.image_size)
+        width = int(torch.tensor(shapes[self.split_layer - 1].out_shape).prod())
+        norm = clipped_row_norm_bound(bound=self.split_norm_bound, width=width, parties=self.conversion.parties)
+        bounds = he_value_bounds(model=self.model, state_dict=self.state_dict, split_layer=self.split_layer,
+                                 image_size=self.image_size, input_elem_bound=min(self.conversion.clamp_bound, norm),
+                                 input_norm_bound=norm, delta_bound=self.delta_conversion.clamp_bound)
+        out = {}
+        for name in ["logits"] + self._he_tensors():
+            v = value_bits_for(bounds.bounds[name])
+            if v + self.hiding_bits > self.max_mask_bits:
+                raise MaskWidthError(
+                    f"the public bound on |{name}| from the current weights is 2^{v}: with {self.hiding_bits} bits "
+                    f"of hiding its HE->SS mask would need 2^{v + self.hiding_bits}, above he.max_mask_bits="
+                    f"{self.max_mask_bits}. Lower he.split_norm_bound (now {self.split_norm_bound}) or the "
+                    "learning rate (weights that large also mean a diverging run)"
+                )
+            out[name] = v
+        return out
 
     def __call__(self, ctx: Any, inputs: HybridPartyInputs) -> StepOutput:
         torch.set_num_threads(1)
         crypten = ctx.crypten
         start, before = time.perf_counter(), ctx.transport.snapshot()
         clock = StageClock(ctx.transport)
+        value_bits = self.value_bits()
         keys, conv_client, driver = self._session_objects(ctx, inputs)
         is_driver = driver is not None
         clock.lap("load_public_material")
@@ -113,20 +145,26 @@ class HybridTrainStep:
         # 1. sample and share
         x, y, batch = share_own_sample(ctx, inputs.rows, sample_rate=self.sample_rate,
                                        num_classes=self.model.num_classes)
-        if batch == 0 or batch > self.batch_capacity:
-            raise RuntimeError(f"Poisson batch of {batch} rows is outside 1..{self.batch_capacity} (the HE layout's "
-                               "capacity); raise train.batch_size headroom or retry the step")
+        if batch > self.batch_capacity:
+            raise BatchCapacityError(f"a batch of {batch} rows exceeds the HE layout's capacity {self.batch_capacity} "
+                                     "(fixed for the run far above the expected batch); the step cannot run")
+        if batch == 0:  # an empty Poisson batch still releases a (noise-only) step, as the accountant assumes
+            sums = noise_only_sums(trainable_shapes(self.model, self.state_dict), params=self.dp, crypten=crypten)
+            clock.lap("dp_step")
+            return StepOutput(noised_sums=sums, batch_size=0, seconds=time.perf_counter() - start,
+                              traffic=ctx.transport.snapshot() - before, stages=clock.stages())
         clock.lap("share_inputs")
 
         # 2. MPC forward
         stage = MPCBlocks.build(model=self.model, state_dict=self.state_dict, image_size=self.image_size,
                                 stop=self.split_layer)
         trace = stage.forward(x, crypten=crypten, transport=ctx.transport)
-        a = trace.output.reshape(batch, -1)
+        a = clip_rows(trace.output.reshape(batch, -1), bound=self.split_norm_bound,
+                      elem_bits=self.conversion.integer_bits, crypten=crypten)
         clock.lap("mpc_forward")
 
-        # 3-4. SS->HE of a, E forward
-        enc_a = self._to_he(ctx, a, keys)
+        # 3-4. SS->HE of a (already bounded exactly: no clamp), E forward
+        enc_a = self._to_he(ctx, a, keys, params=self.conversion, bounded=True)
         clock.lap("ss_to_he")
         he_state = {k: v for k, v in self.state_dict.items() if int(k.split(".")[1]) >= self.split_layer}
         if is_driver:
@@ -139,14 +177,15 @@ class HybridTrainStep:
         round_id = self.first_round
 
         # 5-6. logits back into the MPC, delta_z
-        z = self._from_he(ctx, conv_client, driver, "logits", round_id, (batch, self.model.num_classes))
+        z = self._from_he(ctx, conv_client, driver, "logits", round_id, (batch, self.model.num_classes),
+                          value_bits["logits"])
         round_id += 1
         clock.lap("he_to_ss")
         delta_z = z.softmax(1) - y
         clock.lap("mpc_softmax")
 
         # 7. SS->HE of delta_z, E backward, HE tensors back into the MPC
-        enc_dz = self._to_he(ctx, delta_z, keys)
+        enc_dz = self._to_he(ctx, delta_z, keys, params=self.delta_conversion)
         clock.lap("ss_to_he")
         if is_driver:
             driver.backward(step_id=self.step_id, delta_logits=enc_dz, n_features=self.model.num_classes)
@@ -155,7 +194,8 @@ class HybridTrainStep:
         shapes = block_shapes(self.model, self.image_size)
         he: Dict[str, Any] = {}
         for name in self._he_tensors():
-            he[name] = self._from_he(ctx, conv_client, driver, name, round_id, (batch, self._features(name, shapes)))
+            he[name] = self._from_he(ctx, conv_client, driver, name, round_id, (batch, self._features(name, shapes)),
+                                     value_bits[name])
             round_id += 1
         if is_driver:
             driver.release_step(step_id=self.step_id)
@@ -200,9 +240,10 @@ class HybridTrainStep:
 
     # ------------------------------------------------------------------ conversions
 
-    def _to_he(self, ctx: Any, x: Any, keys: Any) -> Optional[Tuple[bytes, ...]]:
+    def _to_he(self, ctx: Any, x: Any, keys: Any, *, params: ConversionParams,
+               bounded: bool = False) -> Optional[Tuple[bytes, ...]]:
         """SS->HE; every party's Enc(u_j) goes to the last party, which combines (public data only)."""
-        contribution, _, _ = ss_to_he_party(ctx=ctx, x=x, keys=keys, params=self.conversion)
+        contribution, _, _ = ss_to_he_party(ctx=ctx, x=x, keys=keys, params=params, bounded=bounded)
         comm = ctx.crypten.comm.get()
         last = ctx.parties - 1
         if ctx.rank != last:
@@ -213,12 +254,13 @@ class HybridTrainStep:
             party, cts = comm.recv_obj(src)
             shares.append(EncryptedShare(party=int(party), cts=tuple(cts)))
         enc = combine(cc=keys.cc, layout=keys.layout, shares=shares, chain=contribution.chain,
-                      params=self.conversion, shape=contribution.shape)
+                      params=params, shape=contribution.shape)
         return tuple(serialize_ciphertext(c) for c in enc.cts)
 
-    def _from_he(self, ctx: Any, client: Any, driver: Any, name: str, round_id: int, shape: Tuple[int, int]) -> Any:
-        """HE->SS of E's tensor ``name``: announce, (driver) mask, receive, wrap as shares."""
-        rnd = RoundRef(round_id=round_id, kind=name, shape=shape)
+    def _from_he(self, ctx: Any, client: Any, driver: Any, name: str, round_id: int, shape: Tuple[int, int],
+                 value_bits: int) -> Any:
+        """HE->SS of E's tensor ``name``: announce (with its public bound), (driver) mask, receive."""
+        rnd = RoundRef(round_id=round_id, kind=name, shape=shape, value_bits=value_bits)
         client.announce(round=rnd)
         ctx.transport.record_service_call(sent=0, received=0)
         ctx.crypten.cryptensor(torch.zeros(1), src=0).get_plain_text()  # barrier: every party announced
@@ -231,14 +273,7 @@ class HybridTrainStep:
         return share_to_mpc(crypten=ctx.crypten, share=share)
 
     def _features(self, name: str, shapes: Any) -> int:
-        if name == "delta_input":
-            return int(torch.tensor(shapes[self.split_layer - 1].out_shape).prod())
-        kind, j = name.split(".")
-        shape = shapes[int(j) - 1]
-        if kind == "act":
-            return int(torch.tensor(shape.out_shape).prod())
-        # pre.j, delta_pre.j, delta_post.j: before pooling
-        return int(torch.tensor(_pre_shape(self.model.blocks[int(j) - 1], shape.in_shape)).prod())
+        return he_tensor_features(self.model, self.split_layer, name, shapes)
 
     # ------------------------------------------------------------------ DP sites of the HE blocks
 
@@ -278,3 +313,35 @@ def _pre_shape(block: Any, in_shape: Tuple[int, ...]) -> Tuple[int, ...]:
     _, h, w = in_shape
     k, p, st = block.kernel_size, block.padding, block.stride
     return (block.out, (h + 2 * p - k) // st + 1, (w + 2 * p - k) // st + 1)
+
+
+def he_tensor_names(model: ModelConfig, split_layer: int) -> List[str]:
+    """HE tensors (besides the logits) the MPC needs after backward, in round order."""
+    names = ["delta_input"]
+    n = len(model.blocks)
+    for j in range(split_layer + 1, n):
+        names += [f"act.{j}", f"delta_pre.{j}"]
+        if model.blocks[j - 1].activation == "poly" and model.poly.trainable:
+            names += [f"pre.{j}", f"delta_post.{j}"]
+    return names
+
+
+def he_tensor_features(model: ModelConfig, split_layer: int, name: str, shapes: Any) -> int:
+    """Features per sample of HE tensor ``name`` (``shapes``: :func:`block_shapes`)."""
+    if name == "logits":
+        return model.num_classes
+    if name == "delta_input":
+        return int(torch.tensor(shapes[split_layer - 1].out_shape).prod())
+    kind, j = name.split(".")
+    shape = shapes[int(j) - 1]
+    if kind == "act":
+        return int(torch.tensor(shape.out_shape).prod())
+    # pre.j, delta_pre.j, delta_post.j: before pooling
+    return int(torch.tensor(_pre_shape(model.blocks[int(j) - 1], shape.in_shape)).prod())
+
+
+def masked_slots_per_step(*, model: ModelConfig, split_layer: int, image_size: int, layout: Any) -> int:
+    """Slots K decrypts per step (every slot of every ciphertext of every HE->SS round)."""
+    shapes = block_shapes(model, image_size)
+    names = ["logits"] + he_tensor_names(model, split_layer)
+    return sum(layout.num_ciphertexts(he_tensor_features(model, split_layer, n, shapes)) for n in names) * layout.slots

@@ -69,8 +69,8 @@ def chain_step(*, cc: Any, public_key: Any, layout: SlotLayout, rank: int, bits:
     return ChainMessage(sender=rank, bits=out)
 
 
-def ss_to_he_party(*, ctx: Any, x: Any, keys: Any, params: ConversionParams,
-                   transcript: bool = False) -> Tuple[PartyContribution, Optional[ChainTranscript], CarryShares]:
+def ss_to_he_party(*, ctx: Any, x: Any, keys: Any, params: ConversionParams, transcript: bool = False,
+                   bounded: bool = False) -> Tuple[PartyContribution, Optional[ChainTranscript], CarryShares]:
     """Steps 1-3 at one party, in a CrypTen party process (``ctx``: :class:`PartyContext`).
 
     ``x`` is a (batch, features) MPCTensor; ``keys`` the party's
@@ -78,13 +78,14 @@ def ss_to_he_party(*, ctx: Any, x: Any, keys: Any, params: ConversionParams,
     messages travel party to party over the MPC's communicator. Returns this party's
     contribution for E (the last party's includes the chain message), the chain transcript when
     ``transcript`` (tests), and the local carry shares (callers must not reveal them).
+    ``bounded``: x is already within the clamp bound exactly (the clamp comparisons are skipped).
     """
     params.check_context(multiplicative_depth=keys.params.multiplicative_depth, scale_bits=keys.params.scale_bits)
     if params.parties != ctx.parties:
         raise ChainError(f"the conversion was set up for {params.parties} parties but the MPC has {ctx.parties}")
     if len(tuple(x.size())) != 2:
         raise ChainError(f"SS->HE converts (batch, features) tensors; got shape {tuple(x.size())}: flatten first")
-    cs = carry_shares(crypten=ctx.crypten, rank=ctx.rank, parties=ctx.parties, x=x, params=params)
+    cs = carry_shares(crypten=ctx.crypten, rank=ctx.rank, parties=ctx.parties, x=x, params=params, bounded=bounded)
     share = encrypt_share(cc=keys.cc, public_key=keys.public_key, layout=keys.layout, u=cs.u.numpy(),
                           params=params, party=ctx.rank)
     comm = ctx.crypten.comm.get()

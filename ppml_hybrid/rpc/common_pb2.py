@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cppml_hybrid/rpc/common.proto\x12\x0fppml_hybrid.rpc\"9\n\x08RoundRef\x12\x10\n\x08round_id\x18\x01 \x01(\x04\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"*\n\x0bInt64Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\":\n\rFloat64Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"d\n\x0bShareTensor\x12(\n\x05round\x18\x01 \x01(\x0b\x32\x19.ppml_hybrid.rpc.RoundRef\x12+\n\x05share\x18\x02 \x01(\x0b\x32\x1c.ppml_hybrid.rpc.Int64Tensor\"%\n\x11\x46\x65tchShareRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cppml_hybrid/rpc/common.proto\x12\x0fppml_hybrid.rpc\"M\n\x08RoundRef\x12\x10\n\x08round_id\x18\x01 \x01(\x04\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x12\n\nvalue_bits\x18\x04 \x01(\r\"*\n\x0bInt64Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\":\n\rFloat64Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"d\n\x0bShareTensor\x12(\n\x05round\x18\x01 \x01(\x0b\x32\x19.ppml_hybrid.rpc.RoundRef\x12+\n\x05share\x18\x02 \x01(\x0b\x32\x1c.ppml_hybrid.rpc.Int64Tensor\"%\n\x11\x46\x65tchShareRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,13 +32,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ppml_hybrid.rpc.common_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ROUNDREF']._serialized_start=49
-  _globals['_ROUNDREF']._serialized_end=106
-  _globals['_INT64TENSOR']._serialized_start=108
-  _globals['_INT64TENSOR']._serialized_end=150
-  _globals['_FLOAT64TENSOR']._serialized_start=152
-  _globals['_FLOAT64TENSOR']._serialized_end=210
-  _globals['_SHARETENSOR']._serialized_start=212
-  _globals['_SHARETENSOR']._serialized_end=312
-  _globals['_FETCHSHAREREQUEST']._serialized_start=314
-  _globals['_FETCHSHAREREQUEST']._serialized_end=351
+  _globals['_ROUNDREF']._serialized_end=126
+  _globals['_INT64TENSOR']._serialized_start=128
+  _globals['_INT64TENSOR']._serialized_end=170
+  _globals['_FLOAT64TENSOR']._serialized_start=172
+  _globals['_FLOAT64TENSOR']._serialized_end=230
+  _globals['_SHARETENSOR']._serialized_start=232
+  _globals['_SHARETENSOR']._serialized_end=332
+  _globals['_FETCHSHAREREQUEST']._serialized_start=334
+  _globals['_FETCHSHAREREQUEST']._serialized_end=371
 # @@protoc_insertion_point(module_scope)

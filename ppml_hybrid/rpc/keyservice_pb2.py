@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ppml_hybrid.rpc import common_pb2 as ppml__hybrid_dot_rpc_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ppml_hybrid/rpc/keyservice.proto\x12\x0fppml_hybrid.rpc\x1a\x1cppml_hybrid/rpc/common.proto\"\x1e\n\rAttestRequest\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"\x9b\x01\n\x13\x41ttestationDocument\x12\x13\n\x0b\x64\x65velopment\x18\x01 \x01(\x08\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x1e\n\x16public_material_sha256\x18\x03 \x01(\t\x12\x1e\n\x16tls_certificate_sha256\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t\x12\x12\n\ncose_sign1\x18\x06 \x01(\x0c\"\x17\n\x15PublicMaterialRequest\"\x87\x01\n\x0b\x44\x65pthPlanPb\x12\x19\n\x11\x63onversion_levels\x18\x01 \x01(\x05\x12\x16\n\x0e\x63ompute_levels\x18\x02 \x01(\x05\x12\x14\n\x0cspare_levels\x18\x03 \x01(\x05\x12\x16\n\x0e\x66orward_levels\x18\x04 \x01(\x05\x12\x17\n\x0f\x62\x61\x63kward_levels\x18\x05 \x01(\x05\"\xd4\x01\n\x0c\x43KKSParamsPb\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0esecurity_level\x18\x02 \x01(\t\x12\x10\n\x08ring_dim\x18\x03 \x01(\x03\x12\x12\n\nscale_bits\x18\x04 \x01(\x05\x12\x16\n\x0e\x66irst_mod_bits\x18\x05 \x01(\x05\x12\x1c\n\x14multiplicative_depth\x18\x06 \x01(\x05\x12\x30\n\ndepth_plan\x18\x07 \x01(\x0b\x32\x1c.ppml_hybrid.rpc.DepthPlanPb\x12\x10\n\x08insecure\x18\x08 \x01(\x08\"<\n\x0cSlotLayoutPb\x12\r\n\x05slots\x18\x01 \x01(\x03\x12\r\n\x05\x62lock\x18\x02 \x01(\x03\x12\x0e\n\x06groups\x18\x03 \x01(\x03\"\xd2\x02\n\x14PublicMaterialHeader\x12-\n\x06params\x18\x01 \x01(\x0b\x32\x1d.ppml_hybrid.rpc.CKKSParamsPb\x12-\n\x06layout\x18\x02 \x01(\x0b\x32\x1d.ppml_hybrid.rpc.SlotLayoutPb\x12\x18\n\x10rotation_indices\x18\x03 \x03(\x03\x12H\n\nblob_sizes\x18\x04 \x03(\x0b\x32\x34.ppml_hybrid.rpc.PublicMaterialHeader.BlobSizesEntry\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x11\n\tmask_bits\x18\x06 \x01(\x05\x12\x12\n\nvalue_bits\x18\x07 \x01(\x05\x12\x0f\n\x07parties\x18\x08 \x01(\x05\x1a\x30\n\x0e\x42lobSizesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"(\n\tBlobChunk\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x82\x01\n\x13PublicMaterialChunk\x12\x37\n\x06header\x18\x01 \x01(\x0b\x32%.ppml_hybrid.rpc.PublicMaterialHeaderH\x00\x12*\n\x04\x62lob\x18\x02 \x01(\x0b\x32\x1a.ppml_hybrid.rpc.BlobChunkH\x00\x42\x06\n\x04part\"_\n\x0f\x41nnounceReceipt\x12(\n\x05round\x18\x01 \x01(\x0b\x32\x19.ppml_hybrid.rpc.RoundRef\x12\x11\n\tannounced\x18\x02 \x01(\x05\x12\x0f\n\x07parties\x18\x03 \x01(\x05\"W\n\x0bSubmitChunk\x12*\n\x05round\x18\x01 \x01(\x0b\x32\x19.ppml_hybrid.rpc.RoundRefH\x00\x12\x14\n\nciphertext\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"6\n\rSubmitReceipt\x12\x10\n\x08round_id\x18\x01 \x01(\x04\x12\x13\n\x0b\x63iphertexts\x18\x02 \x01(\x05\x32\xad\x03\n\nKeyService\x12N\n\x06\x41ttest\x12\x1e.ppml_hybrid.rpc.AttestRequest\x1a$.ppml_hybrid.rpc.AttestationDocument\x12\x63\n\x11GetPublicMaterial\x12&.ppml_hybrid.rpc.PublicMaterialRequest\x1a$.ppml_hybrid.rpc.PublicMaterialChunk0\x01\x12G\n\x08\x41nnounce\x12\x19.ppml_hybrid.rpc.RoundRef\x1a .ppml_hybrid.rpc.AnnounceReceipt\x12Q\n\x0f\x44\x65\x63ryptAndShare\x12\x1c.ppml_hybrid.rpc.SubmitChunk\x1a\x1e.ppml_hybrid.rpc.SubmitReceipt(\x01\x12N\n\nFetchShare\x12\".ppml_hybrid.rpc.FetchShareRequest\x1a\x1c.ppml_hybrid.rpc.ShareTensorb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ppml_hybrid/rpc/keyservice.proto\x12\x0fppml_hybrid.rpc\x1a\x1cppml_hybrid/rpc/common.proto\"\x1e\n\rAttestRequest\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"\x9b\x01\n\x13\x41ttestationDocument\x12\x13\n\x0b\x64\x65velopment\x18\x01 \x01(\x08\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x1e\n\x16public_material_sha256\x18\x03 \x01(\t\x12\x1e\n\x16tls_certificate_sha256\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t\x12\x12\n\ncose_sign1\x18\x06 \x01(\x0c\"\x17\n\x15PublicMaterialRequest\"\x87\x01\n\x0b\x44\x65pthPlanPb\x12\x19\n\x11\x63onversion_levels\x18\x01 \x01(\x05\x12\x16\n\x0e\x63ompute_levels\x18\x02 \x01(\x05\x12\x14\n\x0cspare_levels\x18\x03 \x01(\x05\x12\x16\n\x0e\x66orward_levels\x18\x04 \x01(\x05\x12\x17\n\x0f\x62\x61\x63kward_levels\x18\x05 \x01(\x05\"\xd4\x01\n\x0c\x43KKSParamsPb\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0esecurity_level\x18\x02 \x01(\t\x12\x10\n\x08ring_dim\x18\x03 \x01(\x03\x12\x12\n\nscale_bits\x18\x04 \x01(\x05\x12\x16\n\x0e\x66irst_mod_bits\x18\x05 \x01(\x05\x12\x1c\n\x14multiplicative_depth\x18\x06 \x01(\x05\x12\x30\n\ndepth_plan\x18\x07 \x01(\x0b\x32\x1c.ppml_hybrid.rpc.DepthPlanPb\x12\x10\n\x08insecure\x18\x08 \x01(\x08\"<\n\x0cSlotLayoutPb\x12\r\n\x05slots\x18\x01 \x01(\x03\x12\r\n\x05\x62lock\x18\x02 \x01(\x03\x12\x0e\n\x06groups\x18\x03 \x01(\x03\"\xd7\x02\n\x14PublicMaterialHeader\x12-\n\x06params\x18\x01 \x01(\x0b\x32\x1d.ppml_hybrid.rpc.CKKSParamsPb\x12-\n\x06layout\x18\x02 \x01(\x0b\x32\x1d.ppml_hybrid.rpc.SlotLayoutPb\x12\x18\n\x10rotation_indices\x18\x03 \x03(\x03\x12H\n\nblob_sizes\x18\x04 \x03(\x0b\x32\x34.ppml_hybrid.rpc.PublicMaterialHeader.BlobSizesEntry\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x13\n\x0bhiding_bits\x18\x06 \x01(\x05\x12\x15\n\rmax_mask_bits\x18\x07 \x01(\x05\x12\x0f\n\x07parties\x18\x08 \x01(\x05\x1a\x30\n\x0e\x42lobSizesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"(\n\tBlobChunk\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x82\x01\n\x13PublicMaterialChunk\x12\x37\n\x06header\x18\x01 \x01(\x0b\x32%.ppml_hybrid.rpc.PublicMaterialHeaderH\x00\x12*\n\x04\x62lob\x18\x02 \x01(\x0b\x32\x1a.ppml_hybrid.rpc.BlobChunkH\x00\x42\x06\n\x04part\"_\n\x0f\x41nnounceReceipt\x12(\n\x05round\x18\x01 \x01(\x0b\x32\x19.ppml_hybrid.rpc.RoundRef\x12\x11\n\tannounced\x18\x02 \x01(\x05\x12\x0f\n\x07parties\x18\x03 \x01(\x05\"W\n\x0bSubmitChunk\x12*\n\x05round\x18\x01 \x01(\x0b\x32\x19.ppml_hybrid.rpc.RoundRefH\x00\x12\x14\n\nciphertext\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"6\n\rSubmitReceipt\x12\x10\n\x08round_id\x18\x01 \x01(\x04\x12\x13\n\x0b\x63iphertexts\x18\x02 \x01(\x05\x32\xad\x03\n\nKeyService\x12N\n\x06\x41ttest\x12\x1e.ppml_hybrid.rpc.AttestRequest\x1a$.ppml_hybrid.rpc.AttestationDocument\x12\x63\n\x11GetPublicMaterial\x12&.ppml_hybrid.rpc.PublicMaterialRequest\x1a$.ppml_hybrid.rpc.PublicMaterialChunk0\x01\x12G\n\x08\x41nnounce\x12\x19.ppml_hybrid.rpc.RoundRef\x1a .ppml_hybrid.rpc.AnnounceReceipt\x12Q\n\x0f\x44\x65\x63ryptAndShare\x12\x1c.ppml_hybrid.rpc.SubmitChunk\x1a\x1e.ppml_hybrid.rpc.SubmitReceipt(\x01\x12N\n\nFetchShare\x12\".ppml_hybrid.rpc.FetchShareRequest\x1a\x1c.ppml_hybrid.rpc.ShareTensorb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,19 +47,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SLOTLAYOUTPB']._serialized_start=651
   _globals['_SLOTLAYOUTPB']._serialized_end=711
   _globals['_PUBLICMATERIALHEADER']._serialized_start=714
-  _globals['_PUBLICMATERIALHEADER']._serialized_end=1052
-  _globals['_PUBLICMATERIALHEADER_BLOBSIZESENTRY']._serialized_start=1004
-  _globals['_PUBLICMATERIALHEADER_BLOBSIZESENTRY']._serialized_end=1052
-  _globals['_BLOBCHUNK']._serialized_start=1054
-  _globals['_BLOBCHUNK']._serialized_end=1094
-  _globals['_PUBLICMATERIALCHUNK']._serialized_start=1097
-  _globals['_PUBLICMATERIALCHUNK']._serialized_end=1227
-  _globals['_ANNOUNCERECEIPT']._serialized_start=1229
-  _globals['_ANNOUNCERECEIPT']._serialized_end=1324
-  _globals['_SUBMITCHUNK']._serialized_start=1326
-  _globals['_SUBMITCHUNK']._serialized_end=1413
-  _globals['_SUBMITRECEIPT']._serialized_start=1415
-  _globals['_SUBMITRECEIPT']._serialized_end=1469
-  _globals['_KEYSERVICE']._serialized_start=1472
-  _globals['_KEYSERVICE']._serialized_end=1901
+  _globals['_PUBLICMATERIALHEADER']._serialized_end=1057
+  _globals['_PUBLICMATERIALHEADER_BLOBSIZESENTRY']._serialized_start=1009
+  _globals['_PUBLICMATERIALHEADER_BLOBSIZESENTRY']._serialized_end=1057
+  _globals['_BLOBCHUNK']._serialized_start=1059
+  _globals['_BLOBCHUNK']._serialized_end=1099
+  _globals['_PUBLICMATERIALCHUNK']._serialized_start=1102
+  _globals['_PUBLICMATERIALCHUNK']._serialized_end=1232
+  _globals['_ANNOUNCERECEIPT']._serialized_start=1234
+  _globals['_ANNOUNCERECEIPT']._serialized_end=1329
+  _globals['_SUBMITCHUNK']._serialized_start=1331
+  _globals['_SUBMITCHUNK']._serialized_end=1418
+  _globals['_SUBMITRECEIPT']._serialized_start=1420
+  _globals['_SUBMITRECEIPT']._serialized_end=1474
+  _globals['_KEYSERVICE']._serialized_start=1477
+  _globals['_KEYSERVICE']._serialized_end=1906
 # @@protoc_insertion_point(module_scope)

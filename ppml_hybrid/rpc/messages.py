@@ -13,15 +13,18 @@ from ppml_hybrid.rpc.errors import InvalidArgumentError
 
 _KIND = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_FEATURES = 1 << 20
+MAX_VALUE_BITS = 40
 
 
 @dataclass(frozen=True)
 class RoundRef:
-    """One HE->SS round: ``shape`` is ``(batch, features)`` of the values it converts."""
+    """One HE->SS round: ``shape`` is ``(batch, features)`` of the values it converts, and every
+    value v satisfies the public bound ``|v| < 2^value_bits`` (it sets the mask width)."""
 
     round_id: int
     kind: str
     shape: Tuple[int, int]
+    value_bits: int
 
     def __post_init__(self) -> None:
         if not isinstance(self.round_id, int) or self.round_id < 0:
@@ -32,6 +35,9 @@ class RoundRef:
         if len(shape) != 2 or not all(isinstance(d, int) and d >= 1 for d in shape) or shape[1] > MAX_FEATURES:
             raise InvalidArgumentError(f"round shape must be (batch, features), positive, features <= {MAX_FEATURES}; got {shape}")
         object.__setattr__(self, "shape", shape)
+        if not isinstance(self.value_bits, int) or not 0 <= self.value_bits <= MAX_VALUE_BITS:
+            raise InvalidArgumentError(f"round value_bits must be an integer in [0, {MAX_VALUE_BITS}]; "
+                                       f"got {self.value_bits!r}")
 
     @property
     def batch(self) -> int:
@@ -42,11 +48,13 @@ class RoundRef:
         return self.shape[1]
 
     def to_pb(self) -> common_pb2.RoundRef:
-        return common_pb2.RoundRef(round_id=self.round_id, kind=self.kind, shape=list(self.shape))
+        return common_pb2.RoundRef(round_id=self.round_id, kind=self.kind, shape=list(self.shape),
+                                   value_bits=self.value_bits)
 
     @classmethod
     def from_pb(cls, pb: common_pb2.RoundRef) -> "RoundRef":
-        return cls(round_id=int(pb.round_id), kind=str(pb.kind), shape=tuple(int(d) for d in pb.shape))
+        return cls(round_id=int(pb.round_id), kind=str(pb.kind), shape=tuple(int(d) for d in pb.shape),
+                   value_bits=int(pb.value_bits))
 
 
 def int64_to_pb(a: np.ndarray) -> common_pb2.Int64Tensor:

@@ -146,15 +146,27 @@ def train_secure(cfg: RunConfig, splits: DataSplits, *, networks: Sequence[Any] 
 
     with contextlib.ExitStack() as stack:
         make_program, party_inputs = step_factory(cfg, stack, rows=rows, dp=dp, sample_rate=sample_rate,
-                                                  expected_batch=sample_rate * n)
+                                                  expected_batch=sample_rate * n, total_steps=total_steps)
         log.info("starting %d party processes and the dealer ...", cfg.smpc.parties)
         session = stack.enter_context(PartySession(smpc=cfg.smpc, party_inputs=party_inputs))
         return _loop(cfg, splits, model, optimizer, schedule, accountant, make_program, session,
                      sigma=sigma, plan=plan, networks=networks)
 
 
+def _resolve_hiding(run: Any, *, total_steps: int) -> Any:
+    """``he.mask_hiding_bits`` for this run: the config's, or derived from every slot K will decrypt."""
+    from ppml_hybrid.he_stage.context import build_context
+    from ppml_hybrid.he_stage.runspec import run_layout, run_params, with_hiding_bits
+    from ppml_hybrid.protocols.hybrid_train_step import masked_slots_per_step
+
+    slots = build_context(params=run_params(spec=run)).info.slots
+    per_step = masked_slots_per_step(model=run.model, split_layer=run.split_layer, image_size=run.image_size,
+                                     layout=run_layout(spec=run, slots=slots))
+    return with_hiding_bits(run, masked_slots=per_step * total_steps)
+
+
 def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[PartyRows], dp: Optional[DPStepParams],
-                 sample_rate: float, expected_batch: float):
+                 sample_rate: float, expected_batch: float, total_steps: int):
     """The per-step party program and the parties' inputs; starts K and E when blocks run under HE."""
     n_blocks = len(cfg.model.blocks)
     if cfg.split_layer == n_blocks:
@@ -172,20 +184,26 @@ def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[Part
     capacity = int(expected_batch + 6 * math.sqrt(expected_batch) + 8)
     run = HERunSpec(he=cfg.he, model=cfg.model, split_layer=cfg.split_layer, image_size=cfg.data.image_size,
                     parties=cfg.smpc.parties, batch_capacity=capacity)
-    log.info("starting the key service and the HE evaluator (%s, batch capacity %d) ...", cfg.he.name, capacity)
+    run = _resolve_hiding(run, total_steps=total_steps)
+    log.info("starting the key service and the HE evaluator (%s, batch capacity %d, HE->SS masks with %d bits of "
+             "hiding per slot) ...", cfg.he.name, capacity, run.he.mask_hiding_bits)
     svc = stack.enter_context(start_local_he_services(run=run, keyservice=cfg.keyservice))
     # Verified in full, then only the context and public key travel to the parties each step.
     material = encryption_only(_attested_material(cfg, svc))
     endpoints = ServiceEndpoints(key_address=svc.key_service.address, key_trust_pem=svc.key_service.trust_pem,
                                  evaluator_address=svc.evaluator.address, evaluator_trust_pem=svc.evaluator.trust_pem)
     conversion = ConversionParams(parties=cfg.smpc.parties, scale_bits=cfg.he.scale_bits)
+    delta_conversion = ConversionParams(parties=cfg.smpc.parties, scale_bits=cfg.he.scale_bits,
+                                        integer_bits=cfg.he.delta_clamp_bits)
     inputs = [HybridPartyInputs(rows=r, credential=svc.credential(party_name(j + 1))) for j, r in enumerate(rows)]
 
     def hybrid(step: int, state: Dict[str, torch.Tensor]) -> HybridTrainStep:
         program = HybridTrainStep(model=cfg.model, state_dict=state, image_size=cfg.data.image_size,
                                   split_layer=cfg.split_layer, sample_rate=sample_rate, batch_capacity=capacity,
                                   dp=dp, material=material, conversion=conversion, endpoints=endpoints,
-                                  step_id=step + 1, first_round=0)
+                                  step_id=step + 1, first_round=0, hiding_bits=run.he.mask_hiding_bits,
+                                  max_mask_bits=run.he.max_mask_bits, split_norm_bound=run.he.split_norm_bound,
+                                  delta_conversion=delta_conversion)
         # K accepts round ids in order only: every step uses the same number of rounds.
         return dataclasses.replace(program, first_round=step * program.rounds_per_step())
 

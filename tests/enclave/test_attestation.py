@@ -167,10 +167,10 @@ def test_channel_binding_mismatch(signer):
 
 
 def test_decryption_policy_is_canonical():
-    a = DecryptionPolicy(parties=2, mask_bits=30, value_bits=8, round_quota=4, max_open_rounds=8)
-    b = DecryptionPolicy(parties=2, mask_bits=30, value_bits=8, round_quota=4, max_open_rounds=8)
+    a = DecryptionPolicy(parties=2, hiding_bits=34, max_mask_bits=56, round_quota=4, max_open_rounds=8)
+    b = DecryptionPolicy(parties=2, hiding_bits=34, max_mask_bits=56, round_quota=4, max_open_rounds=8)
     assert a.canonical() == b.canonical()
-    assert a.canonical() != DecryptionPolicy(parties=3, mask_bits=30, value_bits=8, round_quota=4,
+    assert a.canonical() != DecryptionPolicy(parties=3, hiding_bits=34, max_mask_bits=56, round_quota=4,
                                              max_open_rounds=8).canonical()
 
 

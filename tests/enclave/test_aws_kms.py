@@ -206,7 +206,7 @@ def test_generate_data_key_and_decrypt_requests_are_exact(server, signer):
 def test_seal_and_unseal_through_https(server, signer):
     spec = run_spec(parties=2)
     vault = KeyVault(spec=spec)
-    published = PublishedMaterial(material=vault.public, mask_bits=spec.he.mask_bits, value_bits=spec.he.value_bits,
+    published = PublishedMaterial(material=vault.public, hiding_bits=spec.he.mask_hiding_bits, max_mask_bits=spec.he.max_mask_bits,
                                   parties=2)
     sealed = seal_vault(vault=vault, published=published, kms=client(server), producer=signer, key_id=KEY_ID)
     _, again = unseal_vault(sealed=sealed, spec=spec, kms=client(server), producer=signer, key_id=KEY_ID)

@@ -42,7 +42,7 @@ def kms_for(signer, **kw):
 def sealed_env(signer):
     spec = run_spec(parties=2)
     vault = KeyVault(spec=spec)
-    published = PublishedMaterial(material=vault.public, mask_bits=spec.he.mask_bits, value_bits=spec.he.value_bits,
+    published = PublishedMaterial(material=vault.public, hiding_bits=spec.he.mask_hiding_bits, max_mask_bits=spec.he.max_mask_bits,
                                   parties=2)
     kms = kms_for(signer)
     sealed = seal_vault(vault=vault, published=published, kms=kms, producer=signer, key_id=KEY_ID)
@@ -55,7 +55,7 @@ def test_unsealed_vault_decrypts_what_the_original_published_key_encrypted(seale
                                    key_id=KEY_ID)
     assert again.material.digest() == published.material.digest()
     values = np.arange(8, dtype=np.float64).reshape(4, 2) - 3.5
-    shares = restored.decrypt_and_split(ref=RoundRef(round_id=0, kind="logits", shape=(4, 2)),
+    shares = restored.decrypt_and_split(ref=RoundRef(value_bits=4, round_id=0, kind="logits", shape=(4, 2)),
                                         ciphertexts=encrypt_values(published, values))
     got = sum_shares(*shares)
     want = encode_fixed_point(values=values)
@@ -119,7 +119,7 @@ def test_fake_kms_refuses_bad_attestation(signer, case):
 def test_tampered_sealed_key_fails_opaquely(sealed_env, signer, field):
     spec, _, published, kms, sealed = sealed_env
     if field == "material":
-        other = dataclasses.replace(published, mask_bits=published.mask_bits + 1)
+        other = dataclasses.replace(published, hiding_bits=published.hiding_bits + 1)
         bad = dataclasses.replace(sealed, material=SealedKey.material_of(other))
     elif field == "key_id":
         bad = dataclasses.replace(sealed, key_id="alias/other")

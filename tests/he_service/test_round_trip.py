@@ -107,7 +107,7 @@ def test_each_share_goes_only_over_its_own_partys_channel(two, step_done):
     # the fetch request names no party: K and E pick the share from the caller's certificate
     from ppml_hybrid.rpc import common_pb2
     assert [f.name for f in common_pb2.FetchShareRequest.DESCRIPTOR.fields] == ["round_id"]
-    rnd = RoundRef(round_id=6, kind="logits", shape=(run.batch_capacity, step.head.n_logits))
+    rnd = RoundRef(value_bits=4, round_id=6, kind="logits", shape=(run.batch_capacity, step.head.n_logits))
     p1, p2 = svc.party_key_client(1), svc.party_key_client(2)
     p1.announce(round=rnd)
     p2.announce(round=rnd)
@@ -136,11 +136,11 @@ def test_masks_are_fresh_and_of_the_stated_size(two, step_done):
     step, _, _, _, driver = step_done
     neg_r = []
     for rid in (7, 8):  # the same tensor in two rounds: two independent masks
-        rnd = RoundRef(round_id=rid, kind="logits", shape=(run.batch_capacity, step.head.n_logits))
+        rnd = RoundRef(value_bits=4, round_id=rid, kind="logits", shape=(run.batch_capacity, step.head.n_logits))
         for j in (1, 2):
             svc.party_key_client(j).announce(round=rnd)
         receipt = driver.mask_and_share(step_id=1, name="logits", round=rnd)
-        assert receipt.mask_bits == run.he.mask_bits == 30
+        assert receipt.mask_bits == 4 + run.he.mask_hiding_bits == 36  # B = V + H
         e = [svc.party_mask_client(j).fetch_mask_share(round_id=rid).share for j in (1, 2)]
         k = [svc.party_key_client(j).fetch_share(round_id=rid).share for j in (1, 2)]
         check_reconstruction(k + e, step.ref["logits"], f"round {rid}")
@@ -148,9 +148,9 @@ def test_masks_are_fresh_and_of_the_stated_size(two, step_done):
         neg_r.append(sum_shares(*e).astype(np.float64) / 2 ** 16)  # -R, visible here only because we hold all shares
     assert not np.array_equal(neg_r[0], neg_r[1])
     for r in neg_r:
-        assert np.abs(r).max() <= 2.0 ** 30 and np.abs(r).max() > 2.0 ** 24  # |R| < 2^mask_bits, not small
+        assert np.abs(r).max() <= 2.0 ** 36 and np.abs(r).max() > 2.0 ** 30  # |R| < 2^(V+H), not small
     with pytest.raises(MaskReplayError):  # E never masks a round twice
-        driver.mask_and_share(step_id=1, name="logits", round=RoundRef(round_id=7, kind="logits",
+        driver.mask_and_share(step_id=1, name="logits", round=RoundRef(value_bits=4, round_id=7, kind="logits",
                                                                        shape=(run.batch_capacity, 2)))
 
 
@@ -158,7 +158,7 @@ def test_unannounced_conversion_is_refused_by_k_through_e(two, step_done):
     svc, run, _ = two
     _, _, _, _, driver = step_done
     with pytest.raises(UnknownRoundError) as ei:
-        driver.mask_and_share(step_id=1, name="logits", round=RoundRef(round_id=9, kind="logits",
+        driver.mask_and_share(step_id=1, name="logits", round=RoundRef(value_bits=4, round_id=9, kind="logits",
                                                                        shape=(run.batch_capacity, 2)))
     assert type(ei.value).status == grpc.StatusCode.FAILED_PRECONDITION
 

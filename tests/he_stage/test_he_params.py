@@ -43,9 +43,9 @@ def test_depth_is_conversion_plus_compute_plus_spare(key, parties):
 
 def test_spare_levels_formula():
     kw = dict(scale_bits=50, first_mod_bits=60)
-    assert spare_levels_for_masking(mask_bits=0, value_bits=8, **kw) == 0  # fits the last 10 bits
-    assert spare_levels_for_masking(mask_bits=30, value_bits=8, **kw) == 1
-    assert spare_levels_for_masking(mask_bits=60, value_bits=8, **kw) == 2
+    assert spare_levels_for_masking(max_mask_bits=8, **kw) == 0  # |v + R| < 2^9 fits the last 10 bits
+    assert spare_levels_for_masking(max_mask_bits=56, **kw) == 1  # the default: |v + R| < 2^57
+    assert spare_levels_for_masking(max_mask_bits=60, **kw) == 2
 
 
 def test_default_model_fits_ring_2_14_at_128_bits():

@@ -16,14 +16,15 @@ from ppml_hybrid.config import HEConfig, KeyServiceConfig, ModelConfig, from_map
 from ppml_hybrid.he_stage.keys import load_public_material
 from ppml_hybrid.he_stage.codec import encrypt_batch
 from ppml_hybrid.he_stage.keys import serialize_ciphertext
-from ppml_hybrid.he_stage.runspec import HERunSpec
+from ppml_hybrid.he_stage.runspec import HERunSpec, with_hiding_bits
 from ppml_hybrid.rpc.local import make_local_pki, party_name
 from ppml_hybrid.rpc.tls import EVALUATOR, ORCHESTRATOR, make_client_pki
 
 ROOT = Path(__file__).resolve().parents[2]
-# parties' reconstructed fixed-point values vs round(v * 2^16) of the float64 model: CKKS error at
-# |v + R| ~ 2^30 and scale 2^50 is ~2^-20 (measured 0.06 units of 2^-16); allow 4 units (6e-5).
-TOL_UNITS = 4
+# parties' reconstructed fixed-point values vs round(v * 2^16) of the float64 model: one unit of
+# rounding plus the decoding error at |v + R| ~ 2^(V + 32) with V <= 4 here (about 2^(V+32-52));
+# allow 8 units (1.2e-4).
+TOL_UNITS = 8
 
 
 def load_he(name: str) -> HEConfig:
@@ -36,8 +37,9 @@ def load_model(name: str) -> ModelConfig:
 
 def run_spec(*, parties: int = 2, he: str = "insecure_test", batch: int = 4, model: Optional[ModelConfig] = None,
              split: int = 3, image_size: int = 8, max_groups: Optional[int] = None) -> HERunSpec:
-    return HERunSpec(he=load_he(he), model=model or load_model("relu_cnn"), split_layer=split, image_size=image_size,
-                     parties=parties, batch_capacity=batch, max_groups=max_groups)
+    run = HERunSpec(he=load_he(he), model=model or load_model("relu_cnn"), split_layer=split, image_size=image_size,
+                    parties=parties, batch_capacity=batch, max_groups=max_groups)
+    return with_hiding_bits(run, masked_slots=1)  # H = 32: a handful of test rounds
 
 
 def test_pki(parties: int):

@@ -11,13 +11,13 @@ from ppml_hybrid.he_stage.shares import encode_fixed_point, sum_shares
 from ppml_hybrid.keyservice.client import PartyKeyClient
 from ppml_hybrid.keyservice.errors import (
     AnnouncementMismatchError, NotRegisteredError, OutOfOrderRoundError, QuotaExceededError, RoundMismatchError,
-    RoundReplayError, ShareNotReadyError, TooManyOpenRoundsError, UnknownRoundError,
+    RoundReplayError, RunStoppedError, ShareNotReadyError, TooManyOpenRoundsError, UnknownRoundError, ValueBoundError,
 )
 from ppml_hybrid.rpc.errors import InvalidCiphertext, ServiceError, UnavailableError
 from ppml_hybrid.rpc.messages import RoundRef
 from ppml_hybrid.rpc.tls import Credential
 
-R0 = RoundRef(round_id=0, kind="logits", shape=(4, 2))
+R0 = RoundRef(value_bits=4, round_id=0, kind="logits", shape=(4, 2))
 
 
 def values(seed: int = 0) -> np.ndarray:
@@ -118,7 +118,7 @@ def test_replayed_share_fetch_is_refused(k, published):
 
 
 def test_out_of_order_submission_is_refused(k, published):
-    r1 = RoundRef(round_id=1, kind="logits", shape=(4, 2))
+    r1 = RoundRef(value_bits=4, round_id=1, kind="logits", shape=(4, 2))
     announce_all(k, R0)
     announce_all(k, r1)
     with pytest.raises(OutOfOrderRoundError, match="round 0 must be decrypted before round 1"):
@@ -127,7 +127,7 @@ def test_out_of_order_submission_is_refused(k, published):
 
 def test_out_of_order_announcement_is_refused(k):
     with pytest.raises(OutOfOrderRoundError, match="must announce round 0 next"):
-        k.party(1).announce(round=RoundRef(round_id=1, kind="logits", shape=(4, 2)))
+        k.party(1).announce(round=RoundRef(value_bits=4, round_id=1, kind="logits", shape=(4, 2)))
 
 
 def test_unknown_round_fetch_is_refused(k):
@@ -143,12 +143,12 @@ def test_fetch_before_decryption_times_out_typed(k):
 
 def test_shape_the_round_did_not_announce_is_refused(k, published):
     announce_all(k, R0)
-    wide = RoundRef(round_id=0, kind="logits", shape=(4, 3))
+    wide = RoundRef(value_bits=4, round_id=0, kind="logits", shape=(4, 3))
     with pytest.raises(RoundMismatchError, match=r"announced as kind 'logits' shape \(4, 2\)") as ei:
         k.evaluator().decrypt_and_share(round=wide, ciphertexts=encrypt_values(published, values()))
     assert status(ei.value) == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(RoundMismatchError):
-        k.evaluator().decrypt_and_share(round=RoundRef(round_id=0, kind="delta_input", shape=(4, 2)),
+        k.evaluator().decrypt_and_share(round=RoundRef(value_bits=4, round_id=0, kind="delta_input", shape=(4, 2)),
                                         ciphertexts=encrypt_values(published, values()))
     with pytest.raises(RoundMismatchError, match="takes 1 ciphertexts; got 2"):
         k.evaluator().decrypt_and_share(round=R0, ciphertexts=encrypt_values(published, values()) * 2)
@@ -157,12 +157,12 @@ def test_shape_the_round_did_not_announce_is_refused(k, published):
 def test_conflicting_announcements_are_refused(k):
     k.party(1).announce(round=R0)
     with pytest.raises(AnnouncementMismatchError, match="party 2 announced"):
-        k.party(2).announce(round=RoundRef(round_id=0, kind="logits", shape=(8, 2)))
+        k.party(2).announce(round=RoundRef(value_bits=4, round_id=0, kind="logits", shape=(8, 2)))
 
 
 def test_requests_past_the_round_quota_are_refused(k, published):
     announce_all(k, R0)
-    bad = RoundRef(round_id=0, kind="logits", shape=(4, 3))
+    bad = RoundRef(value_bits=4, round_id=0, kind="logits", shape=(4, 3))
     cts = encrypt_values(published, values())
     for _ in range(4):  # keyservice.round_quota = 4: refused requests count too
         with pytest.raises(RoundMismatchError):
@@ -174,27 +174,37 @@ def test_requests_past_the_round_quota_are_refused(k, published):
 
 def test_announcing_too_far_ahead_is_refused(k):
     for r in range(3):  # keyservice.max_open_rounds = 3
-        k.party(1).announce(round=RoundRef(round_id=r, kind="logits", shape=(4, 2)))
+        k.party(1).announce(round=RoundRef(value_bits=4, round_id=r, kind="logits", shape=(4, 2)))
     with pytest.raises(TooManyOpenRoundsError) as ei:
-        k.party(1).announce(round=RoundRef(round_id=3, kind="logits", shape=(4, 2)))
+        k.party(1).announce(round=RoundRef(value_bits=4, round_id=3, kind="logits", shape=(4, 2)))
     assert status(ei.value) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def test_malformed_ciphertext_is_one_opaque_error_and_the_round_stays_open(k, published):
+def test_malformed_ciphertext_stops_the_run_with_one_opaque_error(k, published):
     announce_all(k, R0)
-    with pytest.raises(InvalidCiphertext) as ei:
+    with pytest.raises(RunStoppedError, match="ciphertext rejected") as ei:
         k.evaluator().decrypt_and_share(round=R0, ciphertexts=(b"\x00garbage" * 8,))
-    assert str(ei.value).endswith("ciphertext rejected")
-    k.evaluator().decrypt_and_share(round=R0, ciphertexts=encrypt_values(published, values()))  # retry in quota
+    assert status(ei.value) == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(RunStoppedError):  # no retry
+        k.evaluator().decrypt_and_share(round=R0, ciphertexts=encrypt_values(published, values()))
+    with pytest.raises(RunStoppedError):  # and nothing else either: the run is over
+        k.party(1).fetch_share(round_id=0)
 
 
-def test_out_of_range_plaintext_is_rejected_opaquely(k, published):
-    announce_all(k, R0)  # far above 2^(mask_bits + value_bits): not a masked round value
-    with pytest.raises(InvalidCiphertext):
+def test_out_of_range_plaintext_stops_the_run(k, published):
+    announce_all(k, R0)  # |v| = 2^45, far above 2^(V + H) + 2^(V + 1): not a masked value of this round
+    with pytest.raises(RunStoppedError, match="outside the round's announced bound"):
         k.evaluator().decrypt_and_share(round=R0, ciphertexts=encrypt_values(published, np.full((4, 2), 2.0 ** 45)))
+    with pytest.raises(RunStoppedError):
+        k.party(2).announce(round=RoundRef(value_bits=4, round_id=1, kind="logits", shape=(4, 2)))
+
+
+def test_a_value_bound_needing_a_mask_wider_than_allowed_is_refused(k):
+    with pytest.raises(ValueBoundError, match="max_mask_bits"):
+        k.party(1).announce(round=RoundRef(value_bits=30, round_id=0, kind="logits", shape=(4, 2)))
 
 
 def test_malformed_round_is_invalid_argument(k):
     with pytest.raises(Exception) as ei:
-        RoundRef(round_id=0, kind="bad kind!", shape=(4, 2))
+        RoundRef(value_bits=4, round_id=0, kind="bad kind!", shape=(4, 2))
     assert type(ei.value).status == grpc.StatusCode.INVALID_ARGUMENT

@@ -50,7 +50,8 @@ def serve(raw_spec: dict) -> None:
         keys=keys, head=head, registry=spec.registry, key_client=k,
         store=StepStore(max_steps=spec.run.he.max_held_steps),
         masks=MaskShareBook(parties=spec.run.parties, max_rounds=spec.max_mask_rounds),
-        mask_bits=published.mask_bits, parties=spec.run.parties, share_wait_s=spec.share_wait_s)
+        hiding_bits=published.hiding_bits, max_mask_bits=published.max_mask_bits, parties=spec.run.parties,
+        share_wait_s=spec.share_wait_s)
     identity = self_signed_server(common_name="ppml-hybrid HE evaluator")
     server, address = start_server(
         address=spec.address, credentials=server_credentials(identity=identity, client_ca_pem=spec.client_ca_pem),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, Sequence, Set
+from typing import Dict, Optional, Sequence, Set
 
 import numpy as np
 
@@ -27,10 +27,25 @@ class MaskShareBook:
         self._rounds: Dict[int, _Entry] = {}
         self._reserved: Set[int] = set()
         self._done: Set[int] = set()  # round ids masked before (never masked twice)
+        self._stopped: Optional[str] = None
+
+    def stop(self, *, reason: str) -> None:
+        """K stopped the run: no round is masked or delivered any more."""
+        with self._cond:
+            self._stopped = reason
+            self._rounds.clear()
+            self._cond.notify_all()
+
+    def _raise_if_stopped(self) -> None:
+        if self._stopped is not None:
+            from ppml_hybrid.keyservice.errors import RunStoppedError
+
+            raise RunStoppedError(self._stopped)
 
     def reserve(self, *, ref: RoundRef) -> None:
         """Claim a round id before masking: each round is masked once, with one fresh R."""
         with self._cond:
+            self._raise_if_stopped()
             r = ref.round_id
             if r in self._done or r in self._rounds or r in self._reserved:
                 raise MaskReplayError(f"round {r} was already masked; a mask is never reused")
@@ -52,7 +67,10 @@ class MaskShareBook:
 
     def fetch(self, *, party: int, round_id: int, wait_s: float) -> ShareTensor:
         with self._cond:
-            if not self._cond.wait_for(lambda: round_id in self._rounds or (round_id in self._done), timeout=wait_s):
+            ready = self._cond.wait_for(lambda: round_id in self._rounds or round_id in self._done
+                                        or self._stopped is not None, timeout=wait_s)
+            self._raise_if_stopped()
+            if not ready:
                 raise MaskNotReadyError(f"round {round_id} was not masked within {wait_s:.0f} s")
             e = self._rounds.get(round_id)
             if e is None or party in e.delivered:

@@ -2,19 +2,21 @@
 
 Protocol (design section 6; who learns what):
 
-1. E draws R, a fresh uniform value in [-2^mask_bits, 2^mask_bits) for EVERY slot of every
-   ciphertext (a multiple of 2^-16, from the OS CSPRNG), and computes ct + R. Padding and
-   tiled slots are masked too: they may hold partial sums of real values.
+1. E draws R, a fresh value uniform on [-2^B, 2^B) at double resolution, for EVERY slot of
+   every ciphertext (from the OS CSPRNG), and computes ct + R. B = V + H: V is the round's
+   public bound |v| < 2^V (from the public weights, announced by every party), H the run's
+   hiding bits. Padding and tiled slots are masked too.
 2. E submits the masked ciphertexts to K for the announced round; K learns v + R only.
-3. E encodes -R of the used slots as CrypTen fixed point (exact: R is a multiple of 2^-16) and
-   splits it into n additive shares; each party fetches its own over its mTLS channel.
-4. Each party adds its K share and its E share (mod 2^64): the parties hold shares of v.
+3. E encodes -R of the used slots as CrypTen fixed point mod 2^64 and splits it into n
+   additive shares; each party fetches its own over its mTLS channel.
+4. Each party adds its K share and its E share (mod 2^64): the parties hold shares of v,
+   within one unit of 2^-16 plus the decoding error (about 2^(B-52) in doubles).
    E knows R but never sees v + R; no party sees R or v + R.
 
-Hiding (statistical, per slot): for |v| < 2^value_bits the distributions of v + R for two
-values differ by at most 2^(value_bits+1) / 2^(mask_bits+1) = 2^-(mask_bits - value_bits),
-i.e. 2^-22 at the defaults (sigma = 22 bits). This is defence in depth: K is trusted for key
-custody; CKKS noise in the decryption is not flooded.
+Hiding (statistical, per slot): R is finer than the value's own precision, so for |v|, |v'| <
+2^V the distributions of v + R and v' + R differ by at most |v - v'| / 2^(B+1) < 2^-H; the union
+over every slot of a run is stated in keyservice/PROTOCOL.md. This is defence in depth: K is
+trusted for key custody.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 
 from ppml_hybrid.he_stage.backends import CKKSTensor
 from ppml_hybrid.he_stage.keys import serialize_ciphertext
-from ppml_hybrid.he_stage.shares import SCALE, split_additive, uniform_mask_int
+from ppml_hybrid.he_stage.shares import encode_fixed_point_mod, real_mask, split_additive
 
 
 @dataclass(frozen=True)
@@ -39,13 +41,13 @@ class MaskedRound:
 
 
 def mask_tensor(*, cc: Any, tensor: CKKSTensor, batch: int, mask_bits: int, parties: int) -> MaskedRound:
+    """Steps 1 and 3 for one round: ``mask_bits`` is B = V + H."""
     layout = tensor.layout
-    r_int = uniform_mask_int(bits=mask_bits, shape=(len(tensor.cts), layout.slots))  # never reused
+    r = real_mask(bits=mask_bits, shape=(len(tensor.cts), layout.slots))  # never reused
     masked = []
-    for ct, r in zip(tensor.cts, r_int):
-        pt = cc.MakeCKKSPackedPlaintext((r.astype(np.float64) / SCALE).tolist(), ct.GetNoiseScaleDeg(), ct.GetLevel())
+    for ct, row in zip(tensor.cts, r):
+        pt = cc.MakeCKKSPackedPlaintext(row.tolist(), ct.GetNoiseScaleDeg(), ct.GetLevel())
         masked.append(serialize_ciphertext(cc.EvalAdd(ct, pt)))
-    used = layout.unpack(vectors=list(r_int.astype(np.float64)), n_features=tensor.n_features, batch=batch)
-    neg = -np.rint(used).astype(np.int64)  # exact: |r_int| < 2^47
-    shares = split_additive(encoded=neg, parties=parties)
+    used = layout.unpack(vectors=list(r), n_features=tensor.n_features, batch=batch)
+    shares = split_additive(encoded=encode_fixed_point_mod(values=-used), parties=parties)
     return MaskedRound(ciphertexts=tuple(masked), neg_mask_shares=tuple(shares))

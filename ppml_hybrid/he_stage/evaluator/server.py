@@ -27,6 +27,7 @@ from ppml_hybrid.he_stage.evaluator.store import StepState, StepStore
 from ppml_hybrid.he_stage.head import HEHead
 from ppml_hybrid.he_stage.keys import EvaluatorKeys, serialize_ciphertext
 from ppml_hybrid.keyservice.client import EvaluatorKeyClient
+from ppml_hybrid.keyservice.errors import RunStoppedError
 from ppml_hybrid.rpc import evaluator_pb2 as pb
 from ppml_hybrid.rpc import evaluator_pb2_grpc as pb_grpc
 from ppml_hybrid.rpc.errors import InvalidArgumentError, InvalidCiphertext
@@ -40,14 +41,16 @@ DRIVERS = (PARTY, ORCHESTRATOR)
 
 class EvaluatorServicer(pb_grpc.EvaluatorServicer):
     def __init__(self, *, keys: EvaluatorKeys, head: HEHead, registry: Registry, key_client: EvaluatorKeyClient,
-                 store: StepStore, masks: MaskShareBook, mask_bits: int, parties: int, share_wait_s: float) -> None:
+                 store: StepStore, masks: MaskShareBook, hiding_bits: int, max_mask_bits: int, parties: int,
+                 share_wait_s: float) -> None:
         self._keys = keys
         self._head = head
         self._registry = registry
         self._k = key_client
         self._store = store
         self._masks = masks
-        self._mask_bits = mask_bits
+        self._hiding_bits = hiding_bits
+        self._max_mask_bits = max_mask_bits
         self._parties = parties
         self._wait = share_wait_s
         self._compute = threading.Lock()  # one HE computation at a time (one thread per process)
@@ -149,18 +152,25 @@ class EvaluatorServicer(pb_grpc.EvaluatorServicer):
                 f"tensor {request.tensor.name!r} of step {state.step_id} has shape {(state.batch, tensor.n_features)}; "
                 f"round {ref.round_id} announces {ref.shape}"
             )
+        mask_bits = ref.value_bits + self._hiding_bits
+        if mask_bits > self._max_mask_bits:
+            raise InvalidArgumentError(f"round {ref.round_id} announces |v| < 2^{ref.value_bits}: a mask of 2^{mask_bits} "
+                                       f"exceeds he.max_mask_bits={self._max_mask_bits}")
         self._masks.reserve(ref=ref)
         try:
             with self._compute:
-                masked = mask_tensor(cc=self._keys.cc, tensor=tensor, batch=state.batch, mask_bits=self._mask_bits,
+                masked = mask_tensor(cc=self._keys.cc, tensor=tensor, batch=state.batch, mask_bits=mask_bits,
                                      parties=self._parties)
             receipt = self._k.decrypt_and_share(round=ref, ciphertexts=masked.ciphertexts)
+        except RunStoppedError as exc:
+            self._masks.stop(reason=str(exc))  # K ended the run: no share of any round is delivered
+            raise
         except BaseException:
             self._masks.release(round_id=ref.round_id)  # the mask dies with the failed attempt
             raise
         self._masks.publish(ref=ref, shares=masked.neg_mask_shares)
         log.info("round %d (%s) masked and submitted to K", ref.round_id, ref.kind)
-        return pb.MaskReceipt(round_id=receipt.round_id, ciphertexts=receipt.ciphertexts, mask_bits=self._mask_bits)
+        return pb.MaskReceipt(round_id=receipt.round_id, ciphertexts=receipt.ciphertexts, mask_bits=mask_bits)
 
     @refusals
     def FetchMaskShare(self, request, context: grpc.ServicerContext):

@@ -40,8 +40,8 @@ class DecryptionPolicy:
     """The only decryptions K performs: announced, masked HE->SS rounds under these limits."""
 
     parties: int
-    mask_bits: int
-    value_bits: int
+    hiding_bits: int
+    max_mask_bits: int
     round_quota: int
     max_open_rounds: int
     operation: str = "decrypt-and-share masked rounds only"
