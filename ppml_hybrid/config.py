@@ -89,6 +89,9 @@ class DPConfig:
     delta: float = 1e-5
     max_grad_norm: float = 1.0
     accountant: str = "rdp"
+    # encrypted modes: std (rows) of the Gaussian noise on each party's released batch size
+    # (privacy/batch_count.py); the accountant counts it
+    count_noise: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,7 @@ def _check_ranges(cfg: RunConfig) -> None:
         ("dp.max_grad_norm", cfg.dp.max_grad_norm > 0, "must be positive"),
         ("dp.delta", 0 < cfg.dp.delta < 1, "must be in (0, 1)"),
         ("dp.accountant", cfg.dp.accountant in ("rdp", "prv"), "must be 'rdp' or 'prv'"),
+        ("dp.count_noise", cfg.dp.count_noise > 0, "must be positive (each party's row count is released with it)"),
         (
             "dp.noise_multiplier",
             cfg.dp.noise_multiplier is None or cfg.dp.noise_multiplier >= 0,

@@ -52,9 +52,10 @@ def train(cfg: RunConfig) -> Dict[str, Any]:
         "dp": asdict(cfg.dp),
         **result.metrics(),
     }
+    delta = metrics.get("privacy", {}).get("delta_total", cfg.dp.delta)
     log.info(
         "test: accuracy %.4f, AUC %.4f, loss %.4f%s", result.test.accuracy, result.test.auc,
-        result.test.loss, f"; epsilon {result.epsilon:.3f} at delta {cfg.dp.delta:g}"
+        result.test.loss, f"; epsilon {result.epsilon:.3f} at delta {delta:.3g}"
         if result.epsilon is not None else " (dp=off)",
     )
     if cfg.output_dir is not None:

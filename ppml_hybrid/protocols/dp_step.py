@@ -277,13 +277,18 @@ def _open(raw: torch.Tensor, *, scale_bits: int, crypten: Any) -> torch.Tensor:
 
 
 def noised_gradient_sums(sites: Sequence[TrainableSite], *, params: DPStepParams, crypten: Any,
-                         bounds: PieceBounds = PieceBounds()) -> DPStepResult:
-    """Steps 1-7 for one batch; returns the opened noised sums (and the unopened norms/factors)."""
+                         bounds: PieceBounds = PieceBounds(), row_weights: Optional[Any] = None) -> DPStepResult:
+    """Steps 1-7 for one batch; returns the opened noised sums (and the unopened norms/factors).
+
+    ``row_weights``: secret 0/1 per row (scale 1); padding rows (weight 0) get factor 0.
+    """
     sq_norm, pieces = per_sample_pieces(sites, crypten=crypten, bounds=bounds)
     MPCTensor = crypten.mpc.MPCTensor
     n = MPCTensor.from_shares(sq_norm, precision=F)
     c = approximate_clip_factors(n, bound=params.max_grad_norm)
     f = checked_factors(c, sq_norm, bound=params.max_grad_norm, crypten=crypten)
+    if row_weights is not None:
+        f = exact.mul(f, row_weights.share, crypten=crypten)  # 0/1 at scale 1: exact
     opened = {}
     for piece in pieces:
         for name, summer in piece.summers.items():
@@ -324,9 +329,11 @@ def exact_batch_sums(sites: Sequence[TrainableSite]) -> Dict[str, Any]:
 
 
 def open_gradient_sums(sites: Sequence[TrainableSite], *, params: Optional[DPStepParams],
-                       crypten: Any) -> Dict[str, torch.Tensor]:
+                       crypten: Any, row_weights: Optional[Any] = None) -> Dict[str, torch.Tensor]:
     """The step's released gradient sums: noised (steps 1-7), or with ``params=None`` (``dp=off``,
     non-private runs and benchmarks only) the exact batch sums, opened without clipping or noise."""
     if params is not None:
-        return dict(noised_gradient_sums(sites, params=params, crypten=crypten).noised_sums)
+        return dict(noised_gradient_sums(sites, params=params, crypten=crypten, row_weights=row_weights).noised_sums)
+    if row_weights is not None:
+        raise ConfigError("padding rows are for DP runs only (dp=off opens exact sums without row weights)")
     return {name: share.get_plain_text() for name, share in exact_batch_sums(sites).items()}

@@ -2,8 +2,9 @@
 
 Steps (design section 5):
 
-1. each party Poisson-samples its own rows (``os.urandom``) and secret-shares images and
-   one-hot labels; only the row counts are public;
+1. each party Poisson-samples its own rows (``os.urandom``), pads them with a noisy number of
+   dummy rows (secret weight 0, :mod:`ppml_hybrid.privacy.batch_count`) and secret-shares
+   images, one-hot labels and row weights; only the padded row counts are public;
 2. MPC forward through blocks 1..s (public weights); each sample's split activations are
    clipped to L2 norm ``he.split_norm_bound`` exactly (:mod:`exact_clip`), which bounds every
    value E computes (:mod:`value_bounds`: the public bound V of each tensor sets its HE->SS
@@ -30,9 +31,9 @@ Service traffic (payload bytes and one round per RPC to K or E) is added to each
 transport counters (``Traffic.services``), so projections charge the ciphertexts and shares
 exchanged with the services as well as the MPC's own traffic.
 
-Who learns what: parties see their own rows, row counts, uniformly random shares, ciphertexts
-they cannot decrypt, and the noised sums; E sees ciphertexts, its masks and the public
-weights; K sees masked values only.
+Who learns what: parties see their own rows, the padded (noised) row counts, uniformly random
+shares, ciphertexts they cannot decrypt, and the noised sums; E sees ciphertexts, its masks, the
+public weights and the padded batch size; K sees masked values only (and the padded batch size).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import torch
 from ppml_hybrid.config import ModelConfig
 from ppml_hybrid.he_stage.keys import PublicMaterial, load_public_material, serialize_ciphertext
 from ppml_hybrid.model.spec import block_shapes
+from ppml_hybrid.privacy.batch_count import CountNoise
 from ppml_hybrid.protocols.dp_step import DPStepParams, TrainableSite, open_gradient_sums, trainable_sites
 from ppml_hybrid.protocols.errors import BatchCapacityError, MaskWidthError
 from ppml_hybrid.protocols.exact_clip import clip_rows, clipped_row_norm_bound
@@ -100,6 +102,7 @@ class HybridTrainStep:
     max_mask_bits: int
     split_norm_bound: float
     delta_conversion: ConversionParams  # SS->HE of delta_z, with its own (tighter) clamp
+    count_noise: Optional[CountNoise] = None  # pads each party's batch (dp on); None with dp=off
 
     def rounds_per_step(self) -> int:
         return len(self._he_tensors()) + 1  # + the logits
@@ -143,8 +146,9 @@ class HybridTrainStep:
         clock.lap("load_public_material")
 
         # 1. sample and share
-        x, y, batch = share_own_sample(ctx, inputs.rows, sample_rate=self.sample_rate,
-                                       num_classes=self.model.num_classes)
+        shared = share_own_sample(ctx, inputs.rows, sample_rate=self.sample_rate,
+                                  num_classes=self.model.num_classes, count_noise=self.count_noise)
+        x, y, batch = shared.x, shared.y, shared.size
         if batch > self.batch_capacity:
             raise BatchCapacityError(f"a batch of {batch} rows exceeds the HE layout's capacity {self.batch_capacity} "
                                      "(fixed for the run far above the expected batch); the step cannot run")
@@ -209,7 +213,7 @@ class HybridTrainStep:
 
         # 9-10. DP step over MPC and HE layers
         sites = trainable_sites(stage.layers, trace, back) + self._he_sites(a, delta_z, he, shapes)
-        sums = open_gradient_sums(sites, params=self.dp, crypten=crypten)
+        sums = open_gradient_sums(sites, params=self.dp, crypten=crypten, row_weights=shared.weights)
         clock.lap("dp_step")
         return StepOutput(noised_sums=dict(sums), batch_size=batch, seconds=time.perf_counter() - start,
                           traffic=ctx.transport.snapshot() - before, layer_costs=trace.costs + back.costs,

@@ -3,8 +3,9 @@
 Steps (design section 5 with s = L; no HE stage is involved):
 
 1. each party Poisson-samples its OWN rows at rate q with ``os.urandom`` (nobody, not even the
-   orchestrator, can recompute batch membership) and secret-shares the sampled images and
-   one-hot labels (``src`` = its rank); only each party's sampled row count is public;
+   orchestrator, can recompute batch membership), pads them with a noisy number of dummy rows
+   (:mod:`ppml_hybrid.privacy.batch_count`) and secret-shares the images, one-hot labels and
+   0/1 row weights (``src`` = its rank); only each party's padded row count is public;
 2. MPC forward through blocks 1..L with the public weights (``MPCBlocks``);
 3. ``delta_z = softmax(z) - y`` in MPC (CrypTen's softmax approximation);
 4. MPC backward through blocks L..1, keeping every layer's input and output delta as shares;
@@ -12,8 +13,8 @@ Steps (design section 5 with s = L; no HE stage is involved):
    clipped sums, each party's CSPRNG noise share; the noised sums are opened. (``dp=off``:
    the exact sums are opened instead; a non-private run for reference and benchmarks.)
 
-Who learns what: each party learns its own rows, the public row counts and the noised
-gradient sums; logits, deltas, norms and clip factors stay shares.
+Who learns what: each party learns its own rows, the padded (noised) row counts and the noised
+gradient sums; logits, deltas, norms, clip factors and row weights stay shares.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from ppml_hybrid.config import ModelConfig
+from ppml_hybrid.privacy.batch_count import CountNoise
 from ppml_hybrid.protocols.dp_step import DPStepParams, noise_only_sums, open_gradient_sums, trainable_sites
 from ppml_hybrid.smpc_stage.stage import MPCBlocks
 from ppml_hybrid.smpc_stage.transport import Traffic
@@ -88,28 +90,49 @@ def poisson_sample(n: int, rate: float) -> torch.Tensor:
     return torch.from_numpy(np.nonzero(keep)[0]).long()
 
 
-def share_own_sample(ctx: Any, rows: PartyRows, *, sample_rate: float,
-                     num_classes: int) -> Tuple[Optional[Any], Optional[Any], int]:
-    """Step 1: Poisson-sample this party's own rows, share images and one-hot labels.
+@dataclass(frozen=True)
+class SharedBatch:
+    """One step's batch as shares: images, one-hot labels, secret 0/1 row weights (scale 1, None
+    without padding), and the public row count (real rows plus padding)."""
 
-    Returns the batch's image and label shares (rank order; None when every party drew no
-    row) and the public batch size.
-    """
+    x: Optional[Any]
+    y: Optional[Any]
+    weights: Optional[Any]
+    size: int
+
+
+def share_own_sample(ctx: Any, rows: PartyRows, *, sample_rate: float, num_classes: int,
+                     count_noise: Optional[CountNoise] = None) -> SharedBatch:
+    """Step 1: Poisson-sample this party's own rows, pad them (``count_noise``: dummy rows with
+    secret weight 0, :mod:`ppml_hybrid.privacy.batch_count`), share images, one-hot labels and
+    row weights. Only each party's padded row count is public."""
     picked = poisson_sample(len(rows.labels), sample_rate)
-    x_parts, y_parts = [], []
+    images, onehot = rows.images[picked], torch.nn.functional.one_hot(rows.labels[picked], num_classes).float()
+    weights = torch.ones(len(picked))
+    if count_noise is not None:
+        pad = count_noise.draw()
+        images = torch.cat([images, torch.zeros(pad, *images.shape[1:])])
+        onehot = torch.cat([onehot, torch.zeros(pad, num_classes)])
+        weights = torch.cat([weights, torch.zeros(pad)])
+    parts: Dict[str, list] = {"x": [], "y": [], "w": []}
     for src in range(ctx.parties):
         mine = src == ctx.rank
-        x_parts.append(ctx.share(rows.images[picked] if mine else None, src=src))
-        onehot = torch.nn.functional.one_hot(rows.labels[picked], num_classes).float() if mine else None
-        y_parts.append(ctx.share(onehot, src=src))
-    keep = [i for i, p in enumerate(x_parts) if int(p.size(0)) > 0]
-    batch = sum(int(x_parts[i].size(0)) for i in keep)
+        parts["x"].append(ctx.share(images if mine else None, src=src))
+        parts["y"].append(ctx.share(onehot if mine else None, src=src))
+        if count_noise is not None:
+            parts["w"].append(ctx.share(weights if mine else None, src=src, precision=0))
+    keep = [i for i, p in enumerate(parts["x"]) if int(p.size(0)) > 0]
+    size = sum(int(parts["x"][i].size(0)) for i in keep)
     if not keep:
-        return None, None, 0
-    if len(keep) == 1:
-        return x_parts[keep[0]], y_parts[keep[0]], batch
-    cat = ctx.crypten.cat
-    return cat([x_parts[i] for i in keep], dim=0), cat([y_parts[i] for i in keep], dim=0), batch
+        return SharedBatch(None, None, None, 0)
+
+    def joined(name: str) -> Optional[Any]:
+        if not parts[name]:
+            return None
+        chosen = [parts[name][i] for i in keep]
+        return chosen[0] if len(chosen) == 1 else ctx.crypten.cat(chosen, dim=0)
+
+    return SharedBatch(joined("x"), joined("y"), joined("w"), size)
 
 
 @dataclass(frozen=True)
@@ -121,13 +144,16 @@ class MPCTrainStep:
     image_size: int
     sample_rate: float
     dp: Optional[DPStepParams]  # None: dp=off (exact sums are opened; non-private runs only)
+    count_noise: Optional[CountNoise] = None  # pads each party's batch (dp on); None with dp=off
 
     def __call__(self, ctx: Any, rows: PartyRows) -> StepOutput:
         torch.set_num_threads(1)
         crypten = ctx.crypten
         start, before = time.perf_counter(), ctx.transport.snapshot()
         clock = StageClock(ctx.transport)
-        x, y, batch = share_own_sample(ctx, rows, sample_rate=self.sample_rate, num_classes=self.model.num_classes)
+        shared = share_own_sample(ctx, rows, sample_rate=self.sample_rate, num_classes=self.model.num_classes,
+                                  count_noise=self.count_noise)
+        x, y, batch = shared.x, shared.y, shared.size
         clock.lap("share_inputs")
         costs: Tuple[Any, ...] = ()
         if batch == 0:
@@ -141,7 +167,8 @@ class MPCTrainStep:
             clock.lap("mpc_forward")
             back = stage.backward(trace, delta, crypten=crypten, transport=ctx.transport, weight_grads=False)
             clock.lap("mpc_backward")
-            sums = open_gradient_sums(trainable_sites(stage.layers, trace, back), params=self.dp, crypten=crypten)
+            sums = open_gradient_sums(trainable_sites(stage.layers, trace, back), params=self.dp, crypten=crypten,
+                                      row_weights=shared.weights)
             clock.lap("dp_step")
             costs = trace.costs + back.costs
         return StepOutput(noised_sums=dict(sums), batch_size=batch, seconds=time.perf_counter() - start,

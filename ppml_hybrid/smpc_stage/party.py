@@ -97,16 +97,16 @@ class PartyContext:
         if self.board is not None:
             self.board.beat(self.rank)
 
-    def share(self, rows: Optional[torch.Tensor], *, src: int) -> Any:
+    def share(self, rows: Optional[torch.Tensor], *, src: int, precision: Optional[int] = None) -> Any:
         """Secret-share ``rows`` held by party ``src``; other parties pass None.
 
         The size is broadcast by ``src`` (one round): the number of rows a party contributes
-        is public, its values are not.
+        is public, its values are not. ``precision=0`` shares integers at scale 1.
         """
         crypten = self.crypten
         if self.rank == src:
-            return crypten.cryptensor(rows.float(), src=src, broadcast_size=True)
-        return crypten.cryptensor(torch.empty(0), src=src, broadcast_size=True)
+            return crypten.cryptensor(rows.float(), src=src, broadcast_size=True, precision=precision)
+        return crypten.cryptensor(torch.empty(0), src=src, broadcast_size=True, precision=precision)
 
 
 def _configure_crypten(rz: Rendezvous, *, orchestrated: bool) -> Any:

@@ -26,7 +26,7 @@ import hashlib
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -38,6 +38,9 @@ from ppml_hybrid.data import DataSplits, ImageSet
 from ppml_hybrid.errors import ConfigError
 from ppml_hybrid.model import BlockModel, build_model
 from ppml_hybrid.privacy.accounting import resolve_noise_multiplier
+from ppml_hybrid.privacy.batch_count import (
+    CountNoise, effective_noise_multiplier, gradient_noise_for, padding_failure_delta,
+)
 from ppml_hybrid.protocols.dp_step import DPStepParams
 from ppml_hybrid.protocols.mpc_train_step import MPCTrainStep, PartyRows, StepOutput
 from ppml_hybrid.smpc_stage.cost_model import STANDARD_PROFILES, project_step
@@ -94,6 +97,7 @@ class SecureResult:
     layer_traffic: tuple = ()  # per party, per MPC layer and direction: mean bytes sent / rounds per step
     stage_costs: tuple = ()  # per protocol stage: mean seconds (the driver's clock) and bytes per step
     steps_per_epoch: int = 0
+    privacy: Dict[str, Any] = field(default_factory=dict)  # what the accountant was given, and why
 
     def metrics(self) -> dict:
         return {
@@ -101,6 +105,7 @@ class SecureResult:
             "val": self.epochs[-1].val.as_dict(),
             "epsilon": self.epsilon,
             "noise_multiplier": self.noise_multiplier,
+            "privacy": dict(self.privacy),
             "sample_rate": self.sample_rate,
             "steps": self.steps,
             "time_per_step_s": sum(self.step_seconds) / len(self.step_seconds),
@@ -131,26 +136,45 @@ def train_secure(cfg: RunConfig, splits: DataSplits, *, networks: Sequence[Any] 
     n_blocks = len(cfg.model.blocks)
     stages = (f"blocks 1..{cfg.split_layer} under MPC and {cfg.split_layer + 1}..{n_blocks} under HE"
               if cfg.split_layer < n_blocks else f"all {n_blocks} blocks under MPC")
+    count_noise: Optional[CountNoise] = None
+    privacy: Dict[str, Any] = {}
     if cfg.dp.enabled:
-        sigma = resolve_noise_multiplier(cfg.dp, sample_rate=sample_rate, steps=total_steps)
+        count_noise = CountNoise(std=cfg.dp.count_noise)
+        sigma, sigma_eff = _noise_multipliers(cfg, sample_rate=sample_rate, steps=total_steps)
         dp: Optional[DPStepParams] = DPStepParams(max_grad_norm=cfg.dp.max_grad_norm, noise_multiplier=sigma,
                                                   parties=cfg.smpc.parties)
         accountant = create_accountant(cfg.dp.accountant)
+        delta_padding = padding_failure_delta(steps=total_steps, parties=cfg.smpc.parties)
+        privacy = {"gradient_noise_multiplier": sigma, "count_noise_rows": cfg.dp.count_noise,
+                   "accounted_noise_multiplier": sigma_eff, "delta": cfg.dp.delta,
+                   "delta_padding_failure": delta_padding, "delta_total": cfg.dp.delta + delta_padding}
         log.info("DP-SGD with %s: %d parties + dealer, noise multiplier %.4f (each party adds std %.4g), "
-                 "clip %.3g, sample rate %.4f, %d steps", stages, cfg.smpc.parties, sigma, dp.noise_std_per_party,
-                 cfg.dp.max_grad_norm, sample_rate, total_steps)
+                 "clip %.3g, sample rate %.4f, %d steps; batch sizes released with noise std %g rows, so the "
+                 "accountant counts noise multiplier %.4f", stages, cfg.smpc.parties, sigma, dp.noise_std_per_party,
+                 cfg.dp.max_grad_norm, sample_rate, total_steps, cfg.dp.count_noise, sigma_eff)
     else:
-        sigma, dp, accountant = 0.0, None, None
+        sigma, sigma_eff, dp, accountant = 0.0, 0.0, None, None
         log.warning("dp=off: NON-PRIVATE run (%s): every step opens the exact gradient sums, which leak the "
                     "batch. For reference runs and benchmarks only, never for real patients' data.", stages)
 
     with contextlib.ExitStack() as stack:
         make_program, party_inputs = step_factory(cfg, stack, rows=rows, dp=dp, sample_rate=sample_rate,
-                                                  expected_batch=sample_rate * n, total_steps=total_steps)
+                                                  expected_batch=sample_rate * n, total_steps=total_steps,
+                                                  count_noise=count_noise)
         log.info("starting %d party processes and the dealer ...", cfg.smpc.parties)
         session = stack.enter_context(PartySession(smpc=cfg.smpc, party_inputs=party_inputs))
-        return _loop(cfg, splits, model, optimizer, schedule, accountant, make_program, session,
-                     sigma=sigma, plan=plan, networks=networks)
+        result = _loop(cfg, splits, model, optimizer, schedule, accountant, make_program, session,
+                       sigma=sigma, sigma_eff=sigma_eff, plan=plan, networks=networks)
+        return dataclasses.replace(result, privacy=privacy)
+
+
+def _noise_multipliers(cfg: RunConfig, *, sample_rate: float, steps: int) -> Tuple[float, float]:
+    """(sigma the parties add, sigma_eff the accountant counts with the noisy batch sizes)."""
+    if cfg.dp.target_epsilon is not None:
+        sigma_eff = resolve_noise_multiplier(cfg.dp, sample_rate=sample_rate, steps=steps)
+        return gradient_noise_for(sigma_eff=sigma_eff, count_std=cfg.dp.count_noise), sigma_eff
+    sigma = resolve_noise_multiplier(cfg.dp, sample_rate=sample_rate, steps=steps)
+    return sigma, effective_noise_multiplier(sigma=sigma, count_std=cfg.dp.count_noise)
 
 
 def _resolve_hiding(run: Any, *, total_steps: int) -> Any:
@@ -166,13 +190,14 @@ def _resolve_hiding(run: Any, *, total_steps: int) -> Any:
 
 
 def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[PartyRows], dp: Optional[DPStepParams],
-                 sample_rate: float, expected_batch: float, total_steps: int):
+                 sample_rate: float, expected_batch: float, total_steps: int,
+                 count_noise: Optional[CountNoise] = None):
     """The per-step party program and the parties' inputs; starts K and E when blocks run under HE."""
     n_blocks = len(cfg.model.blocks)
     if cfg.split_layer == n_blocks:
         def all_mpc(step: int, state: Dict[str, torch.Tensor]) -> MPCTrainStep:
             return MPCTrainStep(model=cfg.model, state_dict=state, image_size=cfg.data.image_size,
-                                sample_rate=sample_rate, dp=dp)
+                                sample_rate=sample_rate, dp=dp, count_noise=count_noise)
         return all_mpc, rows
     from ppml_hybrid.he_stage.keys import encryption_only
     from ppml_hybrid.he_stage.runspec import HERunSpec
@@ -180,8 +205,11 @@ def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[Part
     from ppml_hybrid.protocols.params import ConversionParams
     from ppml_hybrid.rpc.local import party_name, start_local_he_services
 
-    # The slot layout is fixed per run: room for a Poisson batch far above its mean.
-    capacity = int(expected_batch + 6 * math.sqrt(expected_batch) + 8)
+    # The slot layout is fixed per run: room for a padded Poisson batch 7 standard deviations above its mean.
+    parties = cfg.smpc.parties
+    padding_mean = parties * count_noise.mean_padding if count_noise is not None else 0.0
+    padding_var = parties * count_noise.std ** 2 if count_noise is not None else 0.0
+    capacity = int(expected_batch + padding_mean + 7 * math.sqrt(expected_batch + padding_var) + 8)
     run = HERunSpec(he=cfg.he, model=cfg.model, split_layer=cfg.split_layer, image_size=cfg.data.image_size,
                     parties=cfg.smpc.parties, batch_capacity=capacity)
     run = _resolve_hiding(run, total_steps=total_steps)
@@ -203,7 +231,7 @@ def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[Part
                                   dp=dp, material=material, conversion=conversion, endpoints=endpoints,
                                   step_id=step + 1, first_round=0, hiding_bits=run.he.mask_hiding_bits,
                                   max_mask_bits=run.he.max_mask_bits, split_norm_bound=run.he.split_norm_bound,
-                                  delta_conversion=delta_conversion)
+                                  delta_conversion=delta_conversion, count_noise=count_noise)
         # K accepts round ids in order only: every step uses the same number of rounds.
         return dataclasses.replace(program, first_round=step * program.rounds_per_step())
 
@@ -231,8 +259,8 @@ def _attested_material(cfg: RunConfig, svc: Any) -> Any:
 
 
 def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torch.optim.Optimizer, schedule: Any,
-          accountant: Any, make_program: Any, session: PartySession, *, sigma: float, plan: PoissonSchedule,
-          networks: Sequence[Any]) -> "SecureResult":
+          accountant: Any, make_program: Any, session: PartySession, *, sigma: float, sigma_eff: float,
+          plan: PoissonSchedule, networks: Sequence[Any]) -> "SecureResult":
     sample_rate, total_steps, steps_per_epoch = plan.sample_rate, plan.total_steps, plan.steps_per_epoch
     step, epochs, step_seconds = 0, [], []
     traffic_sum = [Traffic() for _ in range(cfg.smpc.parties)]
@@ -250,7 +278,7 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
             _apply(model, optimizer, out, expected_batch=plan.expected_batch)
             schedule.step()
             if accountant is not None:
-                accountant.step(noise_multiplier=sigma, sample_rate=sample_rate)
+                accountant.step(noise_multiplier=sigma_eff, sample_rate=sample_rate)
             step += 1
             step_seconds.append(run.wall_s)
             _add_stages(stage_sum, run.results)
