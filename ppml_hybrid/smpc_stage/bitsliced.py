@@ -184,10 +184,13 @@ def b2a_bits(plane: torch.Tensor, *, n: int, crypten: Any) -> Any:
 
     CrypTen's single-bit B2A with the opening bit-packed: the dealer pair ([r]_A, [r]_B) per
     element; each party packs its [r]_B bits like the plane; open z = b ^ r (1/8 byte per
-    element); [b]_A = [r]_A (1 - 2 z) + z.
+    element); [b]_A = [r]_A (1 - 2 z) + z. The pairs cover every bit of the packed words, the
+    padding too, so each opened word is a uniform 64-bit value (the padding bits of the plane
+    are zeros: masked by zeros they would make the last word a small, recognisable number).
     """
     BinarySharedTensor = crypten.mpc.primitives.BinarySharedTensor
-    r_arith, r_bin = crypten.mpc.get_default_provider().B2A_rng(torch.Size([n]))
+    padded = plane.numel() * WORD_BITS
+    r_arith, r_bin = crypten.mpc.get_default_provider().B2A_rng(torch.Size([padded]))
     masked = plane ^ bit_slice(r_bin.share, bits=1)[0]
     z = unslice(BinarySharedTensor.from_shares(masked).reveal(), n=n)
-    return r_arith * (1 - 2 * z) + z
+    return r_arith[:n] * (1 - 2 * z) + z

@@ -10,6 +10,8 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import dataclass
+from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before openfhe is imported
 
@@ -18,21 +20,33 @@ from ppml_hybrid.errors import PPMLError  # noqa: E402
 log = logging.getLogger("ppml_hybrid.he_stage.evaluator")
 
 
-def serve(raw_spec: dict) -> None:
+@dataclass
+class RunningEvaluator:
+    """E serving in this process: where it listens, the certificate to trust, and ``stop``."""
+
+    address: str
+    trust_pem: bytes
+    server: Any
+    key_client: Any
+
+    def stop(self) -> None:
+        self.server.stop(grace=1.0).wait()
+        self.key_client.close()
+
+
+def start_evaluator(spec: Any) -> RunningEvaluator:
+    """Fetch and verify K's material, then serve E's API in this process (an ``EvaluatorSpec``)."""
     from ppml_hybrid.he_stage.errors import KeyMaterialError
     from ppml_hybrid.he_stage.evaluator.mask_book import MaskShareBook
     from ppml_hybrid.he_stage.evaluator.server import EvaluatorServicer
-    from ppml_hybrid.he_stage.evaluator.spec import EvaluatorSpec
     from ppml_hybrid.he_stage.evaluator.store import StepStore
     from ppml_hybrid.he_stage.keys import load_public_material
     from ppml_hybrid.he_stage.runspec import run_head, run_layout
     from ppml_hybrid.keyservice.client import EvaluatorKeyClient
     from ppml_hybrid.rpc import evaluator_pb2_grpc as pb_grpc
-    from ppml_hybrid.rpc.launch import announce_ready
     from ppml_hybrid.rpc.server import start_server
     from ppml_hybrid.rpc.tls import self_signed_server, server_credentials
 
-    spec = EvaluatorSpec.from_json(raw_spec)
     k = EvaluatorKeyClient(address=spec.key_address, server_trust_pem=spec.key_trust_pem,
                            credential=spec.key_credential, wire_log=spec.wire_log)
     published = k.get_public_material()
@@ -56,14 +70,21 @@ def serve(raw_spec: dict) -> None:
     server, address = start_server(
         address=spec.address, credentials=server_credentials(identity=identity, client_ca_pem=spec.client_ca_pem),
         register=lambda s: pb_grpc.add_EvaluatorServicer_to_server(servicer, s), wire_log=spec.wire_log)
+    log.info("HE evaluator listening on %s", address)
+    return RunningEvaluator(address=address, trust_pem=identity.trust_pem, server=server, key_client=k)
+
+
+def serve(raw_spec: dict) -> None:
+    from ppml_hybrid.he_stage.evaluator.spec import EvaluatorSpec
+    from ppml_hybrid.rpc.launch import announce_ready
+
+    running = start_evaluator(EvaluatorSpec.from_json(raw_spec))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    announce_ready(address=address, trust_pem=identity.trust_pem)
-    log.info("HE evaluator listening on %s", address)
+    announce_ready(address=running.address, trust_pem=running.trust_pem)
     stop.wait()
-    server.stop(grace=1.0).wait()
-    k.close()
+    running.stop()
 
 
 def _check_key_service(client, published, spec) -> None:
