@@ -155,99 +155,198 @@ class _Pieces:
     summers: Dict[str, Any] = field(default_factory=dict)  # name -> f(factors raw) -> _ScaledSum
 
 
-def _conv_pieces(site: TrainableSite, ex: Exact, pb: PieceBounds) -> _Pieces:
-    layer, a, d = site.layer, site.inputs, site.deltas
-    b, c = a.size(0), a.size(1)
-    p, k = d.size(1), layer.weight.size(-1)
-    # G[ch, s*p + o] = corr(a[s, ch], d[s, o]) at 2^32: sample s only meets its own delta (groups=b).
-    g = exact.conv2d(a.share.transpose(0, 1), d.share.reshape(b * p, 1, d.size(2), d.size(3)),
-                     crypten=ex.crypten, padding=layer.padding, dilation=layer.stride, groups=b)
-    g = g[:, :, :k, :k].reshape(c, b, p * k * k)
-    g = ex.reduce(g, value_bits=pb.conv_grad_bits, scale_bits=2 * F, shift=F)  # (c, b, pkk) at 2^16
-    bias = ex.reduce(d.share.sum(3).sum(2), value_bits=pb.conv_grad_bits, scale_bits=F, shift=0)  # (b, p)
-    count = c * p * k * k + p
-    sq = exact.square(g, crypten=ex.crypten).sum(2).sum(0) + exact.square(bias, crypten=ex.crypten).sum(1)
-    total_bits = 2 * pb.conv_grad_bits + bits_for(count)
-    sq_norm = ex.reduce_up(sq, value_bits=total_bits, scale_bits=2 * F, shift=F)
-    prefix = layer.param_prefix
+class _Level:
+    """Independent exact operations of one level, run together: one adder pass for every
+    reduction, one Beaver product for every elementwise product (rounds per level, not per site)."""
 
-    def weight(f: torch.Tensor) -> _ScaledSum:
-        w = exact.mul(f.view(1, b, 1), g, crypten=ex.crypten).sum(1)  # (c, p*k*k) at 2^32
-        return _ScaledSum(w.reshape(c, p, k, k).transpose(0, 1).contiguous(), 2 * F, (p, c, k, k))
+    def __init__(self, ex: Exact) -> None:
+        self.ex = ex
+        self._reduce: List[Tuple[str, torch.Tensor, int, int, int, bool]] = []
+        self._mul: List[Tuple[str, torch.Tensor, torch.Tensor]] = []
 
-    def bias_sum(f: torch.Tensor) -> _ScaledSum:
-        return _ScaledSum(exact.mul(f.view(b, 1), bias, crypten=ex.crypten).sum(0), 2 * F, (p,))
+    def reduce(self, key: str, raw: torch.Tensor, *, value_bits: int, scale_bits: int, shift: int,
+               up: bool = False) -> None:
+        self._reduce.append((key, raw, value_bits, scale_bits, shift, up))
 
-    return _Pieces(sq_norm, {f"{prefix}.weight": weight, f"{prefix}.bias": bias_sum})
+    def mul(self, key: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        self._mul.append((key, x, y))
 
+    def square(self, key: str, x: torch.Tensor) -> None:
+        self._mul.append((key, x, x))
 
-def _linear_pieces(site: TrainableSite, ex: Exact, pb: PieceBounds) -> _Pieces:
-    a, d = site.inputs.share, site.deltas.share
-    b, n_in, n_out = a.size(0), a.size(1), d.size(1)
-    a = ex.reduce(a, value_bits=pb.dense_input_bits, scale_bits=F, shift=0)
-    d = ex.reduce(d, value_bits=pb.delta_bits, scale_bits=F, shift=0)
-    # ||d||^2 at 2^16 and ||a||^2 + 1 at 2^s_a, both rounded up; their product must stay below 2^62.
-    d_bits = 2 * pb.delta_bits + bits_for(n_out)
-    a_bits = 2 * pb.dense_input_bits + bits_for(n_in + 1)
-    s_a = min(F, 61 - (F + d_bits) - a_bits)
-    if s_a < 4:
-        raise ConfigError(f"dense layer {site.layer.param_prefix} ({n_in} -> {n_out}) is too wide for the exact "
-                          "clip check's 64-bit ring at these piece bounds; lower dp piece bounds")
-    dd = ex.reduce_up(exact.square(d, crypten=ex.crypten).sum(1), value_bits=d_bits, scale_bits=2 * F, shift=F)
-    aa = exact.square(a, crypten=ex.crypten).sum(1) + ex.const(1 << (2 * F), a[:, 0])
-    aa = ex.reduce_up(aa, value_bits=a_bits, scale_bits=2 * F, shift=2 * F - s_a)
-    sq_norm = ex.reduce_up(exact.mul(dd, aa, crypten=ex.crypten), value_bits=d_bits + a_bits,
-                           scale_bits=F + s_a, shift=s_a)
-    prefix = site.layer.param_prefix
-
-    def scaled_deltas(f: torch.Tensor) -> torch.Tensor:
-        return exact.mul(f.view(b, 1), d, crypten=ex.crypten)  # (b, out) at 2^32
-
-    def weight(f: torch.Tensor) -> _ScaledSum:
-        return _ScaledSum(exact.matmul(scaled_deltas(f).t(), a, crypten=ex.crypten), 3 * F, (n_out, n_in))
-
-    def bias_sum(f: torch.Tensor) -> _ScaledSum:
-        return _ScaledSum(scaled_deltas(f).sum(0), 2 * F, (n_out,))
-
-    return _Pieces(sq_norm, {f"{prefix}.weight": weight, f"{prefix}.bias": bias_sum})
-
-
-def _poly_pieces(site: TrainableSite, ex: Exact, pb: PieceBounds) -> _Pieces:
-    b = site.inputs.size(0)
-    x = ex.reduce(site.inputs.share.reshape(b, -1), value_bits=pb.poly_input_bits, scale_bits=F, shift=0)
-    d = ex.reduce(site.deltas.share.reshape(b, -1), value_bits=pb.delta_bits, scale_bits=F, shift=0)
-    x2 = ex.reduce(exact.square(x, crypten=ex.crypten), value_bits=2 * pb.poly_input_bits, scale_bits=2 * F, shift=F)
-    s_a = exact.mul(d, x2, crypten=ex.crypten).sum(1)  # at 2^32 (may wrap for garbage: reduced next)
-    s_b = exact.mul(d, x, crypten=ex.crypten).sum(1)
-    s_a = ex.reduce(s_a, value_bits=pb.poly_grad_bits, scale_bits=2 * F, shift=F)
-    s_b = ex.reduce(s_b, value_bits=pb.poly_grad_bits, scale_bits=2 * F, shift=F)
-    sq = exact.square(s_a, crypten=ex.crypten) + exact.square(s_b, crypten=ex.crypten)
-    sq_norm = ex.reduce_up(sq, value_bits=2 * pb.poly_grad_bits + 1, scale_bits=2 * F, shift=F)
-    prefix = site.layer.param_prefix
-
-    def grad(s: torch.Tensor):
-        return lambda f: _ScaledSum(exact.mul(f, s, crypten=ex.crypten).sum().reshape(1), 2 * F, (1,))
-
-    return _Pieces(sq_norm, {f"{prefix}.a": grad(s_a), f"{prefix}.b": grad(s_b)})
+    def run(self) -> Dict[str, torch.Tensor]:
+        out: Dict[str, torch.Tensor] = {}
+        ex = self.ex
+        if self._mul:
+            xs = torch.cat([x.reshape(-1) for _, x, _ in self._mul])
+            ys = torch.cat([y.reshape(-1) for _, _, y in self._mul])
+            same = all(x is y for _, x, y in self._mul)
+            prod = exact.square(xs, crypten=ex.crypten) if same else exact.mul(xs, ys, crypten=ex.crypten)
+            start = 0
+            for key, x, _ in self._mul:
+                out[key] = prod[start:start + x.numel()].reshape(x.shape)
+                start += x.numel()
+        if self._reduce:
+            results = exact.reduce_many([(raw, vb + sb, t) for _, raw, vb, sb, t, _ in self._reduce],
+                                        crypten=ex.crypten)
+            for (key, _, _, _, _, up), r in zip(self._reduce, results):
+                out[key] = r + ex.parties if up and ex.rank == 0 else r
+        return out
 
 
 def per_sample_pieces(sites: Sequence[TrainableSite], *, crypten: Any,
                       bounds: PieceBounds = PieceBounds()) -> Tuple[torch.Tensor, List[_Pieces]]:
-    """Steps 1-2: every site's bounded pieces and the summed upper bound n_i (raw, scale 2^16)."""
+    """Steps 1-2: every site's bounded pieces and the summed upper bound n_i (raw, scale 2^16).
+
+    Four levels, each one pass over all sites: (1) the raw per-sample pieces reduced into their
+    ranges; (2) their squares, summed per sample and reduced (rounded up); (3) the dense layers'
+    product ``||d||^2 (||a||^2 + 1)`` and the polynomial's per-sample scalars; (4) the latter's
+    squares. See the module doc for the ranges and why nothing can overflow.
+    """
     if not sites:
         raise ConfigError("the DP step needs at least one trainable layer")
-    ex = Exact(crypten)
-    builders = {"conv": _conv_pieces, "linear": _linear_pieces, "poly": _poly_pieces}
-    pieces = []
     for site in sites:
-        kind = site.layer.kind
-        if kind not in builders:  # pragma: no cover - trainable_sites only yields the kinds above
-            raise ConfigError(f"no per-sample gradient for layer kind {kind!r}")
-        pieces.append(builders[kind](site, ex, bounds))
+        if site.layer.kind not in ("conv", "linear", "poly"):  # pragma: no cover - trainable_sites yields these
+            raise ConfigError(f"no per-sample gradient for layer kind {site.layer.kind!r}")
+    ex, pb = Exact(crypten), bounds
+    geo: Dict[int, Dict[str, Any]] = {}
+
+    lv = _Level(ex)  # level 1: the raw pieces, reduced into their ranges
+    for i, site in enumerate(sites):
+        kind, b = site.layer.kind, int(site.inputs.size(0))
+        if kind == "conv":
+            a, d, k = site.inputs, site.deltas, site.layer.weight.size(-1)
+            c, p = int(a.size(1)), int(d.size(1))
+            # G[ch, s*p + o] = corr(a[s, ch], d[s, o]) at 2^32: sample s only meets its own delta (groups=b)
+            g = exact.conv2d(a.share.transpose(0, 1), d.share.reshape(b * p, 1, d.size(2), d.size(3)),
+                             crypten=crypten, padding=site.layer.padding, dilation=site.layer.stride, groups=b)
+            geo[i] = dict(b=b, c=c, p=p, k=k)
+            lv.reduce(f"{i}.g", g[:, :, :k, :k].reshape(c, b, p * k * k), value_bits=pb.conv_grad_bits,
+                      scale_bits=2 * F, shift=F)
+            lv.reduce(f"{i}.bias", d.share.sum(3).sum(2), value_bits=pb.conv_grad_bits, scale_bits=F, shift=0)
+        elif kind == "linear":
+            geo[i] = dict(b=b, n_in=int(site.inputs.size(1)), n_out=int(site.deltas.size(1)))
+            lv.reduce(f"{i}.a", site.inputs.share, value_bits=pb.dense_input_bits, scale_bits=F, shift=0)
+            lv.reduce(f"{i}.d", site.deltas.share, value_bits=pb.delta_bits, scale_bits=F, shift=0)
+        else:
+            geo[i] = dict(b=b)
+            lv.reduce(f"{i}.x", site.inputs.share.reshape(b, -1), value_bits=pb.poly_input_bits, scale_bits=F,
+                      shift=0)
+            lv.reduce(f"{i}.d", site.deltas.share.reshape(b, -1), value_bits=pb.delta_bits, scale_bits=F, shift=0)
+    r = lv.run()
+
+    sq = _Level(ex)  # level 2a: squares
+    for i, site in enumerate(sites):
+        for key in {"conv": ("g", "bias"), "linear": ("a", "d"), "poly": ("x",)}[site.layer.kind]:
+            sq.square(f"{i}.{key}2", r[f"{i}.{key}"])
+    r.update(sq.run())
+    lv = _Level(ex)  # level 2b: per-sample sums of squares, reduced (rounded up)
+    for i, site in enumerate(sites):
+        kind, g = site.layer.kind, geo[i]
+        if kind == "conv":
+            count = g["c"] * g["p"] * g["k"] ** 2 + g["p"]
+            total = r[f"{i}.g2"].sum(2).sum(0) + r[f"{i}.bias2"].sum(1)
+            lv.reduce(f"{i}.n", total, value_bits=2 * pb.conv_grad_bits + bits_for(count), scale_bits=2 * F,
+                      shift=F, up=True)
+        elif kind == "linear":
+            g["d_bits"] = 2 * pb.delta_bits + bits_for(g["n_out"])
+            g["a_bits"] = 2 * pb.dense_input_bits + bits_for(g["n_in"] + 1)
+            # ||d||^2 at 2^16 and ||a||^2 + 1 at 2^s_a: their product must stay below 2^62
+            g["s_a"] = min(F, 61 - (F + g["d_bits"]) - g["a_bits"])
+            if g["s_a"] < 4:
+                raise ConfigError(f"dense layer {site.layer.param_prefix} ({g['n_in']} -> {g['n_out']}) is too wide "
+                                  "for the exact clip check's 64-bit ring at these piece bounds")
+            lv.reduce(f"{i}.dd", r[f"{i}.d2"].sum(1), value_bits=g["d_bits"], scale_bits=2 * F, shift=F, up=True)
+            aa = r[f"{i}.a2"].sum(1) + ex.const(1 << (2 * F), r[f"{i}.a2"][:, 0])
+            lv.reduce(f"{i}.aa", aa, value_bits=g["a_bits"], scale_bits=2 * F, shift=2 * F - g["s_a"], up=True)
+        else:
+            lv.reduce(f"{i}.x2r", r[f"{i}.x2"], value_bits=2 * pb.poly_input_bits, scale_bits=2 * F, shift=F)
+    r.update(lv.run())
+
+    pr = _Level(ex)  # level 3a: products
+    for i, site in enumerate(sites):
+        if site.layer.kind == "linear":
+            pr.mul(f"{i}.prod", r[f"{i}.dd"], r[f"{i}.aa"])
+        elif site.layer.kind == "poly":
+            pr.mul(f"{i}.dx2", r[f"{i}.d"], r[f"{i}.x2r"])
+            pr.mul(f"{i}.dx", r[f"{i}.d"], r[f"{i}.x"])
+    r.update(pr.run())
+    lv = _Level(ex)  # level 3b
+    for i, site in enumerate(sites):
+        g = geo[i]
+        if site.layer.kind == "linear":
+            lv.reduce(f"{i}.n", r[f"{i}.prod"], value_bits=g["d_bits"] + g["a_bits"], scale_bits=F + g["s_a"],
+                      shift=g["s_a"], up=True)
+        elif site.layer.kind == "poly":  # per-sample sums at 2^32 (wrap for garbage: reduced here)
+            lv.reduce(f"{i}.sa", r[f"{i}.dx2"].sum(1), value_bits=pb.poly_grad_bits, scale_bits=2 * F, shift=F)
+            lv.reduce(f"{i}.sb", r[f"{i}.dx"].sum(1), value_bits=pb.poly_grad_bits, scale_bits=2 * F, shift=F)
+    r.update(lv.run())
+
+    polys = [i for i, site in enumerate(sites) if site.layer.kind == "poly"]
+    if polys:  # level 4: the polynomial's squared scalars
+        sq = _Level(ex)
+        for i in polys:
+            sq.square(f"{i}.sa2", r[f"{i}.sa"])
+            sq.square(f"{i}.sb2", r[f"{i}.sb"])
+        r.update(sq.run())
+        lv = _Level(ex)
+        for i in polys:
+            lv.reduce(f"{i}.n", r[f"{i}.sa2"] + r[f"{i}.sb2"], value_bits=2 * pb.poly_grad_bits + 1,
+                      scale_bits=2 * F, shift=F, up=True)
+        r.update(lv.run())
+
+    pieces = [_summers(site, i, r, geo[i], ex) for i, site in enumerate(sites)]
     total = pieces[0].sq_norm
-    for p in pieces[1:]:
-        total = total + p.sq_norm
+    for piece in pieces[1:]:
+        total = total + piece.sq_norm
     return total, pieces
+
+
+def _summers(site: TrainableSite, i: int, r: Dict[str, torch.Tensor], g: Dict[str, Any], ex: Exact) -> _Pieces:
+    """Step 5's clipped sums of one site: which bounded piece each sum weights by f (batch along
+    ``dim``), and how the weighted piece becomes the sum (exact: no truncation)."""
+    crypten, prefix, kind = ex.crypten, site.layer.param_prefix, site.layer.kind
+    if kind == "conv":
+        c, p, k = g["c"], g["p"], g["k"]
+
+        def conv_weight(w: Dict[str, torch.Tensor]) -> _ScaledSum:
+            total = w[f"{i}.g"].sum(1)  # (c, p*k*k) at 2^32
+            return _ScaledSum(total.reshape(c, p, k, k).transpose(0, 1).contiguous(), 2 * F, (p, c, k, k))
+
+        return _Pieces(r[f"{i}.n"], {
+            f"{prefix}.weight": ((f"{i}.g", r[f"{i}.g"], 1), conv_weight),
+            f"{prefix}.bias": ((f"{i}.bias", r[f"{i}.bias"], 0), lambda w: _ScaledSum(w[f"{i}.bias"].sum(0), 2 * F, (p,))),
+        })
+    if kind == "linear":
+        a = r[f"{i}.a"]
+
+        def dense_weight(w: Dict[str, torch.Tensor]) -> _ScaledSum:  # one Beaver matmul: at 2^48
+            return _ScaledSum(exact.matmul(w[f"{i}.d"].t(), a, crypten=crypten), 3 * F, (g["n_out"], g["n_in"]))
+
+        return _Pieces(r[f"{i}.n"], {
+            f"{prefix}.weight": ((f"{i}.d", r[f"{i}.d"], 0), dense_weight),
+            f"{prefix}.bias": ((f"{i}.d", r[f"{i}.d"], 0), lambda w: _ScaledSum(w[f"{i}.d"].sum(0), 2 * F, (g["n_out"],))),
+        })
+    return _Pieces(r[f"{i}.n"], {
+        f"{prefix}.a": ((f"{i}.sa", r[f"{i}.sa"], 0), lambda w: _ScaledSum(w[f"{i}.sa"].sum().reshape(1), 2 * F, (1,))),
+        f"{prefix}.b": ((f"{i}.sb", r[f"{i}.sb"], 0), lambda w: _ScaledSum(w[f"{i}.sb"].sum().reshape(1), 2 * F, (1,))),
+    })
+
+
+def clipped_sums(pieces: Sequence[_Pieces], f: torch.Tensor, *, crypten: Any) -> Dict[str, _ScaledSum]:
+    """Step 5: every piece weighted by f in ONE Beaver product (f expanded along each piece's
+    batch dimension), then each sum formed (dense weights: one Beaver matmul each)."""
+    requests: Dict[str, Tuple[torch.Tensor, int]] = {}
+    for piece in pieces:
+        for (key, tensor, dim), _ in piece.summers.values():
+            requests[key] = (tensor, dim)
+    lv = _Level(Exact(crypten))
+    for key, (tensor, dim) in requests.items():
+        shape = [1] * tensor.dim()
+        shape[dim] = f.numel()
+        lv.mul(key, f.view(shape).expand(tensor.shape).contiguous(), tensor)
+    weighted = lv.run()
+    return {name: finish(weighted) for piece in pieces for name, (_, finish) in piece.summers.items()}
 
 
 # ------------------------------------------------------------------ steps 3-4: clip factors
@@ -255,7 +354,7 @@ def per_sample_pieces(sites: Sequence[TrainableSite], *, crypten: Any,
 
 def clip_factors(sq_norms: Any, *, params: DPStepParams, crypten: Any) -> Any:
     """Steps 3-4 for an ``MPCTensor`` of squared norms (scale 2^16): the checked factors ``f``."""
-    c = approximate_clip_factors(sq_norms, bound=params.max_grad_norm)
+    c = approximate_clip_factors(sq_norms, bound=params.max_grad_norm, crypten=crypten)
     f = checked_factors(c, sq_norms.share, bound=params.max_grad_norm, crypten=crypten)
     return crypten.mpc.MPCTensor.from_shares(f, precision=F)
 
@@ -271,9 +370,16 @@ def add_noise_share(raw: torch.Tensor, *, std: float, scale_bits: int) -> torch.
     return raw + torch.round(noise * 2.0 ** scale_bits).long()
 
 
-def _open(raw: torch.Tensor, *, scale_bits: int, crypten: Any) -> torch.Tensor:
-    opened = crypten.mpc.MPCTensor.from_shares(raw, precision=0).reveal()
-    return opened.double() / 2.0 ** scale_bits
+def _open_all(raws: Mapping[str, torch.Tensor], scale_bits: Mapping[str, int], *,
+              crypten: Any) -> Dict[str, torch.Tensor]:
+    """Step 7: one opening of every noised sum, each divided by its public scale."""
+    flat = torch.cat([raws[name].reshape(-1) for name in raws])
+    opened = crypten.mpc.MPCTensor.from_shares(flat, precision=0).reveal().double()
+    out, start = {}, 0
+    for name, raw in raws.items():
+        out[name] = opened[start:start + raw.numel()].reshape(raw.shape) / 2.0 ** scale_bits[name]
+        start += raw.numel()
+    return out
 
 
 def noised_gradient_sums(sites: Sequence[TrainableSite], *, params: DPStepParams, crypten: Any,
@@ -285,29 +391,26 @@ def noised_gradient_sums(sites: Sequence[TrainableSite], *, params: DPStepParams
     sq_norm, pieces = per_sample_pieces(sites, crypten=crypten, bounds=bounds)
     MPCTensor = crypten.mpc.MPCTensor
     n = MPCTensor.from_shares(sq_norm, precision=F)
-    c = approximate_clip_factors(n, bound=params.max_grad_norm)
+    c = approximate_clip_factors(n, bound=params.max_grad_norm, crypten=crypten)
     f = checked_factors(c, sq_norm, bound=params.max_grad_norm, crypten=crypten)
     if row_weights is not None:
         f = exact.mul(f, row_weights.share, crypten=crypten)  # 0/1 at scale 1: exact
-    opened = {}
-    for piece in pieces:
-        for name, summer in piece.summers.items():
-            s = summer(f)
-            raw = add_noise_share(s.raw, std=params.noise_std_per_party, scale_bits=s.scale_bits)
-            opened[name] = _open(raw, scale_bits=s.scale_bits, crypten=crypten).float().reshape(s.shape)
+    sums = clipped_sums(pieces, f, crypten=crypten)
+    raws = {name: add_noise_share(t.raw, std=params.noise_std_per_party, scale_bits=t.scale_bits)
+            for name, t in sums.items()}
+    opened = _open_all(raws, {name: t.scale_bits for name, t in sums.items()}, crypten=crypten)
+    opened = {name: opened[name].float().reshape(t.shape) for name, t in sums.items()}
     return DPStepResult(noised_sums=opened, sq_norms=n, clip_factors=MPCTensor.from_shares(f, precision=F))
 
 
 def noise_only_sums(shapes: Mapping[str, Tuple[int, ...]], *, params: Optional[DPStepParams],
                     crypten: Any) -> Dict[str, torch.Tensor]:
     """An empty batch still releases a step: each party's noise alone, opened (steps 6-7)."""
-    out = {}
-    for name, shape in shapes.items():
-        raw = torch.zeros(tuple(shape), dtype=torch.long)
-        std = params.noise_std_per_party if params is not None else 0.0
-        out[name] = _open(add_noise_share(raw, std=std, scale_bits=2 * F), scale_bits=2 * F,
-                          crypten=crypten).float()
-    return out
+    std = params.noise_std_per_party if params is not None else 0.0
+    raws = {name: add_noise_share(torch.zeros(tuple(shape), dtype=torch.long), std=std, scale_bits=2 * F)
+            for name, shape in shapes.items()}
+    opened = _open_all(raws, {name: 2 * F for name in raws}, crypten=crypten)
+    return {name: value.float() for name, value in opened.items()}
 
 
 # ------------------------------------------------------------------ dp=off (non-private reference)

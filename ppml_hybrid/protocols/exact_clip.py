@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ppml_hybrid.smpc_stage import exact
-from ppml_hybrid.smpc_stage.compare import ge_zero
+from ppml_hybrid.smpc_stage.compare import ge_zero, gt_zero
 
 # c_i uses C' = (1 - 2^-10) C: an accurate c passes the exact check with room.
 CLIP_MARGIN_BITS = 10
@@ -68,31 +68,36 @@ class Exact:
         return torch.full_like(like, value) if self.rank == 0 else torch.zeros_like(like)
 
 
-def approximate_clip_factors(sq_norms: Any, *, bound: float) -> Any:
+def approximate_clip_factors(sq_norms: Any, *, bound: float, crypten: Any) -> Any:
     """Step 1: ``c_i ~ min(1, B' / sqrt(n_i))`` (MPCTensor, approximate; step 2 makes it safe).
 
-    ``u = n / C'^2`` is brought into CrypTen ``inv_sqrt``'s accurate range by one of
-    ``_RANGES`` public scalings (256^k, chosen by comparisons with public thresholds and
-    selected with 0/1 products, so no out-of-range value is ever multiplied), then
-    ``_NEWTON_STEPS`` Newton steps ``r (3 - (u r) r) / 2``. Products are ordered so that no
-    intermediate falls below fixed-point resolution (``u r`` ~ ||g|| / C, never ``r^2``).
+    ``u = n / B'^2`` is brought into CrypTen ``inv_sqrt``'s accurate range by one of
+    ``_RANGES`` public scalings (256^k, chosen by comparisons with public thresholds, one
+    stacked sign test, and selected with 0/1 products, so no out-of-range value is ever
+    multiplied), then ``_NEWTON_STEPS`` Newton steps ``r (3 - (u r) r) / 2``. Products are
+    ordered so that no intermediate falls below fixed-point resolution (``u r`` ~ ||g|| / B,
+    never ``r^2``). The sign tests are the cut adder's on 62 bits: exact for every value the
+    factor can be accurate for; any other value only spoils c, which step 2 catches.
     """
     u = sq_norms / ((bound * (1.0 - 2.0 ** -CLIP_MARGIN_BITS)) ** 2)
+    thresholds = [_RANGE_BASE * _RANGE_STEP ** (k - 1) for k in range(1, _RANGES)]
+    above = gt_zero(crypten.stack([u - t for t in thresholds]), crypten=crypten, bits=62)  # 0/1, scale 1
     scaled, factor = u, u * 0.0 + 1.0  # factor: a fixed-point sharing of 1 (local)
     for k in range(1, _RANGES):
-        # CrypTen's comparison bits are encoded at scale 1: multiply them only by sharings
-        # (a public fraction times a scale-1 bit would be rounded to an integer).
-        above = u > _RANGE_BASE * _RANGE_STEP ** (k - 1)  # 0/1, monotone in k
+        # the comparison bits are encoded at scale 1: multiply them only by sharings (a public
+        # fraction times a scale-1 bit would be rounded to an integer)
         step_u = u / float(_RANGE_STEP ** k) - u / float(_RANGE_STEP ** (k - 1))
         step_f = 1.0 / math.sqrt(_RANGE_STEP ** k) - 1.0 / math.sqrt(_RANGE_STEP ** (k - 1))
-        scaled = scaled + above * step_u
-        factor = factor + above * (u * 0.0 + step_f)
+        scaled = scaled + above[k - 1] * step_u
+        factor = factor + above[k - 1] * (u * 0.0 + step_f)
     r = scaled.inv_sqrt() * factor
     for _ in range(_NEWTON_STEPS):
         r = r * (3.0 - (u * r) * r) * 0.5
-    c = r - (r - 1.0).relu()  # min(1, r)
+    over = r - 1.0
+    c = r - over * gt_zero(over, crypten=crypten, bits=62)  # min(1, r)
     # One fixed-point unit less, and >= 0: c rounds down rather than up.
-    return (c - 2.0 ** -F).relu()
+    c = c - 2.0 ** -F
+    return c * gt_zero(c, crypten=crypten, bits=62)
 
 
 def checked_factors(c: Any, sq_norm_raw: torch.Tensor, *, bound: float, crypten: Any) -> torch.Tensor:
@@ -109,12 +114,12 @@ def checked_factors(c: Any, sq_norm_raw: torch.Tensor, *, bound: float, crypten:
     prod = exact.mul(c_red, cn, crypten=crypten)  # at 2^32, >= c'^2 n for c' >= 0
     limit = ex.const((1 << (NORM_BITS + F)) - 1, sq_norm_raw) - sq_norm_raw  # >= 0  <=>  n < 2^NORM_BITS
     c_sq = ex.const(int(math.floor(bound ** 2 * 2.0 ** (2 * F))), prod) - prod  # > 0 <=> below C^2
-    MPCTensor = crypten.mpc.MPCTensor
-    tests = crypten.stack([MPCTensor.from_shares(limit, precision=0), MPCTensor.from_shares(c_sq - 1, precision=0)])
-    passed = ge_zero(tests, crypten=crypten, bits=62)  # both |X| < 2^62 whenever the result matters
-    nonneg = ge_zero(MPCTensor.from_shares(c_red, precision=0), crypten=crypten, bits=F + 2)
-    ok = exact.mul(exact.mul(passed.share[0], passed.share[1], crypten=crypten), nonneg.share, crypten=crypten)
-    return exact.mul(c_red, ok, crypten=crypten)
+    # three sign tests in one call: |X| < 2^62 whenever the result matters (c' is below 2^18 always)
+    tests = crypten.mpc.MPCTensor.from_shares(torch.stack([limit, c_sq - 1, c_red]), precision=0)
+    passed = ge_zero(tests, crypten=crypten, bits=62).share
+    both = exact.mul(torch.cat([passed[0], c_red]), torch.cat([passed[1], passed[2]]), crypten=crypten)
+    n = c_red.numel()
+    return exact.mul(both[n:], both[:n], crypten=crypten)  # c' [c' >= 0] [n < 2^NORM_BITS] [c' up(c' n) < C^2]
 
 
 def clip_rows(x: Any, *, bound: float, elem_bits: int, crypten: Any) -> Any:
@@ -126,7 +131,7 @@ def clip_rows(x: Any, *, bound: float, elem_bits: int, crypten: Any) -> Any:
     xr = ex.reduce(x.share, value_bits=elem_bits, scale_bits=F, shift=0)
     sq = exact.square(xr, crypten=crypten).sum(1)  # exact at 2^32
     n = ex.reduce_up(sq, value_bits=2 * elem_bits + bits_for(d), scale_bits=2 * F, shift=F)
-    c = approximate_clip_factors(crypten.mpc.MPCTensor.from_shares(n, precision=F), bound=bound)
+    c = approximate_clip_factors(crypten.mpc.MPCTensor.from_shares(n, precision=F), bound=bound, crypten=crypten)
     f = checked_factors(c, n, bound=bound, crypten=crypten)
     y = exact.mul(f.view(b, 1), xr, crypten=crypten)  # at 2^32, |f x| <= bound per row
     y = ex.reduce(y, value_bits=bits_for(bound) + 1, scale_bits=2 * F, shift=F)

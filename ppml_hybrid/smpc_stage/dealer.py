@@ -19,7 +19,11 @@ Per request (party side: :class:`DealerProvider`; dealer side: :class:`_DealerSt
    (square, wrap and B2A pairs); parties j >= 1 also draw their share of the product c_j;
 3. party 0 sends the request (operation and public sizes only, a JSON frame) to the dealer;
    the dealer draws every s_j in the same order, computes c = op(sum a_j, sum b_j) and
-   c_0 = c - sum_{j>=1} c_j, and returns c_0 XOR pad (one message each way);
+   c_0 = c - sum_{j>=1} c_j, and returns c_0 XOR pad (one message each way). Party 0 does not
+   wait: both messages are asynchronous and the correction is settled (waited for, unpadded in
+   place) when the next peer communication returns (:meth:`DealerProvider.settle`, called by
+   the transport). Every correlated value is used only after the peer opening it masks, so the
+   dealer's round trip overlaps the peers' instead of preceding it;
 4. every share is wrapped as a CrypTen shared tensor; nothing is opened.
 
 Who learns what: the dealer sees request sizes and its own randomness (it knows every triple:
@@ -35,7 +39,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -80,13 +84,44 @@ def _size(x: Any) -> torch.Size:
     return torch.Size([int(d) for d in x])
 
 
+def broadcast_size(a: Sequence[int], b: Sequence[int]) -> torch.Size:
+    """NumPy/torch broadcasting of two shapes (pure Python: torch's helper imports sympy, seconds)."""
+    out = []
+    for x, y in zip(reversed([1] * (len(b) - len(a)) + list(a)), reversed([1] * (len(a) - len(b)) + list(b))):
+        if x != y and 1 not in (x, y):
+            raise DealerProtocolError(f"shapes {tuple(a)} and {tuple(b)} do not broadcast")
+        out.append(max(x, y) if 1 in (x, y) else x)
+    return torch.Size(reversed(out))
+
+
+def _pair(v: Any, n: int) -> List[int]:
+    return list(v) if isinstance(v, (list, tuple)) else [int(v)] * n
+
+
 def result_size(op: str, size0: Sequence[int], size1: Sequence[int], kwargs: Dict[str, Any]) -> torch.Size:
-    """Shape of op(a, b) computed on meta tensors (no arithmetic)."""
+    """Shape of op(a, b) from the shapes alone (the formulas of torch's documentation)."""
+    a, b = [int(d) for d in size0], [int(d) for d in size1]
     if op == "mul":
-        return torch.broadcast_shapes(_size(size0), _size(size1))
-    a = torch.empty(_size(size0), device="meta")
-    b = torch.empty(_size(size1), device="meta")
-    return getattr(torch, op)(a, b, **kwargs).size()
+        return broadcast_size(a, b)
+    if op == "matmul":
+        if len(a) == 1 and len(b) == 1:
+            return torch.Size([])
+        if len(a) == 1:
+            return torch.Size(b[:-2] + b[-1:])
+        if len(b) == 1:
+            return torch.Size(a[:-1])
+        return torch.Size(list(broadcast_size(a[:-2], b[:-2])) + [a[-2], b[-1]])
+    dims = len(a) - 2
+    stride, pad = _pair(kwargs.get("stride", 1), dims), _pair(kwargs.get("padding", 0), dims)
+    dil = _pair(kwargs.get("dilation", 1), dims)
+    groups = int(kwargs.get("groups", 1))
+    if op.startswith("conv_transpose"):
+        out_pad = _pair(kwargs.get("output_padding", 0), dims)
+        spatial = [(a[2 + i] - 1) * stride[i] - 2 * pad[i] + dil[i] * (b[2 + i] - 1) + out_pad[i] + 1
+                   for i in range(dims)]
+        return torch.Size([a[0], b[1] * groups] + spatial)
+    spatial = [(a[2 + i] + 2 * pad[i] - dil[i] * (b[2 + i] - 1) - 1) // stride[i] + 1 for i in range(dims)]
+    return torch.Size([a[0], b[0]] + spatial)
 
 
 def _check_request(req: Dict[str, Any]) -> None:
@@ -146,6 +181,10 @@ class DealerProvider:
         self._dealer = comm.get_ttp_rank()
         self._s = streams.triples
         self._pad = streams.pad
+        self._pending: List[Tuple[Any, Any, torch.Tensor, torch.Tensor]] = []
+        self.requests = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
 
     def __repr__(self) -> str:
         return f"DealerProvider(rank={self._rank})"
@@ -172,7 +211,7 @@ class DealerProvider:
 
     def generate_binary_triple(self, size0: Any, size1: Any, device: Any = None) -> Any:
         a, b = self._s.ring(size0), self._s.ring(size1)
-        c_size = torch.broadcast_shapes(_size(size0), _size(size1))
+        c_size = broadcast_size(size0, size1)
         if self._rank == 0:
             c = self._request({"kind": "binary", "size0": list(size0), "size1": list(size1)}, c_size)
         else:
@@ -194,13 +233,30 @@ class DealerProvider:
     def terminate(self) -> None:
         """Party 0 tells the dealer to stop (end of the world)."""
         if self._rank == 0:
+            self.settle()
             self._comm.broadcast(_encode({"kind": "terminate"}), 0, self._comm.ttp_comm_group)
 
+    def settle(self) -> None:
+        """Wait for every outstanding correction and remove its pad, in place."""
+        pending, self._pending = self._pending, []
+        for frame, answer, buffer, pad in pending:
+            frame.wait()
+            answer.wait()
+            buffer.bitwise_xor_(pad)
+
     def _request(self, req: Dict[str, Any], size: torch.Size) -> torch.Tensor:
-        comm = self._comm
-        comm.broadcast(_encode(req), 0, comm.ttp_comm_group)
-        padded = comm.broadcast(torch.empty(size, dtype=torch.long), self._dealer, comm.ttp_comm_group)
-        return padded ^ self._pad.ring(size)
+        import torch.distributed as dist
+
+        group = self._comm.ttp_comm_group
+        frame = _encode(req)
+        buffer = torch.empty(size, dtype=torch.long)
+        sent = dist.broadcast(frame, 0, group=group, async_op=True)
+        answer = dist.broadcast(buffer, self._dealer, group=group, async_op=True)
+        self._pending.append((sent, answer, buffer, self._pad.ring(size)))  # the pad is drawn in request order
+        self.requests += 1
+        self.bytes_sent += frame.numel()
+        self.bytes_received += buffer.numel() * 8
+        return buffer  # filled by settle(), before the opening that follows returns
 
     @staticmethod
     def _arith(share: torch.Tensor) -> Any:

@@ -29,7 +29,7 @@ depends only on public sizes (l, t, n, the number of elements).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, List, Sequence, Tuple
 
 import torch
 
@@ -51,15 +51,30 @@ def reduce(share: torch.Tensor, *, bound_bits: int, shift: int, crypten: Any) ->
     Every party calls it with its own raw int64 share (same shape); returns its raw int64 share
     of the result (the caller wraps it with the encoder scale it means).
     """
-    check_reduce_bits(bound_bits, shift)
+    return reduce_many([(share, bound_bits, shift)], crypten=crypten)[0]
+
+
+def reduce_many(items: Sequence[Tuple[torch.Tensor, int, int]], *, crypten: Any) -> List[torch.Tensor]:
+    """:func:`reduce` of several independent tensors ``(share, bound_bits, shift)`` in ONE adder pass.
+
+    Each tensor with bound l is first multiplied by 2^(L - l) (L the largest bound): that wraps
+    exactly as X wraps at 2^l, one level up, and its shift grows by as much, so every value
+    comes out as if reduced alone; the rounds are those of one reduction, whatever the count.
+    """
+    for _, l, t in items:
+        check_reduce_bits(l, t)
     comm = crypten.comm.get()
     rank, parties = comm.get_rank(), comm.get_world_size()
-    l, t = bound_bits, shift
-    m = l + 1
+    big = max(l for _, l, _ in items)
+    m = big + 1
     carry_bits = max(1, math.ceil(math.log2(parties)))
-    flat = share.reshape(-1)
+    flats, shifts = [], []
+    for share, l, t in items:
+        flats.append(share.reshape(-1) * (1 << (big - l)))  # mod 2^64: X 2^(L - l)
+        shifts.append(torch.full((share.numel(),), t + big - l, dtype=torch.int64))
+    flat, shift = torch.cat(flats), torch.cat(shifts)
     if rank == 0:
-        flat = flat + (1 << l)
+        flat = flat + (1 << big)
     u = flat & ((1 << m) - 1)  # step 1 (two's complement & = mod 2^m)
     n = u.numel()
     k = m + carry_bits
@@ -68,13 +83,18 @@ def reduce(share: torch.Tensor, *, bound_bits: int, shift: int, crypten: Any) ->
     BinarySharedTensor = crypten.mpc.primitives.BinarySharedTensor
     ops = [BinarySharedTensor(mine if rank == j else None, size=mine.size(), src=j).share for j in range(parties)]
     planes = carry_planes(ops, m=m, k=k, carry_bits=carry_bits)  # step 2
-    out = u >> t  # step 3 (u >= 0: a logical shift)
+    out = u >> shift  # step 3 (u >= 0: a logical shift)
+    one = torch.ones_like(shift)
     for i, plane in enumerate(planes):
         bit = b2a_bits(plane, n=n, crypten=crypten)
-        out = out - bit.share * (1 << (m - t + i))
+        out = out - bit.share * (one << (m - shift + i))
     if rank == 0:
-        out = out - (1 << (l - t))
-    return out.reshape(share.shape)
+        out = out - (one << (big - shift))
+    results, start = [], 0
+    for share, _, _ in items:
+        results.append(out[start:start + share.numel()].reshape(share.shape))
+        start += share.numel()
+    return results
 
 
 def reduce_tensor(x: Any, *, bound_bits: int, shift: int, precision: int, crypten: Any) -> Any:

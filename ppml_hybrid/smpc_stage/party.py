@@ -160,6 +160,7 @@ def run_party(
             on_enter=(lambda: board.enter(rank)) if board is not None else None,
             on_exit=(lambda: board.exit(rank)) if board is not None else None,
         )
+        transport.dealer = provider  # settles the dealer's asynchronous answers after each peer call
         ctx = PartyContext(rank=rank, parties=rendezvous.parties, crypten=crypten, transport=transport, board=board)
         log.info("party %d of %d started", rank, rendezvous.parties)
         result = program(ctx, inputs)

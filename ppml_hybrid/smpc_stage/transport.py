@@ -191,13 +191,22 @@ class Transport:
         self._dealer_groups = tuple(
             g for g in (getattr(comm, "ttp_group", None), getattr(comm, "ttp_comm_group", None)) if g is not None
         )
+        # the dealer provider (party 0): its asynchronous requests are settled after each peer call
+        self.dealer: Optional[Any] = None
 
     # ------------------------------------------------------------------ public
 
     def snapshot(self) -> Traffic:
-        """Cumulative traffic since installation."""
+        """Cumulative traffic since installation.
+
+        The dealer's asynchronous requests (party 0) count their bytes but no round: each
+        overlaps the peer round that follows it (the projection charges that round once).
+        """
         with self._lock:
-            p, d, sv = (self._counts[c] for c in CHANNELS)
+            p, d, sv = (list(self._counts[c]) for c in CHANNELS)
+            if self.dealer is not None:
+                d[1] += self.dealer.bytes_sent
+                d[2] += self.dealer.bytes_received
             return Traffic(ChannelTraffic(*p), ChannelTraffic(*d), self._delay, ChannelTraffic(*sv))
 
     def record_service_call(self, *, sent: int, received: int) -> None:
@@ -305,6 +314,8 @@ class Transport:
                 c[1] += sent
                 c[2] += received
             if channel == "peers":
+                if self.dealer is not None:
+                    self.dealer.settle()
                 self._record(name, args, result)
             return result
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conv_helpers import smpc
-from ppml_hybrid.he_stage.shares import encode_fixed_point, split_additive, sum_shares, uniform_mask_int
+from ppml_hybrid.he_stage.shares import encode_fixed_point_mod, real_mask, split_additive, sum_shares
 from ppml_hybrid.protocols import ConversionError
 from ppml_hybrid.protocols.programs import HEToSSProgram
 from ppml_hybrid.smpc_stage.launcher import run_parties
@@ -19,9 +19,9 @@ TOL = 4 * 2.0 ** -16  # 4 units of CrypTen's resolution (CKKS decryption error i
 
 
 def _party_shares(values: np.ndarray, parties: int) -> list:
-    r = uniform_mask_int(bits=30, shape=values.shape)  # E's fresh mask (fixed point)
-    k = split_additive(encoded=encode_fixed_point(values=values) + r, parties=parties)  # K: v + R
-    e = split_additive(encoded=-r, parties=parties)  # E: -R
+    r = real_mask(bits=30, shape=values.shape)  # E's fresh mask (real-valued)
+    k = split_additive(encoded=encode_fixed_point_mod(values=values + r), parties=parties)  # K: v + R
+    e = split_additive(encoded=encode_fixed_point_mod(values=-r), parties=parties)  # E: -R
     return [sum_shares(a, b) for a, b in zip(k, e)]
 
 

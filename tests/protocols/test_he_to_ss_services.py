@@ -16,12 +16,14 @@ for sub in ("he_service", "keyservice", "he_stage"):  # the service tests' helpe
 
 from conv_helpers import smpc  # noqa: E402
 from ks_helpers import keyservice_config, run_spec  # noqa: E402
-from svc_helpers import convert, encrypt, prepare_step  # noqa: E402
+from svc_helpers import VALUE_BITS, convert, encrypt, prepare_step  # noqa: E402
+from ppml_hybrid.he_stage.shares import conversion_error_bound  # noqa: E402
 from ppml_hybrid.protocols.programs import HEToSSProgram  # noqa: E402
 from ppml_hybrid.rpc.local import start_local_he_services  # noqa: E402
 from ppml_hybrid.smpc_stage.launcher import run_parties  # noqa: E402
 
-TOL = 4 * 2.0 ** -16  # as the service tests: CKKS error at |v + R| ~ 2^30, scale 2^50 is ~0.06 units
+# the conversion's error bound at the mask width the service tests use (2^(V + 32)), one more unit
+TOL = conversion_error_bound(mask_bits=VALUE_BITS + 32) + 2.0 ** -16
 
 
 @pytest.fixture(scope="module")
