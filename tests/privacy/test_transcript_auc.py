@@ -6,8 +6,10 @@ step up to the DP release. The distinguisher (``transcript_auc.distinguisher_auc
 feature selection + logistic regression, held-out ROC AUC) must be at chance on the real
 protocol, and above 0.6 for each plant in the DP step's code that opens a data-dependent value.
 
-Default suite: 200 transcripts (AUC within 0.5 +- 0.1; the standard error of an AUC on 100
-held-out transcripts is about 0.03). Slow suite: 2,000 transcripts, within 0.5 +- 0.05.
+Default suite: 100 transcripts on the real protocol (AUC within 0.5 +- 0.12: the standard error
+of an AUC on 50 held-out transcripts is about 0.04) and 60 per plant. Slow suite: 2,000
+transcripts (within 0.5 +- 0.05; standard error about 0.013) and 400 per plant. A step of this
+model costs about 0.9 s here, nearly all of it rounds.
 """
 
 from __future__ import annotations
@@ -46,15 +48,15 @@ def _auc(session, n: int, plant=None) -> float:
 
 
 def test_real_protocol_is_at_chance(session):
-    auc = _auc(session, 200)
-    print(f"AUC on the real protocol, 200 transcripts: {auc:.3f}")
-    assert abs(auc - 0.5) <= 0.1, auc
+    auc = _auc(session, 100)
+    print(f"AUC on the real protocol, 100 transcripts: {auc:.3f}")
+    assert abs(auc - 0.5) <= 0.12, auc
 
 
 @pytest.mark.parametrize("plant", PLANTS)
 def test_planted_leak_is_distinguished(session, plant):
-    auc = _auc(session, 100, plant)
-    print(f"AUC with plant {plant}, 100 transcripts: {auc:.3f}")
+    auc = _auc(session, 60, plant)
+    print(f"AUC with plant {plant}, 60 transcripts: {auc:.3f}")
     assert auc > 0.6, (plant, auc)
 
 
@@ -67,7 +69,7 @@ def test_real_protocol_is_at_chance_over_2000_transcripts(session):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("plant", PLANTS)
-def test_planted_leak_is_distinguished_over_2000_transcripts(session, plant):
-    auc = _auc(session, 2000, plant)
-    print(f"AUC with plant {plant}, 2,000 transcripts: {auc:.3f}")
+def test_planted_leak_is_distinguished_over_400_transcripts(session, plant):
+    auc = _auc(session, 400, plant)
+    print(f"AUC with plant {plant}, 400 transcripts: {auc:.3f}")
     assert auc > 0.6, (plant, auc)

@@ -8,8 +8,8 @@ release). A plant (``hybrid_harness``) changes the real DP-step code in every pa
 
 :func:`distinguisher_auc` is the attacker: on a training half of the transcripts it picks the
 64 features (per position: a signed log-magnitude of the opened ring element and its low 16 bits)
-whose means differ most between A and B (Welch t), fits a logistic regression on them, and
-reports its ROC AUC on the held-out half. Against uniformly random openings it is at chance;
+whose means differ most between A and B (Welch t), standardizes them, fits a logistic regression
+on them, and reports its ROC AUC on the held-out half. Against uniformly random openings it is at chance;
 against an opened fixed-point value (small magnitude, data-dependent) it separates the batches.
 """
 
@@ -25,10 +25,11 @@ from hybrid_harness import _install_party_plant
 from ppml_hybrid.config import BlockConfig, ModelConfig, PolyConfig
 from ppml_hybrid.smpc_stage.transport import ViewRecorder
 
+# Small on purpose (a step costs about a second of rounds): dense and polynomial sites, the
+# kinds whose per-sample pieces the DP step builds from layer inputs and deltas.
 MODEL = ModelConfig(
     name="tiny",
     blocks=(
-        BlockConfig(type="conv", out=2, activation="relu", pool="max"),
         BlockConfig(type="dense", out=4, activation="poly"),
         BlockConfig(type="dense", out=2, activation="none"),
     ),
@@ -90,6 +91,8 @@ def distinguisher_auc(transcripts: Sequence[Tuple[int, np.ndarray]], *, top: int
     """Held-out ROC AUC of the distinguisher (module doc) on labelled transcripts."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     length = min(len(t) for _, t in transcripts)
     X = np.stack([features(t[:length]) for _, t in transcripts])
@@ -99,5 +102,5 @@ def distinguisher_auc(transcripts: Sequence[Tuple[int, np.ndarray]], *, top: int
     a, b = X[train][y[train] == 0], X[train][y[train] == 1]
     t = np.abs(a.mean(0) - b.mean(0)) / np.sqrt(a.var(0) / len(a) + b.var(0) / len(b) + 1e-12)
     pick = np.argsort(t)[-top:]
-    model = LogisticRegression(max_iter=2000).fit(X[train][:, pick], y[train])
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X[train][:, pick], y[train])
     return float(roc_auc_score(y[test], model.predict_proba(X[test][:, pick])[:, 1]))
