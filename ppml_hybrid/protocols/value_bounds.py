@@ -44,11 +44,17 @@ class HEValueBounds:
         return value_bits_for(self.bounds[name])
 
 
+# room for what the real arithmetic adds to the exact-math bound: CKKS and fixed-point errors
+# (absolute, far below 2^-10) and float rounding of the weights (relative, below 2^-20)
+BOUND_MARGIN = 2.0 ** -10
+
+
 def value_bits_for(bound: float) -> int:
-    """The smallest V >= 0 with 2^V > bound."""
+    """The smallest V >= 0 with 2^V > bound (1 + 2^-10) + 2^-10."""
     if not math.isfinite(bound):
         raise ValueError(f"value bound must be finite; got {bound}")
-    return max(0, math.floor(math.log2(bound)) + 1) if bound > 0 else 0
+    padded = bound * (1.0 + BOUND_MARGIN) + BOUND_MARGIN
+    return max(0, math.floor(math.log2(padded)) + 1)
 
 
 @dataclass(frozen=True)

@@ -59,3 +59,43 @@ class ClipFactorProgram:
                                    src=0)
         params = DPStepParams(max_grad_norm=self.max_grad_norm, noise_multiplier=1.0, parties=ctx.parties)
         return clip_factors(n, params=params, crypten=ctx.crypten).get_plain_text().tolist()
+
+
+@dataclass(frozen=True)
+class GarbageProgram:
+    """The DP step (noise 0) on clean shares, then again after party 0 adds ``2^48`` to one raw
+    share of sample 0 at each ``(site, what)`` (what a failed two-party truncation leaves:
+    ~2^32 in value). Returns both opened sums per corruption (test only)."""
+
+    model: ModelConfig
+    state_dict: Mapping[str, torch.Tensor]
+    image_size: int
+    max_grad_norm: float
+    corruptions: tuple  # ((site index, "inputs" | "deltas"), ...)
+
+    def __call__(self, ctx: Any, inputs: Any) -> Dict[str, Any]:
+        torch.set_num_threads(1)
+        crypten = ctx.crypten
+        rows, delta = inputs if inputs is not None else (None, None)
+        x, d = ctx.share(rows, src=0), ctx.share(delta, src=0)
+        stage = MPCBlocks.build(model=self.model, state_dict=self.state_dict, image_size=self.image_size,
+                                stop=len(self.model.blocks))
+        trace = stage.forward(x, crypten=crypten)
+        back = stage.backward(trace, d, crypten=crypten)
+        params = DPStepParams(max_grad_norm=self.max_grad_norm, noise_multiplier=0.0, parties=ctx.parties)
+
+        def sums():
+            sites = trainable_sites(stage.layers, trace, back)
+            return {k: v.tolist() for k, v in noised_gradient_sums(sites, params=params, crypten=crypten)
+                    .noised_sums.items()}
+
+        out = {"clean": sums()}
+        for index, what in self.corruptions:
+            site = trainable_sites(stage.layers, trace, back)[index]
+            share = getattr(site, what).share
+            saved = share.clone()
+            if ctx.rank == 0:
+                share.view(share.size(0), -1)[0, 0] += 2 ** 48
+            out[f"{index}.{what}"] = sums()
+            share.copy_(saved)
+        return out

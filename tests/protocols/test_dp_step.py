@@ -138,3 +138,27 @@ def test_clip_factors_over_five_decades_of_norms_never_exceed_the_bound():
     assert bool((err <= 5e-3 * want[exact] + 2.0 ** -15).all()), list(zip(norms.tolist(), c.tolist(), want.tolist()))
     kept = norms <= 3000
     assert bool((c[kept] > 0).all()) and bool((c[kept] <= want[kept]).all()), list(zip(norms.tolist(), c.tolist()))
+
+
+def test_garbage_from_a_failed_truncation_stays_clipped():
+    """A wrapped share (a failed truncation: off by ~2^32 in value) in any layer's input or delta
+    changes only sample 0's contribution, which stays within C: the released sums move by at
+    most 2 C (noise 0), where the old DP step let ~2^32 through."""
+    from dp_helpers import GarbageProgram
+
+    model_cfg = _model("relu_cnn")
+    net = build_model(model_cfg, image_size=IMAGE, seed=0)
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    torch.manual_seed(2)
+    x = torch.randn(BATCH, 1, IMAGE, IMAGE)
+    delta = torch.softmax(torch.randn(BATCH, 2), 1) - torch.nn.functional.one_hot(torch.randint(0, 2, (BATCH,)), 2)
+    clip = 0.5
+    corruptions = ((0, "inputs"), (0, "deltas"), (2, "inputs"), (3, "deltas"), (4, "inputs"))
+    run = run_parties(smpc=SMPCConfig(master_port=0, timeout_s=120), party_inputs=[(x, delta), None],
+                      program=GarbageProgram(model_cfg, state, IMAGE, clip, corruptions))
+    out = run.results[0]
+    clean = torch.cat([torch.tensor(v).flatten() for v in out["clean"].values()])
+    for index, what in corruptions:
+        got = torch.cat([torch.tensor(v).flatten() for v in out[f"{index}.{what}"].values()])
+        moved = float((got - clean).norm())
+        assert moved <= 2 * clip * (1 + 1e-3), (index, what, moved)
