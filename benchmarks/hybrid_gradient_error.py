@@ -1,7 +1,7 @@
 """What encryption costs one DP step, measured without DP noise: released sums against plaintext.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/hybrid_gradient_error.py [--split 3] [--rows 64]
-        [--warm-epochs 2] [--json out.json] [hydra overrides ...]
+        [--warm-epochs 2] [--hiding-bits 32 36 40] [--json out.json] [hydra overrides ...]
 
 Target (i) of issue 5 compares test accuracies of whole DP runs, whose run-to-run spread (OS
 entropy picks batches and noise) is several points. This measures the same thing per step and
@@ -17,7 +17,10 @@ config: a mid-training model, per-sample norms well above the clip), then ONE st
 Printed per parameter: largest |error| and the relative error ||error|| / ||sum||; overall,
 ||error|| against the norm of the DP noise the default run adds to the same sums
 (``sigma sqrt(n / (n-1)) C sqrt(P)`` for P parameters): the ratio says how much of what a step
-releases is encryption error rather than DP noise.
+releases is encryption error rather than DP noise. ``--hiding-bits`` repeats the DP step for
+each HE->SS hiding width H (masks of 2^(V+H): decoding error about 2^(V+H-48) per value), so the
+table shows what each width adds to the released sums. The plaintext reference clips the split
+activations to ``he.split_norm_bound`` as the hybrid model does.
 
 Demo data only: the printed statistics are of un-noised gradient sums (design section 3), so
 the script refuses any other ``data=``.
@@ -55,7 +58,8 @@ def _subset(data: ImageSet, rows: int, seed: int) -> ImageSet:
 def _plaintext_sums(cfg: Any, state: Dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor,
                     clip: float) -> Dict[str, Dict[str, torch.Tensor]]:
     """Exact per-sample clipped sums (clip factor min(1, clip / ||g_i||)) and plain sums."""
-    model = build_model(cfg.model, image_size=cfg.data.image_size, seed=cfg.seed)
+    split_clip = (cfg.split_layer, cfg.he.split_norm_bound) if cfg.split_layer < len(cfg.model.blocks) else None
+    model = build_model(cfg.model, image_size=cfg.data.image_size, seed=cfg.seed, split_clip=split_clip)
     model.load_state_dict(state)
     clipped = {k: torch.zeros_like(p) for k, p in model.named_parameters()}
     plain = {k: torch.zeros_like(p) for k, p in model.named_parameters()}
@@ -100,6 +104,8 @@ def main() -> None:
     ap.add_argument("--split", type=int, default=3)
     ap.add_argument("--rows", type=int, default=64)
     ap.add_argument("--warm-epochs", type=int, default=2, help="plaintext DP epochs before the measured step")
+    ap.add_argument("--hiding-bits", type=int, nargs="*", default=[],
+                    help="HE->SS hiding widths H to compare (default: the run's derived H only)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
@@ -134,6 +140,18 @@ def main() -> None:
     clipped = _compare("DP step, noise 0 (clipped sums)", want["clipped"], _secure_sums(cfg, state, rows, zero_noise))
     exact = _compare("dp=off (exact sums)", want["plain"], _secure_sums(cfg, state, rows, None))
     out["clipped"], out["exact"] = clipped, exact
+    widths = []
+    for h in args.hiding_bits:
+        wide = run_config(["mode=hybrid", f"split_layer={args.split}", f"he.mask_hiding_bits={h}", *args.overrides])
+        r = _compare(f"DP step, noise 0, H = {h}", want["clipped"], _secure_sums(wide, state, rows, zero_noise))
+        widths.append({"hiding_bits": h, **r, "error_units": r["error_norm"] * 2 ** 16,
+                       "of_dp_noise": r["error_norm"] / noise_norm})
+    out["hiding_widths"] = widths
+    if widths:
+        print("\n| H (hiding bits per slot) | ||error|| of the clipped sums | in units of 2^-16 | / DP noise norm |")
+        print("|---|---|---|---|")
+        for w in widths:
+            print(f"| {w['hiding_bits']} | {w['error_norm']:.4g} | {w['error_units']:.3g} | {w['of_dp_noise']:.2e} |")
     print(f"\nclipped sums: ||error|| {clipped['error_norm']:.4g} = {clipped['error_norm'] / clipped['sum_norm']:.3g} "
           f"of ||sum|| and {clipped['error_norm'] / noise_norm:.2e} of the DP noise norm {noise_norm:.1f}")
     print(f"exact sums:   ||error|| {exact['error_norm']:.4g} = {exact['error_norm'] / exact['sum_norm']:.3g} of ||sum||")

@@ -64,7 +64,7 @@ def train(cfg: RunConfig) -> Dict[str, Any]:
         (out / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2) + "\n")
         torch.save(
             {"state_dict": result.model.state_dict(), "model": asdict(cfg.model),
-             "image_size": cfg.data.image_size},
+             "image_size": cfg.data.image_size, "split_clip": getattr(result.model, "split_clip", None)},
             out / "model.pt",
         )
         log.info("wrote %s and %s", out / "metrics.json", out / "model.pt")

@@ -127,7 +127,9 @@ def train_secure(cfg: RunConfig, splits: DataSplits, *, networks: Sequence[Any] 
     rows = assign_rows(splits.train, parties=cfg.smpc.parties)
     n = len(splits.train)
     log.info("parties hold %s training rows", ", ".join(str(len(r.labels)) for r in rows))
-    model = build_model(cfg.model, image_size=cfg.data.image_size, seed=cfg.seed)
+    # the hybrid model clips each sample's split activations to he.split_norm_bound (what enters HE)
+    split_clip = (cfg.split_layer, cfg.he.split_norm_bound) if cfg.split_layer < len(cfg.model.blocks) else None
+    model = build_model(cfg.model, image_size=cfg.data.image_size, seed=cfg.seed, split_clip=split_clip)
     optimizer = make_optimizer(cfg, model)
     plan = PoissonSchedule.of(rows=n, batch_size=cfg.train.batch_size, epochs=cfg.train.epochs,
                               max_steps=cfg.train.max_steps)

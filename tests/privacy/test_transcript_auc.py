@@ -6,9 +6,9 @@ step up to the DP release. The distinguisher (``transcript_auc.distinguisher_auc
 feature selection + logistic regression, held-out ROC AUC) must be at chance on the real
 protocol, and above 0.6 for each plant in the DP step's code that opens a data-dependent value.
 
-Default suite: 100 transcripts on the real protocol (AUC within 0.5 +- 0.12: the standard error
-of an AUC on 50 held-out transcripts is about 0.04) and 60 per plant. Slow suite: 2,000
-transcripts (within 0.5 +- 0.05; standard error about 0.013) and 400 per plant. A step of this
+Default suite: 100 transcripts on the real protocol (AUC within 0.5 +- 0.15: measured on pure
+noise the distinguisher's AUC has a spread of about 0.045 at that size) and 60 per plant. Slow
+suite: 2,000 transcripts (within 0.5 +- 0.05, about 5 spreads) and 400 per plant. A step of this
 model costs about 0.9 s here, nearly all of it rounds.
 """
 
@@ -30,10 +30,11 @@ def session():
     from ppml_hybrid.smpc_stage.launcher import PartySession
 
     g = torch.Generator().manual_seed(3)
-    labels = torch.tensor([0, 1])
-    a = PartyRows(images=torch.zeros(ROWS, 1, IMAGE, IMAGE), labels=labels)
-    b = PartyRows(images=torch.full((ROWS, 1, IMAGE, IMAGE), 3.0), labels=labels)
-    own = PartyRows(images=torch.randn(ROWS, 1, IMAGE, IMAGE, generator=g), labels=labels)
+    # party 0's rows share a label: identical rows with opposite labels would have opposite,
+    # equally clipped gradients, whose sum no batch could change (nothing to distinguish)
+    a = PartyRows(images=torch.zeros(ROWS, 1, IMAGE, IMAGE), labels=torch.tensor([1, 1]))
+    b = PartyRows(images=torch.full((ROWS, 1, IMAGE, IMAGE), 3.0), labels=torch.tensor([1, 1]))
+    own = PartyRows(images=torch.randn(ROWS, 1, IMAGE, IMAGE, generator=g), labels=torch.tensor([0, 1]))
     s = PartySession(smpc=SMPCConfig(parties=2, master_port=0, timeout_s=120.0), party_inputs=[(a, b), (own, own)])
     s.__enter__()
     yield s
@@ -50,7 +51,7 @@ def _auc(session, n: int, plant=None) -> float:
 def test_real_protocol_is_at_chance(session):
     auc = _auc(session, 100)
     print(f"AUC on the real protocol, 100 transcripts: {auc:.3f}")
-    assert abs(auc - 0.5) <= 0.12, auc
+    assert abs(auc - 0.5) <= 0.15, auc
 
 
 @pytest.mark.parametrize("plant", PLANTS)

@@ -7,9 +7,10 @@ learns from its peer's messages up to, not including, the opening of the noised 
 release). A plant (``hybrid_harness``) changes the real DP-step code in every party process.
 
 :func:`distinguisher_auc` is the attacker: on a training half of the transcripts it picks the
-64 features (per position: a signed log-magnitude of the opened ring element and its low 16 bits)
+16 features (per position: a signed log-magnitude of the opened ring element and its low 16 bits)
 whose means differ most between A and B (Welch t), standardizes them, fits a logistic regression
-on them, and reports its ROC AUC on the held-out half. Against uniformly random openings it is at chance;
+on them, and reports its ROC AUC on the held-out half; the mean over 5 random halvings (the
+spread of a single halving on 100 pure-noise transcripts is about 0.08, of the mean 0.045). Against uniformly random openings it is at chance;
 against an opened fixed-point value (small magnitude, data-dependent) it separates the batches.
 """
 
@@ -87,8 +88,8 @@ def features(opened: np.ndarray) -> np.ndarray:
     return np.concatenate([np.sign(x) * mag, (x & 0xFFFF).astype(np.float64) / 65536.0])
 
 
-def distinguisher_auc(transcripts: Sequence[Tuple[int, np.ndarray]], *, top: int = 64, seed: int = 0) -> float:
-    """Held-out ROC AUC of the distinguisher (module doc) on labelled transcripts."""
+def distinguisher_auc(transcripts: Sequence[Tuple[int, np.ndarray]], *, top: int = 16, splits: int = 5) -> float:
+    """Held-out ROC AUC of the distinguisher (module doc) on labelled transcripts, mean over halvings."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.pipeline import make_pipeline
@@ -97,10 +98,13 @@ def distinguisher_auc(transcripts: Sequence[Tuple[int, np.ndarray]], *, top: int
     length = min(len(t) for _, t in transcripts)
     X = np.stack([features(t[:length]) for _, t in transcripts])
     y = np.array([label for label, _ in transcripts])
-    order = np.random.default_rng(seed).permutation(len(y))
-    train, test = order[: len(y) // 2], order[len(y) // 2:]
-    a, b = X[train][y[train] == 0], X[train][y[train] == 1]
-    t = np.abs(a.mean(0) - b.mean(0)) / np.sqrt(a.var(0) / len(a) + b.var(0) / len(b) + 1e-12)
-    pick = np.argsort(t)[-top:]
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X[train][:, pick], y[train])
-    return float(roc_auc_score(y[test], model.predict_proba(X[test][:, pick])[:, 1]))
+    aucs = []
+    for seed in range(splits):
+        order = np.random.default_rng(seed).permutation(len(y))
+        train, test = order[: len(y) // 2], order[len(y) // 2:]
+        a, b = X[train][y[train] == 0], X[train][y[train] == 1]
+        t = np.abs(a.mean(0) - b.mean(0)) / np.sqrt(a.var(0) / len(a) + b.var(0) / len(b) + 1e-12)
+        pick = np.argsort(t)[-top:]
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X[train][:, pick], y[train])
+        aucs.append(roc_auc_score(y[test], model.predict_proba(X[test][:, pick])[:, 1]))
+    return float(np.mean(aucs))
