@@ -16,7 +16,9 @@ from ppml_hybrid.config import HEConfig, KeyServiceConfig, ModelConfig, from_map
 from ppml_hybrid.he_stage.keys import load_public_material
 from ppml_hybrid.he_stage.codec import encrypt_batch
 from ppml_hybrid.he_stage.keys import serialize_ciphertext
-from ppml_hybrid.he_stage.runspec import HERunSpec, with_hiding_bits
+import dataclasses
+
+from ppml_hybrid.he_stage.runspec import HERunSpec
 from ppml_hybrid.rpc.local import make_local_pki, party_name
 from ppml_hybrid.rpc.tls import EVALUATOR, ORCHESTRATOR, make_client_pki
 
@@ -39,7 +41,8 @@ def run_spec(*, parties: int = 2, he: str = "insecure_test", batch: int = 4, mod
              split: int = 3, image_size: int = 8, max_groups: Optional[int] = None) -> HERunSpec:
     run = HERunSpec(he=load_he(he), model=model or load_model("relu_cnn"), split_layer=split, image_size=image_size,
                     parties=parties, batch_capacity=batch, max_groups=max_groups)
-    return with_hiding_bits(run, masked_slots=1)  # H = 32: a handful of test rounds
+    # H = 32, the smallest allowed: the tests' few rounds need no more, and their tolerances less error
+    return dataclasses.replace(run, he=dataclasses.replace(run.he, mask_hiding_bits=32))
 
 
 def test_pki(parties: int):
