@@ -358,3 +358,25 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key} must be a string, got {value!r}")
     raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover
+
+
+# Keys that may differ between sites of one run (where each host keeps its data and writes
+# its outputs); everything else must be identical at every site.
+SITE_LOCAL_KEYS = ("output_dir",)
+SITE_LOCAL_DATA_KEYS = ("root", "labels")
+
+
+def run_digest(cfg: RunConfig) -> str:
+    """SHA-256 of everything every site of one run must agree on (model, split, DP, HE, MPC,
+    training schedule and seed, data geometry), excluding site-local paths. The MPC links
+    compare it before the first message (:mod:`ppml_hybrid.smpc_stage.links`)."""
+    import hashlib
+    import json
+
+    raw = dataclasses.asdict(cfg)
+    for k in SITE_LOCAL_KEYS:
+        raw.pop(k, None)
+    for k in SITE_LOCAL_DATA_KEYS:
+        raw["data"].pop(k, None)
+    raw["smpc"].pop("rank", None)
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()

@@ -72,10 +72,10 @@ def _label(base: bytes, rank: int) -> bytes:
     return base + str(rank).encode()
 
 
-def party_streams(*, rank: int, dealer_rank: int, group: Any) -> PartyStreams:
+def party_streams(*, rank: int, dealer_rank: int, comm: Any) -> PartyStreams:
     """Step 1 at party ``rank``: agree on its keys with the dealer."""
     labels = [_label(TRIPLES_LABEL, rank)] + ([_label(PAD_LABEL, rank)] if rank == 0 else [])
-    keys = agree(me=rank, peer=dealer_rank, group=group, labels=labels)
+    keys = agree(me=rank, peer=dealer_rank, comm=comm, labels=labels)
     pad = KeyStream(keys[labels[1]]) if rank == 0 else None
     return PartyStreams(triples=KeyStream(keys[labels[0]]), pad=pad)
 
@@ -144,17 +144,16 @@ def _kwargs_json(kwargs: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _encode(req: Dict[str, Any]) -> torch.Tensor:
+def _encode(req: Dict[str, Any]) -> bytes:
+    """A fixed-size frame: every request looks the same size on the wire."""
     data = json.dumps(req, separators=(",", ":")).encode()
     if len(data) > FRAME_BYTES:
         raise DealerProtocolError(f"dealer request of {len(data)} bytes exceeds the {FRAME_BYTES}-byte frame")
-    frame = torch.zeros(FRAME_BYTES, dtype=torch.uint8)
-    frame[: len(data)] = torch.tensor(list(data), dtype=torch.uint8)
-    return frame
+    return data + b"\0" * (FRAME_BYTES - len(data))
 
 
-def _decode(frame: torch.Tensor) -> Dict[str, Any]:
-    raw = bytes(frame.tolist()).rstrip(b"\0")
+def _decode(frame: bytes) -> Dict[str, Any]:
+    raw = frame.rstrip(b"\0")
     try:
         req = json.loads(raw.decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -168,9 +167,9 @@ def _decode(frame: torch.Tensor) -> Dict[str, Any]:
 class DealerProvider:
     """Party side of the dealer protocol (steps 2-4); CrypTen's provider interface.
 
-    ``comm`` is this party's CrypTen communicator: requests and corrections travel on its
-    dealer group (``ttp_comm_group``: party 0 and the dealer), through the same wrapped
-    methods the transport counts.
+    ``comm`` is this party's :class:`~.link_communicator.LinkCommunicator`: requests and
+    corrections travel on party 0's TLS link to the dealer (their bytes are counted here and
+    reported by the transport; they cost no round of their own, see step 3).
     """
 
     NAME = PROVIDER_NAME
@@ -181,7 +180,7 @@ class DealerProvider:
         self._dealer = comm.get_ttp_rank()
         self._s = streams.triples
         self._pad = streams.pad
-        self._pending: List[Tuple[Any, Any, torch.Tensor, torch.Tensor]] = []
+        self._pending: List[Tuple[torch.Tensor, torch.Tensor]] = []
         self.requests = 0
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -234,27 +233,23 @@ class DealerProvider:
         """Party 0 tells the dealer to stop (end of the world)."""
         if self._rank == 0:
             self.settle()
-            self._comm.broadcast(_encode({"kind": "terminate"}), 0, self._comm.ttp_comm_group)
+            self._comm.send_bytes(_encode({"kind": "terminate"}), self._dealer, op="dealer_request")
 
     def settle(self) -> None:
         """Wait for every outstanding correction and remove its pad, in place."""
         pending, self._pending = self._pending, []
-        for frame, answer, buffer, pad in pending:
-            frame.wait()
-            answer.wait()
-            buffer.bitwise_xor_(pad)
+        for buffer, pad in pending:
+            (answer,) = self._comm.recv_tensors(self._dealer, "dealer_answer", [buffer])
+            torch.bitwise_xor(answer, pad, out=buffer)
 
     def _request(self, req: Dict[str, Any], size: torch.Size) -> torch.Tensor:
-        import torch.distributed as dist
-
-        group = self._comm.ttp_comm_group
         frame = _encode(req)
         buffer = torch.empty(size, dtype=torch.long)
-        sent = dist.broadcast(frame, 0, group=group, async_op=True)
-        answer = dist.broadcast(buffer, self._dealer, group=group, async_op=True)
-        self._pending.append((sent, answer, buffer, self._pad.ring(size)))  # the pad is drawn in request order
+        # the link's reader thread collects the answer while party 0 goes on with its peers
+        self._comm.send_bytes(frame, self._dealer, op="dealer_request")
+        self._pending.append((buffer, self._pad.ring(size)))  # the pad is drawn in request order
         self.requests += 1
-        self.bytes_sent += frame.numel()
+        self.bytes_sent += len(frame)
         self.bytes_received += buffer.numel() * 8
         return buffer  # filled by settle(), before the opening that follows returns
 
@@ -325,17 +320,16 @@ def serve(*, comm: Any, parties: int) -> int:
     streams, pad = [], None
     for j in range(parties):
         labels = [_label(TRIPLES_LABEL, j)] + ([_label(PAD_LABEL, j)] if j == 0 else [])
-        keys = agree(me=me, peer=j, group=comm.ttp_group, labels=labels)
+        keys = agree(me=me, peer=j, comm=comm, labels=labels)
         streams.append(KeyStream(keys[labels[0]]))
         if j == 0:
             pad = KeyStream(keys[labels[1]])
     state = _DealerState(streams, pad)
     served = 0
     while True:
-        frame = comm.broadcast(torch.zeros(FRAME_BYTES, dtype=torch.uint8), 0, comm.ttp_comm_group)
-        req = _decode(frame)
+        req = _decode(comm.recv_bytes(0, op="dealer_request"))
         if req["kind"] == "terminate":
             log.info("dealer: terminate after %d requests", served)
             return served
-        comm.broadcast(state.answer(req), me, comm.ttp_comm_group)
+        comm.send_tensors(0, "dealer_answer", [state.answer(req)])
         served += 1

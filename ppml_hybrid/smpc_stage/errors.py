@@ -53,3 +53,19 @@ class PeerCommunicationError(MPCError):
 
 class LayerShapeError(MPCError):
     """Shares or public weights do not have the shapes the model config implies."""
+
+
+class LinkSetupError(MPCError):
+    """An MPC link could not be set up: a port in use, a peer unreachable, a bad roster."""
+
+
+class PeerIdentityError(LinkSetupError):
+    """A peer's certificate is not the one the consortium file pins for its role (or ours is
+    not pinned at the peer): the connection was refused."""
+
+
+class ConfigMismatchError(LinkSetupError):
+    """Another role runs a different run config (model, split, DP or HE settings); refused
+    before any MPC message."""
+
+    exit_code = 2

@@ -2,10 +2,12 @@
 
 Steps of :func:`run_parties`:
 
-1. pick the rendezvous port (``smpc.master_port``; 0 = a free loopback port);
+1. pick each role's link port (``smpc.master_port + rank``; 0 = free loopback ports);
 2. start the dealer (rank ``parties``) and the parties (ranks 0..parties-1) as separate OS
    processes (``forkserver``: no state inherited from the caller); party r gets only
-   ``party_inputs[r]`` (its own hospital's rows);
+   ``party_inputs[r]`` (its own hospital's rows). Each process makes its own TLS key pair and
+   publishes only its certificate; the orchestrator sends every process the roster (ports and
+   pinned certificates), and the processes open their authenticated links (:mod:`.links`);
 3. watch: results arrive on a queue; a process that exits without a result, or raises, fails
    the run at once, naming it; if no party completes a communicator call (or heartbeat) for
    ``smpc.timeout_s`` seconds the run fails naming the party (or parties) that are not waiting
@@ -20,6 +22,7 @@ purpose; the pipeline's programs return metrics and opened, noised values only).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import multiprocessing as mp
 import os
@@ -31,7 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ppml_hybrid.config import SMPCConfig
+from ppml_hybrid.consortium import party_role
 from ppml_hybrid.smpc_stage.errors import PartyCrashedError, PartyFailedError, PartyTimeoutError, RendezvousError
+from ppml_hybrid.smpc_stage.links import Member, Roster
 from ppml_hybrid.smpc_stage.party import ProgressBoard, dealer_main, party_session_main
 from ppml_hybrid.smpc_stage.rendezvous import rendezvous_for
 from ppml_hybrid.smpc_stage.transport import LinkShaping
@@ -102,7 +107,8 @@ class PartySession:
     """
 
     def __init__(self, *, smpc: SMPCConfig, party_inputs: Sequence[Any], shaping: Optional[LinkShaping] = None,
-                 pids_out: Optional[List[int]] = None, hazmat_crypten_ttp: bool = False) -> None:
+                 pids_out: Optional[List[int]] = None, hazmat_crypten_ttp: bool = False,
+                 run_digest: str = "") -> None:
         if len(party_inputs) != smpc.parties:
             raise RendezvousError(
                 f"run_parties got inputs for {len(party_inputs)} parties but smpc.parties={smpc.parties}; "
@@ -115,6 +121,8 @@ class PartySession:
             )
         self._smpc, self._inputs, self._shaping, self._pids_out = smpc, party_inputs, shaping, pids_out
         self._hazmat_crypten_ttp = hazmat_crypten_ttp
+        self._run_digest = run_digest or hashlib.sha256(repr(smpc).encode()).hexdigest()
+        self._setup: List[Any] = []
         self._procs: List[Any] = []
         self._seq = 0
         self._broken = False
@@ -130,19 +138,20 @@ class PartySession:
         )
         self._results = ctx.Queue()
         self._commands = [ctx.Queue() for _ in range(n)]
+        self._setup = [ctx.Queue() for _ in range(n + 1)]
         parent = os.getpid()
 
         def rendezvous(rank: int) -> Any:
             rz = rendezvous_for(smpc, rank=rank, port=port)
             return dataclasses.replace(rz, hazmat_crypten_ttp=True) if self._hazmat_crypten_ttp else rz
 
-        self._dealer = ctx.Process(target=dealer_main, args=(rendezvous(n), parent),
+        self._dealer = ctx.Process(target=dealer_main, args=(rendezvous(n), parent, self._results, self._setup[n]),
                                    name="mpc-dealer", daemon=True)
         self._parties = [
             ctx.Process(
                 target=party_session_main,
                 args=(rendezvous(r), pickle.dumps(self._inputs[r]), self._shaping,
-                      self._board, self._results, self._commands[r], parent),
+                      self._board, self._results, self._commands[r], parent, self._setup[r]),
                 name=f"mpc-party-{r}",
                 daemon=True,
             )
@@ -154,6 +163,11 @@ class PartySession:
                 self._procs.append(p)
                 if self._pids_out is not None:
                     self._pids_out.append(p.pid)
+            if not self._hazmat_crypten_ttp:
+                roster = _exchange_certificates(self._parties + [self._dealer], self._results, smpc,
+                                                ports=link_ports(smpc), run_digest=self._run_digest)
+                for q in self._setup:
+                    q.put(roster)
         except BaseException:
             self._teardown()
             raise
@@ -205,9 +219,58 @@ class PartySession:
     def _teardown(self) -> None:
         _stop_all(self._procs)
         self._procs = []
-        for q in [self._results, *self._commands]:
+        for q in [self._results, *self._commands, *self._setup]:
             q.close()
             q.cancel_join_thread()
+
+
+def link_ports(smpc: SMPCConfig) -> List[int]:
+    """Each MPC role's fixed link port: ``master_port + rank`` (parties, then the dealer), or
+    free loopback ports when ``master_port`` is 0 (one machine)."""
+    n = smpc.parties + 1
+    if smpc.master_port:
+        if smpc.master_port + n - 1 > 65535:
+            raise RendezvousError(f"smpc.master_port={smpc.master_port} leaves no room for {n} link ports")
+        return [smpc.master_port + r for r in range(n)]
+    ports: List[int] = []
+    while len(ports) < n:
+        p = free_port(smpc.master_addr)
+        if p not in ports:
+            ports.append(p)
+    return ports
+
+
+def _exchange_certificates(procs: List[Any], results_q: Any, smpc: SMPCConfig, *, ports: List[int],
+                           run_digest: str) -> Roster:
+    """Collect every child's self-made certificate (public) and build the roster they all pin.
+
+    Each child made its own key pair; the orchestrator only ever sees certificates.
+    """
+    n = len(procs)
+    certs: Dict[int, bytes] = {}
+    deadline = time.time() + smpc.timeout_s
+    while len(certs) < n:
+        try:
+            kind, rank, payload = results_q.get(timeout=POLL_S)
+        except queue_mod.Empty:
+            for r, p in enumerate(procs):
+                if r not in certs and p.exitcode is not None:
+                    role = "dealer" if r == n - 1 else f"party {r}"
+                    raise PartyCrashedError(f"{role} exited (code {p.exitcode}) before publishing its certificate",
+                                            party=r, role="dealer" if r == n - 1 else "party")
+            if time.time() > deadline:
+                missing = ", ".join(str(r) for r in range(n) if r not in certs)
+                raise RendezvousError(f"MPC ranks {missing} published no certificate within {smpc.timeout_s:g} s")
+            continue
+        if kind != "cert":
+            raise _blame([(kind, rank, payload)], n - 1)
+        certs[rank] = payload
+    members = tuple(
+        Member(rank=r, role="dealer" if r == n - 1 else party_role(r), host=smpc.master_addr, port=ports[r],
+               cert_pem=certs[r])
+        for r in range(n)
+    )
+    return Roster(members=members, run_digest=run_digest)
 
 
 def _process_context() -> Any:

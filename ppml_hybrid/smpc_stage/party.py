@@ -43,7 +43,9 @@ import torch
 from ppml_hybrid.smpc_stage.crypten_compat import import_crypten
 
 import_crypten()  # at import: the orchestrator's fork server preloads this module
-from ppml_hybrid.smpc_stage.errors import PeerCommunicationError
+from ppml_hybrid.smpc_stage.errors import LinkSetupError, MPCError, PeerCommunicationError
+from ppml_hybrid.identity import LinkIdentity, make_link_identity
+from ppml_hybrid.smpc_stage.links import Mesh, Roster
 from ppml_hybrid.smpc_stage.rendezvous import Rendezvous
 from ppml_hybrid.smpc_stage.transport import LinkShaping, Transport, install_transport
 from ppml_hybrid.smpc_stage.world import join_as_party, leave, serve_as_dealer
@@ -109,6 +111,31 @@ class PartyContext:
         return crypten.cryptensor(torch.empty(0), src=src, broadcast_size=True, precision=precision)
 
 
+@dataclass(frozen=True)
+class LinkSetup:
+    """What a process needs to open its MPC links: its own identity (private key: stays in this
+    process) and the roster (every role's address and pinned certificate, the run digest)."""
+
+    identity: LinkIdentity = field(repr=False)
+    roster: Roster
+    connect_timeout_s: Optional[float] = None
+    bind_host: Optional[str] = None
+
+    def mesh(self, *, rank: int, timeout_s: float) -> Mesh:
+        return Mesh(me=rank, roster=self.roster, identity=self.identity, timeout_s=timeout_s,
+                    connect_timeout_s=self.connect_timeout_s, bind_host=self.bind_host)
+
+
+def _mesh(rz: Rendezvous, links: Optional[LinkSetup], *, orchestrated: bool) -> Optional[Mesh]:
+    if rz.hazmat_crypten_ttp:
+        return None
+    if links is None:
+        raise LinkSetupError(f"{rz.role} has no link setup (identity and roster): cannot join securely")
+    # Under an orchestrator the links wait longer than its watchdog, so that it is the
+    # orchestrator that names the hanging party.
+    return links.mesh(rank=rz.rank, timeout_s=rz.timeout_s * (3 if orchestrated else 1) + 5)
+
+
 def _configure_crypten(rz: Rendezvous, *, orchestrated: bool) -> Any:
     torch.set_num_threads(1)
     os.environ.update(rz.environment())
@@ -147,11 +174,13 @@ def run_party(
     inputs: Any,
     shaping: Optional[LinkShaping] = None,
     board: Optional[ProgressBoard] = None,
+    links: Optional[LinkSetup] = None,
 ) -> Any:
     """Run ``program`` as party ``rendezvous.rank`` and return its result (steps: module doc)."""
     crypten = _configure_crypten(rendezvous, orchestrated=board is not None)
     # The dealer process provides triples, never the trusted-first-party default.
-    provider = join_as_party(crypten, hazmat_crypten_ttp=rendezvous.hazmat_crypten_ttp)
+    provider = join_as_party(crypten, mesh=_mesh(rendezvous, links, orchestrated=board is not None),
+                             parties=rendezvous.parties, hazmat_crypten_ttp=rendezvous.hazmat_crypten_ttp)
     rank = rendezvous.rank
     try:
         transport = install_transport(
@@ -173,13 +202,14 @@ def run_party(
             log.debug("party %d: leaving the world failed", rank)
 
 
-def run_dealer(*, rendezvous: Rendezvous) -> None:
+def run_dealer(*, rendezvous: Rendezvous, links: Optional[LinkSetup] = None) -> None:
     """Serve correlated randomness (:mod:`~ppml_hybrid.smpc_stage.dealer`) until party 0 says stop."""
     if not rendezvous.is_dealer:
         raise ValueError(f"run_dealer needs rank == parties ({rendezvous.parties}), got {rendezvous.rank}")
     crypten = _configure_crypten(rendezvous, orchestrated=False)
     log.info("dealer started for %d parties", rendezvous.parties)
-    serve_as_dealer(crypten, parties=rendezvous.parties, hazmat_crypten_ttp=rendezvous.hazmat_crypten_ttp)
+    serve_as_dealer(crypten, mesh=_mesh(rendezvous, links, orchestrated=False), parties=rendezvous.parties,
+                    hazmat_crypten_ttp=rendezvous.hazmat_crypten_ttp)
     try:
         crypten.uninit()
     except Exception:
@@ -189,8 +219,22 @@ def run_dealer(*, rendezvous: Rendezvous) -> None:
 # ---------------------------------------------------------------- process entry points
 
 
+def _orchestrated_links(rz: Rendezvous, results: Any, setup: Any) -> Optional[LinkSetup]:
+    """Make this process's own link identity, publish its certificate to the orchestrator and
+    receive the roster (every role's pinned certificate). The private key never leaves here."""
+    if rz.hazmat_crypten_ttp:
+        return None
+    identity = make_link_identity(f"ppml-hybrid {rz.role}")
+    results.put(("cert", rz.rank, identity.cert_pem))
+    try:
+        roster = setup.get(timeout=rz.timeout_s)
+    except Exception:
+        raise LinkSetupError(f"{rz.role}: no roster from the orchestrator within {rz.timeout_s:g} s") from None
+    return LinkSetup(identity=identity, roster=roster)
+
+
 def party_main(rendezvous: Rendezvous, program: Any, inputs: Any, shaping: Any, board: ProgressBoard,
-               results: Any, parent_pid: int) -> None:
+               results: Any, parent_pid: int, setup: Any = None) -> None:
     """Entry point of an orchestrated party process: runs ``program`` (which reports its own
     results, see :class:`_ServeCommands`) and reports failures as ``(kind, rank, message)``."""
     _watch_parent(parent_pid)
@@ -198,7 +242,8 @@ def party_main(rendezvous: Rendezvous, program: Any, inputs: Any, shaping: Any, 
     rank = rendezvous.rank
     try:
         inputs = pickle.loads(inputs)
-        run_party(rendezvous=rendezvous, program=program, inputs=inputs, shaping=shaping, board=board)
+        links = _orchestrated_links(rendezvous, results, setup)
+        run_party(rendezvous=rendezvous, program=program, inputs=inputs, shaping=shaping, board=board, links=links)
     except PeerCommunicationError as exc:
         results.put(("peer_error", rank, str(exc)))
         results.close()
@@ -239,14 +284,22 @@ class _ServeCommands:
 
 
 def party_session_main(rendezvous: Rendezvous, inputs: Any, shaping: Any, board: ProgressBoard, results: Any,
-                       commands: Any, parent_pid: int) -> None:
+                       commands: Any, parent_pid: int, setup: Any = None) -> None:
     """Entry point of a session party process (one program per command, see :class:`_ServeCommands`)."""
     party_main(rendezvous, _ServeCommands(commands=commands, results=results), inputs, shaping, board, results,
-               parent_pid)
+               parent_pid, setup)
 
 
-def dealer_main(rendezvous: Rendezvous, parent_pid: int) -> None:
-    """Entry point of the orchestrated dealer process."""
+def dealer_main(rendezvous: Rendezvous, parent_pid: int, results: Any = None, setup: Any = None) -> None:
+    """Entry point of the orchestrated dealer process (failures reported like a party's)."""
     _watch_parent(parent_pid)
     logging.basicConfig(level=logging.WARNING)
-    run_dealer(rendezvous=rendezvous)
+    try:
+        links = _orchestrated_links(rendezvous, results, setup)
+        run_dealer(rendezvous=rendezvous, links=links)
+    except MPCError as exc:
+        if results is not None:
+            results.put(("error", rendezvous.rank, f"{type(exc).__name__}: {exc}"))
+            results.close()
+            results.join_thread()
+        os._exit(1)

@@ -230,9 +230,7 @@ class Transport:
     def _group_size(self, group: Any) -> int:
         if group is None:
             return self.parties
-        import torch.distributed as dist
-
-        return dist.get_world_size(group)
+        return group.size()  # a LinkGroup (or, hazmat path, a torch ProcessGroup)
 
     def _sizes(self, name: str, args: tuple, kwargs: dict, result: Any) -> tuple:
         """(channel, bytes sent, bytes received) of one call; result may be None (before)."""

@@ -58,14 +58,14 @@ def _label(src: int, dst: int) -> bytes:
     return ZERO_LABEL + f"{src}>{dst}".encode()
 
 
-def neighbour_streams(*, rank: int, parties: int, group: Any) -> NeighbourStreams:
+def neighbour_streams(*, rank: int, parties: int, comm: Any) -> NeighbourStreams:
     """Agree on the zero-sharing keys with both neighbours (pairs in one global order: no deadlock)."""
     keys: Dict[bytes, bytes] = {}
     pairs = [(i, j) for i in range(parties) for j in range(i + 1, parties)]
     for i, j in pairs:
         if rank in (i, j):
             peer = j if rank == i else i
-            keys.update(agree(me=rank, peer=peer, group=group, labels=[_label(i, j), _label(j, i)]))
+            keys.update(agree(me=rank, peer=peer, comm=comm, labels=[_label(i, j), _label(j, i)]))
     prev_rank, next_rank = (rank - 1) % parties, (rank + 1) % parties
     return NeighbourStreams(prev=KeyStream(keys[_label(prev_rank, rank)]), next=KeyStream(keys[_label(rank, next_rank)]))
 

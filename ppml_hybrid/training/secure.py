@@ -33,7 +33,7 @@ import torch
 from opacus.accountants import create_accountant
 from tqdm import tqdm
 
-from ppml_hybrid.config import RunConfig
+from ppml_hybrid.config import RunConfig, run_digest
 from ppml_hybrid.data import DataSplits, ImageSet
 from ppml_hybrid.errors import ConfigError
 from ppml_hybrid.model import BlockModel, build_model
@@ -164,7 +164,8 @@ def train_secure(cfg: RunConfig, splits: DataSplits, *, networks: Sequence[Any] 
                                                   expected_batch=sample_rate * n, total_steps=total_steps,
                                                   count_noise=count_noise)
         log.info("starting %d party processes and the dealer ...", cfg.smpc.parties)
-        session = stack.enter_context(PartySession(smpc=cfg.smpc, party_inputs=party_inputs))
+        session = stack.enter_context(PartySession(smpc=cfg.smpc, party_inputs=party_inputs,
+                                                   run_digest=run_digest(cfg)))
         result = _loop(cfg, splits, model, optimizer, schedule, accountant, make_program, session,
                        sigma=sigma, sigma_eff=sigma_eff, plan=plan, networks=networks)
         return dataclasses.replace(result, privacy=privacy)
