@@ -161,7 +161,10 @@ class Link:
         self._tls_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._frames: "queue.Queue[Any]" = queue.Queue()
-        self._buf = bytearray()
+        self._head = bytearray()  # header and meta of the frame being received
+        self._meta: Tuple[int, Dict[str, Any]] = (0, {})
+        self._data: Optional[bytearray] = None  # its data, filled by decryption
+        self._filled = 0
         self._send_seq = 0
         self._recv_seq = 0
         self._closed = False
@@ -206,39 +209,44 @@ class Link:
                 chunk = self._sock.recv(READ_CHUNK)
                 if not chunk:
                     raise ConnectionResetError("connection closed by the peer")
-                plain = []
                 with self._tls_lock:
                     self._in.write(chunk)
-                    while True:
-                        try:
-                            plain.append(self._tls.read(READ_CHUNK))
-                        except ssl.SSLWantReadError:
-                            break
-                        except ssl.SSLZeroReturnError:
-                            raise ConnectionResetError("TLS closed by the peer") from None
-                for p in plain:
-                    self._buf += p
-                if self._parse():
-                    return
+                    if self._decrypt_available():
+                        return
         except (OSError, ssl.SSLError, ValueError) as exc:
             if not self._closed:
                 self._frames.put(exc)
 
-    def _parse(self) -> bool:
-        """Queue every complete frame in the buffer; True once the peer said goodbye."""
-        while len(self._buf) >= HEADER.size:
-            kind, meta_len, data_len = HEADER.unpack_from(self._buf)
-            end = HEADER.size + meta_len + data_len
-            if len(self._buf) < end:
+    def _decrypt_available(self) -> bool:
+        """Decrypt everything TLS can give now into the frame being assembled (a frame's data
+        is decrypted straight into its own buffer: one copy); queue complete frames. True once
+        the peer said goodbye."""
+        while True:
+            try:
+                if self._data is not None:
+                    view = memoryview(self._data)[self._filled:]
+                    self._filled += self._tls.read(len(view), view)
+                elif len(self._head) < HEADER.size:
+                    self._head += self._tls.read(HEADER.size - len(self._head))
+                else:
+                    _, meta_len, _ = HEADER.unpack_from(self._head)
+                    self._head += self._tls.read(HEADER.size + meta_len - len(self._head))
+            except ssl.SSLWantReadError:
                 return False
-            meta = json.loads(bytes(self._buf[HEADER.size:HEADER.size + meta_len]))
-            data = self._buf[HEADER.size + meta_len:end]
-            del self._buf[:end]
-            if kind == KIND_BYE:
-                self._frames.put(EOFError("the peer left the run"))
-                return True
-            self._frames.put((kind, meta, data))
-        return False
+            except ssl.SSLZeroReturnError:
+                raise ConnectionResetError("TLS closed by the peer") from None
+            if self._data is None and len(self._head) >= HEADER.size:
+                kind, meta_len, data_len = HEADER.unpack_from(self._head)
+                if len(self._head) == HEADER.size + meta_len:
+                    self._meta = (kind, json.loads(bytes(self._head[HEADER.size:])))
+                    self._data, self._filled = bytearray(data_len), 0
+            if self._data is not None and self._filled == len(self._data):
+                kind, meta = self._meta
+                data, self._data, self._head = self._data, None, bytearray()
+                if kind == KIND_BYE:
+                    self._frames.put(EOFError("the peer left the run"))
+                    return True
+                self._frames.put((kind, meta, data))
 
     def recv(self, op: str, *, timeout_s: Optional[float] = None) -> Frame:
         """The next frame from the peer, which must be operation ``op`` (else the two
