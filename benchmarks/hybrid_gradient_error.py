@@ -46,7 +46,7 @@ from ppml_hybrid.model import build_model  # noqa: E402
 from ppml_hybrid.protocols.dp_step import CLIP_MARGIN_BITS, DPStepParams  # noqa: E402
 from ppml_hybrid.smpc_stage.launcher import PartySession  # noqa: E402
 from ppml_hybrid.training.plaintext import train_plaintext  # noqa: E402
-from ppml_hybrid.training.secure import assign_rows, step_factory  # noqa: E402
+from ppml_hybrid.training.secure import assign_rows, party_inputs_for, step_factory  # noqa: E402
 
 def _subset(data: ImageSet, rows: int, seed: int) -> ImageSet:
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:rows]
@@ -79,9 +79,9 @@ def _secure_sums(cfg: Any, state: Dict[str, torch.Tensor], rows: List[Any], dp: 
     """One step of the encrypted pipeline on every row (sample rate 1)."""
     batch = sum(len(r.labels) for r in rows)
     with contextlib.ExitStack() as stack:
-        make_program, inputs = step_factory(cfg, stack, rows=rows, dp=dp, sample_rate=1.0, expected_batch=float(batch),
-                                            total_steps=1)
-        session = stack.enter_context(PartySession(smpc=cfg.smpc, party_inputs=inputs))
+        session = stack.enter_context(PartySession(smpc=cfg.smpc, party_inputs=party_inputs_for(cfg, rows)))
+        make_program = step_factory(cfg, stack, session, dp=dp, sample_rate=1.0, expected_batch=float(batch),
+                                    total_steps=1)
         return dict(session.run(make_program(0, state)).results[0].noised_sums)
 
 

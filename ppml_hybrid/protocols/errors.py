@@ -27,3 +27,8 @@ class MaskWidthError(ConversionError):
 
 class BatchCapacityError(ConversionError):
     """A step's batch does not fit the HE slot layout fixed for the run."""
+
+
+class KeyServiceNotVerifiedError(ConversionError):
+    """A step names a key service or public key this party did not verify itself (attestation
+    of K over its own channel); nothing is encrypted under it."""

@@ -45,11 +45,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 
 from ppml_hybrid.config import ModelConfig
-from ppml_hybrid.he_stage.keys import PublicMaterial, load_public_material, serialize_ciphertext
+from ppml_hybrid.he_stage.keys import PublicMaterial, encryption_only, load_public_material, serialize_ciphertext
 from ppml_hybrid.model.spec import block_shapes
 from ppml_hybrid.privacy.batch_count import CountNoise
 from ppml_hybrid.protocols.dp_step import DPStepParams, TrainableSite, open_gradient_sums, trainable_sites
-from ppml_hybrid.protocols.errors import BatchCapacityError, MaskWidthError
+from ppml_hybrid.protocols.errors import BatchCapacityError, KeyServiceNotVerifiedError, MaskWidthError
 from ppml_hybrid.protocols.exact_clip import clip_rows, clipped_row_norm_bound
 from ppml_hybrid.protocols.he_to_ss import share_to_mpc
 from ppml_hybrid.protocols.messages import EncryptedShare
@@ -76,10 +76,63 @@ class ServiceEndpoints:
 
 @dataclass(frozen=True)
 class HybridPartyInputs:
-    """What one party process gets: its own rows and its own client certificate only."""
+    """What one party process gets: its own rows. ``credential`` None (the product): the party
+    calls K and E with its own key, the one it made for its MPC links (``ctx.identity``); tests
+    that run K and E with a local client CA pass one explicitly."""
 
     rows: PartyRows
-    credential: Credential
+    credential: Optional[Credential] = None
+
+
+VERIFIED_KEY_SERVICE = "verified_key_service"  # ctx.session entry: (K's address, trust pem, material digest)
+
+
+def own_credential(ctx: Any, inputs: Any) -> Credential:
+    """This party's client credential for K and E: its own key (never one made by someone else)."""
+    given = getattr(inputs, "credential", None)
+    if given is not None:
+        return given
+    identity = getattr(ctx, "identity", None)
+    if identity is None:
+        raise KeyServiceNotVerifiedError(f"party {ctx.rank} has no key of its own to call K and E with")
+    return Credential(cert_pem=identity.cert_pem, key_pem=identity.key_pem)
+
+
+@dataclass(frozen=True)
+class VerifyKeyService:
+    """Party program, once per session before any hybrid step: this party checks K's attestation.
+
+    Steps, in each party process over its own mutually authenticated channel to K: (1) fetch K's
+    public material; (2) attest K with a fresh nonce from this process's CSPRNG, verifying code
+    identity, the material's hash, the decryption policy and the pinned TLS channel
+    (:func:`~ppml_hybrid.keyservice.verify.attest_key_service`); (3) remember the verified
+    material's digest in ``ctx.session``: every later step refuses a public key other than the
+    one this party verified (a coordinator that swapped in its own key could decrypt what the
+    parties encrypt). Returns (digest of the encryption part, development document?, that
+    encryption part from party 0 only: context and public key, no evaluation keys). Who learns what: the caller learns K's public material.
+    """
+
+    endpoints: ServiceEndpoints
+    keyservice: Any  # KeyServiceConfig
+    development_root_pem: Optional[bytes] = None
+
+    def __call__(self, ctx: Any, inputs: Any) -> Tuple[str, bool, Optional[PublicMaterial]]:
+        from ppml_hybrid.keyservice.client import PartyKeyClient
+        from ppml_hybrid.keyservice.verify import attest_key_service
+
+        ep = self.endpoints
+        client = PartyKeyClient(address=ep.key_address, server_trust_pem=ep.key_trust_pem,
+                                credential=own_credential(ctx, inputs))
+        try:
+            published = client.get_public_material()
+            payload = attest_key_service(client=client, published=published, keyservice=self.keyservice,
+                                         development_root_pem=self.development_root_pem,
+                                         tls_trust_pem=ep.key_trust_pem)
+        finally:
+            client.close()
+        digest = encryption_only(published.material).digest()
+        ctx.session[VERIFIED_KEY_SERVICE] = (ep.key_address, ep.key_trust_pem, digest)
+        return digest, bool(payload.development), encryption_only(published.material) if ctx.rank == 0 else None
 
 
 @dataclass(frozen=True)
@@ -226,7 +279,13 @@ class HybridTrainStep:
         from ppml_hybrid.he_stage.evaluator.party import PartyConversionClient
         from ppml_hybrid.keyservice.client import PartyKeyClient
 
-        ep, cred = self.endpoints, inputs.credential
+        ep, cred = self.endpoints, own_credential(ctx, inputs)
+        verified = ctx.session.get(VERIFIED_KEY_SERVICE)
+        if verified != (ep.key_address, ep.key_trust_pem, encryption_only(self.material).digest()):
+            raise KeyServiceNotVerifiedError(
+                f"party {ctx.rank}: the step names a key service or public key this party has not verified "
+                "(run VerifyKeyService first in this session); refusing to encrypt anything under it"
+            )
         key = ("hybrid", self.material.digest(), ep, cred)
         cached = ctx.session.get("hybrid")
         if cached is not None and cached[0] == key:

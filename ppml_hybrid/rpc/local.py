@@ -1,38 +1,58 @@
 """One-machine deployment of K and E as local processes (what the orchestrator and tests call).
 
-:func:`start_local_he_services` makes the client PKI (one certificate per party, for E as a
-client of K, and for the orchestrator), starts K, then E, and returns a
-:class:`LocalHEServices` that hands out each role's clients and stops both processes.
-Client private keys stay in this process and in the stdin pipe of the service that needs them.
+:func:`start_local_he_services` starts K, then E, and returns a :class:`LocalHEServices` that
+hands out the launcher's clients and stops both processes. The parties' client certificates
+are their own (``party_certs``: each party process made its key pair and published only the
+certificate); K and E pin them by fingerprint and accept them as their own trust anchors. The
+launcher makes client certificates only for E (as a client of K) and for itself; those keys
+stay in this process and in the stdin pipe of the service that needs them. Without
+``party_certs`` (tests of the services alone) the launcher also issues party certificates.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from ppml_hybrid.config import KeyServiceConfig
 from ppml_hybrid.rpc.launch import ServiceProcess
-from ppml_hybrid.rpc.tls import EVALUATOR, ORCHESTRATOR, PARTY, ClientPKI, Credential, Registry, Role, make_client_pki
+from ppml_hybrid.rpc.tls import (
+    EVALUATOR, ORCHESTRATOR, PARTY, ClientPKI, Credential, Registry, Role, fingerprint, make_client_pki,
+)
 
 
 def party_name(j: int) -> str:
     return f"party-{j}"
 
 
-def make_local_pki(*, parties: int) -> ClientPKI:
-    return make_client_pki(names=tuple(party_name(j) for j in range(1, parties + 1)) + (EVALUATOR, ORCHESTRATOR))
+def make_local_pki(*, parties: int, with_parties: bool = True) -> ClientPKI:
+    names = tuple(party_name(j) for j in range(1, parties + 1)) if with_parties else ()
+    return make_client_pki(names=names + (EVALUATOR, ORCHESTRATOR))
 
 
-def key_service_registry(*, pki: ClientPKI, parties: int) -> Registry:
-    roles = {pki.clients[party_name(j)].fingerprint: Role(kind=PARTY, party=j) for j in range(1, parties + 1)}
+def _party_roles(pki: ClientPKI, parties: int, party_certs: Optional[Sequence[bytes]]) -> dict:
+    if party_certs is None:
+        return {pki.clients[party_name(j)].fingerprint: Role(kind=PARTY, party=j) for j in range(1, parties + 1)}
+    if len(party_certs) != parties:
+        raise ValueError(f"{len(party_certs)} party certificates for {parties} parties")
+    return {fingerprint(pem): Role(kind=PARTY, party=j) for j, pem in enumerate(party_certs, start=1)}
+
+
+def client_trust_pem(*, pki: ClientPKI, party_certs: Optional[Sequence[bytes]] = None) -> bytes:
+    """What K and E accept as client trust anchors: the launcher's client CA and each party's own
+    self-signed certificate (the registry then pins exact fingerprints)."""
+    return pki.ca.cert_pem + b"".join(party_certs or ())
+
+
+def key_service_registry(*, pki: ClientPKI, parties: int, party_certs: Optional[Sequence[bytes]] = None) -> Registry:
+    roles = _party_roles(pki, parties, party_certs)
     roles[pki.clients[EVALUATOR].fingerprint] = Role(kind=EVALUATOR)
     roles[pki.clients[ORCHESTRATOR].fingerprint] = Role(kind=ORCHESTRATOR)
     return Registry(roles=roles)
 
 
-def evaluator_registry(*, pki: ClientPKI, parties: int) -> Registry:
-    roles = {pki.clients[party_name(j)].fingerprint: Role(kind=PARTY, party=j) for j in range(1, parties + 1)}
+def evaluator_registry(*, pki: ClientPKI, parties: int, party_certs: Optional[Sequence[bytes]] = None) -> Registry:
+    roles = _party_roles(pki, parties, party_certs)
     roles[pki.clients[ORCHESTRATOR].fingerprint] = Role(kind=ORCHESTRATOR)
     return Registry(roles=roles)
 
@@ -85,23 +105,28 @@ class LocalHEServices:
 
 def start_local_he_services(*, run: Any, keyservice: KeyServiceConfig, with_evaluator: bool = True,
                             key_wire_log: Optional[str] = None, evaluator_wire_log: Optional[str] = None,
-                            pki: Optional[ClientPKI] = None) -> LocalHEServices:
-    """Start K (and E) for ``run`` (a :class:`~ppml_hybrid.he_stage.runspec.HERunSpec`)."""
+                            pki: Optional[ClientPKI] = None,
+                            party_certs: Optional[Sequence[bytes]] = None) -> LocalHEServices:
+    """Start K (and E) for ``run`` (a :class:`~ppml_hybrid.he_stage.runspec.HERunSpec`);
+    ``party_certs``: each party's own certificate, rank order (module doc)."""
     from ppml_hybrid.he_stage.evaluator.process import spawn_evaluator
     from ppml_hybrid.he_stage.evaluator.spec import EvaluatorSpec
     from ppml_hybrid.keyservice.process import spawn_key_service
     from ppml_hybrid.keyservice.spec import KeyServiceSpec
 
-    pki = pki or make_local_pki(parties=run.parties)
-    k = spawn_key_service(spec=KeyServiceSpec(run=run, keyservice=keyservice, client_ca_pem=pki.ca.cert_pem,
-                                              registry=key_service_registry(pki=pki, parties=run.parties),
+    pki = pki or make_local_pki(parties=run.parties, with_parties=party_certs is None)
+    trust = client_trust_pem(pki=pki, party_certs=party_certs)
+    k = spawn_key_service(spec=KeyServiceSpec(run=run, keyservice=keyservice, client_ca_pem=trust,
+                                              registry=key_service_registry(pki=pki, parties=run.parties,
+                                                                            party_certs=party_certs),
                                               wire_log=key_wire_log))
     e = None
     if with_evaluator:
         try:
             e = spawn_evaluator(spec=EvaluatorSpec(
                 run=run, key_address=k.address, key_trust_pem=k.trust_pem, key_credential=pki.clients[EVALUATOR],
-                client_ca_pem=pki.ca.cert_pem, registry=evaluator_registry(pki=pki, parties=run.parties),
+                client_ca_pem=trust, registry=evaluator_registry(pki=pki, parties=run.parties,
+                                                                 party_certs=party_certs),
                 share_wait_s=keyservice.share_wait_s, max_mask_rounds=keyservice.max_open_rounds,
                 wire_log=evaluator_wire_log, keyservice=keyservice,
                 development_root_pem=(k.ready.extra.get("development_attestation_root_pem") or "").encode()),

@@ -124,6 +124,8 @@ class PartySession:
         self._run_digest = run_digest or hashlib.sha256(repr(smpc).encode()).hexdigest()
         self._setup: List[Any] = []
         self._procs: List[Any] = []
+        # every MPC role's address and self-made certificate (public), once the session started
+        self.roster: Optional[Roster] = None
         self._seq = 0
         self._broken = False
 
@@ -168,6 +170,7 @@ class PartySession:
                                                 ports=link_ports(smpc), run_digest=self._run_digest)
                 for q in self._setup:
                     q.put(roster)
+                self.roster = roster
         except BaseException:
             self._teardown()
             raise
@@ -175,6 +178,12 @@ class PartySession:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    def party_certificates(self) -> Tuple[bytes, ...]:
+        """Each party's own certificate (rank order): what K and E pin for the parties."""
+        if self.roster is None:
+            raise RendezvousError("no roster: the session has not started, or runs the hazmat transport")
+        return tuple(m.cert_pem for m in self.roster.members[: self._smpc.parties])
 
     @property
     def pids(self) -> Tuple[int, ...]:

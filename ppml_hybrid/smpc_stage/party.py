@@ -93,6 +93,9 @@ class PartyContext:
     transport: Transport
     board: Optional[ProgressBoard] = None
     session: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # this party's own key pair (made in this process): its MPC link identity, also its client
+    # credential towards K and E. None only on the hazmat (tests) path.
+    identity: Optional[LinkIdentity] = field(default=None, compare=False, repr=False)
 
     def heartbeat(self) -> None:
         """Report progress during long local computations (no communication)."""
@@ -190,7 +193,8 @@ def run_party(
             on_exit=(lambda: board.exit(rank)) if board is not None else None,
         )
         transport.dealer = provider  # settles the dealer's asynchronous answers after each peer call
-        ctx = PartyContext(rank=rank, parties=rendezvous.parties, crypten=crypten, transport=transport, board=board)
+        ctx = PartyContext(rank=rank, parties=rendezvous.parties, crypten=crypten, transport=transport, board=board,
+                           identity=links.identity if links is not None else None)
         log.info("party %d of %d started", rank, rendezvous.parties)
         result = program(ctx, inputs)
         log.info("party %d finished its program", rank)

@@ -1,12 +1,13 @@
 """Encrypted training (``mode=hybrid``), orchestrated from the user's process.
 
-``split_layer = L``: every block under MPC (:mod:`ppml_hybrid.protocols.mpc_train_step`).
-``split_layer < L``: the orchestrator first starts the key service K and the HE evaluator E
-(gRPC over mutual TLS, one client certificate per party); blocks s+1..L then run at E
-(:mod:`ppml_hybrid.protocols.hybrid_train_step`). The orchestrator starts the parties and the
-dealer once (a :class:`~ppml_hybrid.smpc_stage.launcher.PartySession`), giving each party its
-OWN rows (and its own certificate); each step it sends every party the step program with the
-current public weights; the parties sample, share, train and open only the noised gradient
+The orchestrator starts the parties and the dealer once (a
+:class:`~ppml_hybrid.smpc_stage.launcher.PartySession`), giving each party its OWN rows; each
+process makes its own key pair. ``split_layer = L``: every block under MPC
+(:mod:`ppml_hybrid.protocols.mpc_train_step`). ``split_layer < L``: the orchestrator then starts
+the key service K and the HE evaluator E (gRPC over mutual TLS, pinning each party's own
+certificate), and every party verifies K's attestation itself; blocks s+1..L then run at E
+(:mod:`ppml_hybrid.protocols.hybrid_train_step`). Each step the orchestrator sends every party
+the step program with the current public weights; the parties sample, share, train and open only the noised gradient
 sums; the orchestrator then applies the public update (the same optimiser as plaintext mode),
 steps the accountant and reports progress. ``dp=off`` runs the same pipeline without
 clipping or noise and opens exact gradient sums: a non-private reference (benchmarks), never
@@ -160,12 +161,12 @@ def train_secure(cfg: RunConfig, splits: DataSplits, *, networks: Sequence[Any] 
                     "batch. For reference runs and benchmarks only, never for real patients' data.", stages)
 
     with contextlib.ExitStack() as stack:
-        make_program, party_inputs = step_factory(cfg, stack, rows=rows, dp=dp, sample_rate=sample_rate,
-                                                  expected_batch=sample_rate * n, total_steps=total_steps,
-                                                  count_noise=count_noise)
         log.info("starting %d party processes and the dealer ...", cfg.smpc.parties)
-        session = stack.enter_context(PartySession(smpc=cfg.smpc, party_inputs=party_inputs,
+        session = stack.enter_context(PartySession(smpc=cfg.smpc, party_inputs=party_inputs_for(cfg, rows),
                                                    run_digest=run_digest(cfg)))
+        make_program = step_factory(cfg, stack, session, dp=dp, sample_rate=sample_rate,
+                                    expected_batch=sample_rate * n, total_steps=total_steps,
+                                    count_noise=count_noise)
         result = _loop(cfg, splits, model, optimizer, schedule, accountant, make_program, session,
                        sigma=sigma, sigma_eff=sigma_eff, plan=plan, networks=networks)
         return dataclasses.replace(result, privacy=privacy)
@@ -192,21 +193,30 @@ def _resolve_hiding(run: Any, *, total_steps: int) -> Any:
     return with_hiding_bits(run, masked_slots=per_step * total_steps)
 
 
-def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[PartyRows], dp: Optional[DPStepParams],
+def party_inputs_for(cfg: RunConfig, rows: List[PartyRows]) -> List[Any]:
+    """What each party process gets once: its own rows (and nothing else: its keys it makes itself)."""
+    if cfg.split_layer == len(cfg.model.blocks):
+        return rows
+    from ppml_hybrid.protocols.hybrid_train_step import HybridPartyInputs
+
+    return [HybridPartyInputs(rows=r) for r in rows]
+
+
+def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, session: PartySession, *, dp: Optional[DPStepParams],
                  sample_rate: float, expected_batch: float, total_steps: int,
                  count_noise: Optional[CountNoise] = None):
-    """The per-step party program and the parties' inputs; starts K and E when blocks run under HE."""
+    """The per-step party program; when blocks run under HE, starts K and E (pinning each party's
+    own certificate) and has every party verify K's attestation itself."""
     n_blocks = len(cfg.model.blocks)
     if cfg.split_layer == n_blocks:
         def all_mpc(step: int, state: Dict[str, torch.Tensor]) -> MPCTrainStep:
             return MPCTrainStep(model=cfg.model, state_dict=state, image_size=cfg.data.image_size,
                                 sample_rate=sample_rate, dp=dp, count_noise=count_noise)
-        return all_mpc, rows
-    from ppml_hybrid.he_stage.keys import encryption_only
+        return all_mpc
     from ppml_hybrid.he_stage.runspec import HERunSpec
-    from ppml_hybrid.protocols.hybrid_train_step import HybridPartyInputs, HybridTrainStep, ServiceEndpoints
+    from ppml_hybrid.protocols.hybrid_train_step import HybridTrainStep, ServiceEndpoints
     from ppml_hybrid.protocols.params import ConversionParams
-    from ppml_hybrid.rpc.local import party_name, start_local_he_services
+    from ppml_hybrid.rpc.local import start_local_he_services
 
     # The slot layout is fixed per run: room for a padded Poisson batch 7 standard deviations above its mean.
     parties = cfg.smpc.parties
@@ -218,15 +228,16 @@ def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[Part
     run = _resolve_hiding(run, total_steps=total_steps)
     log.info("starting the key service and the HE evaluator (%s, batch capacity %d, HE->SS masks with %d bits of "
              "hiding per slot) ...", cfg.he.name, capacity, run.he.mask_hiding_bits)
-    svc = stack.enter_context(start_local_he_services(run=run, keyservice=cfg.keyservice))
-    # Verified in full, then only the context and public key travel to the parties each step.
-    material = encryption_only(_attested_material(cfg, svc))
+    svc = stack.enter_context(start_local_he_services(run=run, keyservice=cfg.keyservice,
+                                                      party_certs=session.party_certificates()))
     endpoints = ServiceEndpoints(key_address=svc.key_service.address, key_trust_pem=svc.key_service.trust_pem,
                                  evaluator_address=svc.evaluator.address, evaluator_trust_pem=svc.evaluator.trust_pem)
+    # Each party verifies K itself; the steps then carry only the context and public key, which
+    # every party checks against the one it verified.
+    material = _verified_at_every_party(cfg, svc, session, endpoints)
     conversion = ConversionParams(parties=cfg.smpc.parties, scale_bits=cfg.he.scale_bits)
     delta_conversion = ConversionParams(parties=cfg.smpc.parties, scale_bits=cfg.he.scale_bits,
                                         integer_bits=cfg.he.delta_clamp_bits)
-    inputs = [HybridPartyInputs(rows=r, credential=svc.credential(party_name(j + 1))) for j, r in enumerate(rows)]
 
     def hybrid(step: int, state: Dict[str, torch.Tensor]) -> HybridTrainStep:
         program = HybridTrainStep(model=cfg.model, state_dict=state, image_size=cfg.data.image_size,
@@ -238,26 +249,27 @@ def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, *, rows: List[Part
         # K accepts round ids in order only: every step uses the same number of rounds.
         return dataclasses.replace(program, first_round=step * program.rounds_per_step())
 
-    return hybrid, inputs
+    return hybrid
 
 
-def _attested_material(cfg: RunConfig, svc: Any) -> Any:
-    """Every party checks K's attestation (fresh nonce; code identity, the material it received,
-    the decryption policy and the TLS channel) before anything is sent; returns the material."""
-    from ppml_hybrid.keyservice.verify import attest_key_service, development_note
+def _verified_at_every_party(cfg: RunConfig, svc: Any, session: PartySession, endpoints: Any) -> Any:
+    """Every party checks K's attestation in its own process, over its own channel (fresh
+    nonce; code identity, the material it received, the decryption policy and the TLS channel)
+    before anything is sent; returns the encryption part of the material they all verified."""
+    from ppml_hybrid.protocols.errors import KeyServiceNotVerifiedError
+    from ppml_hybrid.protocols.hybrid_train_step import VerifyKeyService
 
+    # This launcher started K on loopback itself: the development root is K's own (issue 13).
     root = svc.key_service.ready.extra.get("development_attestation_root_pem") or None
-    material = None
-    for j in range(1, cfg.smpc.parties + 1):
-        client = svc.party_key_client(j)
-        published = client.get_public_material()
-        payload = attest_key_service(client=client, published=published, keyservice=cfg.keyservice,
-                                     development_root_pem=root.encode() if root else None,
-                                     tls_trust_pem=svc.key_service.trust_pem)
-        if material is not None and published.material != material:
-            raise RuntimeError("the key service gave the parties different public material")
-        material = published.material
-    log.info("every party verified the key service's attestation%s", development_note(payload))
+    run = session.run(VerifyKeyService(endpoints=endpoints, keyservice=cfg.keyservice,
+                                       development_root_pem=root.encode() if root else None))
+    digests = {digest for digest, _, _ in run.results}
+    if len(digests) != 1:
+        raise KeyServiceNotVerifiedError("the key service gave the parties different public material: stopped")
+    material = run.results[0][2]
+    development = any(dev for _, dev, _ in run.results)
+    log.info("every party verified the key service's attestation itself%s",
+             " (DEVELOPMENT signer: allowed by keyservice.allow_development_attestation)" if development else "")
     return material
 
 

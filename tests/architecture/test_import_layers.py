@@ -53,8 +53,6 @@ KNOWN_UPWARD: Set[Tuple[str, str]] = {
     ("ppml_hybrid.he_stage.evaluator.server", "ppml_hybrid.keyservice"),
     # the party side of HE->SS sits in E's package; it belongs with protocols/he_to_ss.py
     ("ppml_hybrid.he_stage.evaluator.party", "ppml_hybrid.keyservice"),
-    # the one-machine trainer verifies K's attestation with K's own module
-    ("ppml_hybrid.training.secure", "ppml_hybrid.keyservice"),
 }
 
 

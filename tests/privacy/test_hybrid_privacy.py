@@ -64,7 +64,7 @@ class _Suite:
 
     def __init__(self, tmp: Path) -> None:
         from ppml_hybrid.he_stage.runspec import HERunSpec
-        from ppml_hybrid.protocols.hybrid_train_step import HybridTrainStep, ServiceEndpoints
+        from ppml_hybrid.protocols.hybrid_train_step import HybridTrainStep, ServiceEndpoints, VerifyKeyService
         from ppml_hybrid.protocols.params import ConversionParams
         from ppml_hybrid.rpc.local import party_name
         from ppml_hybrid.smpc_stage.launcher import PartySession
@@ -101,6 +101,10 @@ class _Suite:
                   RecordingInputs(credential=self.svc.credential(party_name(2)),
                                   batches=tuple((label, own) for label, _ in batches0))]
         self.session = PartySession(smpc=cfg.smpc, party_inputs=inputs).__enter__()
+        # every party verifies K itself before any step (the steps refuse an unverified key)
+        root = self.svc.key_service.attestation_root_pem
+        self.session.run(VerifyKeyService(endpoints=self.step.endpoints, keyservice=cfg.keyservice,
+                                          development_root_pem=root or None))
         self.runs = 0
 
     def run(self, plant: str | None = None) -> dict:
