@@ -47,7 +47,11 @@ from ppml_hybrid.protocols.mpc_train_step import MPCTrainStep, PartyRows, StepOu
 from ppml_hybrid.smpc_stage.cost_model import STANDARD_PROFILES, project_step
 from ppml_hybrid.smpc_stage.launcher import PartySession
 from ppml_hybrid.smpc_stage.transport import ChannelTraffic, Traffic
-from ppml_hybrid.training.evaluation import SplitMetrics, evaluate
+from ppml_hybrid.training.evaluation import SplitMetrics
+from ppml_hybrid.training.site_metrics import (
+    DEFAULT_BINS, DEFAULT_MIN_PATIENTS, EvalRows, EvaluateAtSite, SiteAggregate, SiteRows, auc_max_error, pool, report,
+    site_rows,
+)
 from ppml_hybrid.training.optim import make_optimizer, make_schedule
 from ppml_hybrid.training.sampling import PoissonSchedule
 
@@ -55,8 +59,8 @@ log = logging.getLogger(__name__)
 ETA_AFTER_STEPS = 3  # log the run's expected duration after this many steps
 
 
-def assign_rows(data: ImageSet, *, parties: int) -> List[PartyRows]:
-    """Split the training rows among the parties: by ``site`` if every row has one, else by patient."""
+def _owners(data: ImageSet, *, parties: int) -> List[int]:
+    """Which party owns each row: by ``site`` if every row has one, else by a hash of the patient."""
     if all(s is not None for s in data.sites) and len(data):
         sites = sorted(set(data.sites))
         if len(sites) != parties:
@@ -64,14 +68,38 @@ def assign_rows(data: ImageSet, *, parties: int) -> List[PartyRows]:
                 f"the labels CSV names {len(sites)} sites ({', '.join(sites)}) but smpc.parties={parties}: "
                 "each site is one party; set smpc.parties or drop the site column"
             )
-        owner = [sites.index(s) for s in data.sites]
-    else:
-        owner = [int.from_bytes(hashlib.sha256(p.encode()).digest()[:4], "big") % parties for p in data.patient_ids]
+        return [sites.index(s) for s in data.sites]
+    return [int.from_bytes(hashlib.sha256(p.encode()).digest()[:4], "big") % parties for p in data.patient_ids]
+
+
+def assign_rows(data: ImageSet, *, parties: int) -> List[PartyRows]:
+    """Split the training rows among the parties (:func:`_owners`)."""
+    owner = _owners(data, parties=parties)
     out = []
     for j in range(parties):
         idx = torch.tensor([i for i, o in enumerate(owner) if o == j], dtype=torch.long)
         out.append(PartyRows(images=data.images[idx], labels=data.labels[idx]))
     return out
+
+
+def assign_eval_rows(data: ImageSet, *, parties: int) -> List[EvalRows]:
+    """Each party's own rows of a validation or test split (same owners as for training)."""
+    owner = _owners(data, parties=parties)
+    out = []
+    for j in range(parties):
+        keep = [i for i, o in enumerate(owner) if o == j]
+        idx = torch.tensor(keep, dtype=torch.long)
+        out.append(EvalRows(images=data.images[idx], labels=data.labels[idx],
+                            patient_ids=tuple(data.patient_ids[i] for i in keep)))
+    return out
+
+
+def site_data(splits: DataSplits, *, parties: int) -> List[SiteRows]:
+    """What each party process holds: its own training, validation and test rows."""
+    train = assign_rows(splits.train, parties=parties)
+    val = assign_eval_rows(splits.val, parties=parties)
+    test = assign_eval_rows(splits.test, parties=parties)
+    return [site_rows(train[j], val=val[j], test=test[j]) for j in range(parties)]
 
 
 @dataclass(frozen=True)
@@ -99,6 +127,7 @@ class SecureResult:
     stage_costs: tuple = ()  # per protocol stage: mean seconds (the driver's clock) and bytes per step
     steps_per_epoch: int = 0
     privacy: Dict[str, Any] = field(default_factory=dict)  # what the accountant was given, and why
+    sites: Dict[str, Any] = field(default_factory=dict)  # per-site aggregates of the last val and the test
 
     def metrics(self) -> dict:
         return {
@@ -107,6 +136,7 @@ class SecureResult:
             "epsilon": self.epsilon,
             "noise_multiplier": self.noise_multiplier,
             "privacy": dict(self.privacy),
+            "sites": dict(self.sites),
             "sample_rate": self.sample_rate,
             "steps": self.steps,
             "time_per_step_s": sum(self.step_seconds) / len(self.step_seconds),
@@ -125,11 +155,12 @@ class SecureResult:
 def train_secure(cfg: RunConfig, splits: DataSplits, *, networks: Sequence[Any] = ()) -> SecureResult:
     """Train under encryption; ``networks`` are extra profiles to project step time onto."""
     torch.set_num_threads(cfg.train.num_threads)
-    rows = assign_rows(splits.train, parties=cfg.smpc.parties)
+    rows = site_data(splits, parties=cfg.smpc.parties)
     n = len(splits.train)
-    log.info("parties hold %s training rows", ", ".join(str(len(r.labels)) for r in rows))
+    log.info("parties hold %s training rows (and their own validation and test rows)",
+             ", ".join(str(len(r.labels)) for r in rows))
     # the hybrid model clips each sample's split activations to he.split_norm_bound (what enters HE)
-    split_clip = (cfg.split_layer, cfg.he.split_norm_bound) if cfg.split_layer < len(cfg.model.blocks) else None
+    split_clip = _split_clip(cfg)
     model = build_model(cfg.model, image_size=cfg.data.image_size, seed=cfg.seed, split_clip=split_clip)
     optimizer = make_optimizer(cfg, model)
     plan = PoissonSchedule.of(rows=n, batch_size=cfg.train.batch_size, epochs=cfg.train.epochs,
@@ -170,6 +201,23 @@ def train_secure(cfg: RunConfig, splits: DataSplits, *, networks: Sequence[Any] 
         result = _loop(cfg, splits, model, optimizer, schedule, accountant, make_program, session,
                        sigma=sigma, sigma_eff=sigma_eff, plan=plan, networks=networks)
         return dataclasses.replace(result, privacy=privacy)
+
+
+def _split_clip(cfg: RunConfig) -> Optional[Tuple[int, float]]:
+    return (cfg.split_layer, cfg.he.split_norm_bound) if cfg.split_layer < len(cfg.model.blocks) else None
+
+
+def _evaluate_at_sites(cfg: RunConfig, session: PartySession, model: BlockModel, split: str) -> List[SiteAggregate]:
+    """Every site evaluates its own ``split`` rows with the public model; only aggregates come back."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    run = session.run(EvaluateAtSite(model=cfg.model, state_dict=state, image_size=cfg.data.image_size, split=split,
+                                     split_clip=_split_clip(cfg)))
+    aggs = list(run.results)
+    hidden = [a.site for a in aggs if a.suppressed]
+    if hidden:
+        log.warning("%s metrics of site(s) %s suppressed: fewer than %d patients there; pooled over the others",
+                    split, ", ".join(str(h) for h in hidden), DEFAULT_MIN_PATIENTS)
+    return aggs
 
 
 def _noise_multipliers(cfg: RunConfig, *, sample_rate: float, steps: int) -> Tuple[float, float]:
@@ -311,7 +359,8 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
                 log.info("about %.1f s per step: the remaining %d steps need about %.0f min",
                          per_step, total_steps - step, per_step * (total_steps - step) / 60)
         bar.close()
-        val = evaluate(model, splits.val.images, splits.val.labels)
+        val_sites = _evaluate_at_sites(cfg, session, model, "val")
+        val = pool(val_sites)
         eps = float(accountant.get_epsilon(delta=cfg.dp.delta)) if accountant is not None else None
         epochs.append(SecureEpoch(epoch, step, val, eps, time.perf_counter() - start))
         log.info("epoch %d: %d steps, val acc %.4f, val AUC %.4f, %s, %.1f s/step", epoch, step,
@@ -331,8 +380,12 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
     projections = {}
     for net in (cfg.network, *STANDARD_PROFILES, *networks):
         projections[net.name] = project_step(traffic_per_party=per_step, compute_s=compute_s, network=net).total_s
+    test_sites = _evaluate_at_sites(cfg, session, model, "test")
     return SecureResult(
-        model=model, epochs=tuple(epochs), test=evaluate(model, splits.test.images, splits.test.labels),
+        model=model, epochs=tuple(epochs), test=pool(test_sites),
+        sites={"val": report(val_sites), "test": report(test_sites), "min_patients": DEFAULT_MIN_PATIENTS,
+               "score_bins": DEFAULT_BINS, "val_auc_max_error": auc_max_error(val_sites),
+               "test_auc_max_error": auc_max_error(test_sites)},
         epsilon=epochs[-1].epsilon, noise_multiplier=sigma, sample_rate=sample_rate, steps=step,
         step_seconds=tuple(step_seconds), traffic_per_party=tuple(mean_traffic), projections=projections,
         layer_traffic=tuple(
