@@ -9,6 +9,7 @@ opaque :class:`AttestationError`; the caller must then send nothing to K.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Optional
 
@@ -17,9 +18,11 @@ from ppml_hybrid.keyservice.attestation.binding import KeyBinding, channel_bindi
 from ppml_hybrid.keyservice.attestation.devsigner import utc_now
 from ppml_hybrid.keyservice.attestation.document import AttestationPayload
 from ppml_hybrid.keyservice.attestation.errors import reject
-from ppml_hybrid.keyservice.attestation.verifier import AttestationPolicy, Clock, verify_key_service
+from ppml_hybrid.keyservice.attestation.verifier import REQUIRED_PCRS, AttestationPolicy, Clock, verify_key_service
 from ppml_hybrid.keyservice.attestor import decryption_policy
 from ppml_hybrid.keyservice.material import PublishedMaterial
+
+log = logging.getLogger(__name__)
 
 
 def policy_from_config(*, keyservice: KeyServiceConfig, development_root_pem: Optional[bytes] = None,
@@ -29,6 +32,10 @@ def policy_from_config(*, keyservice: KeyServiceConfig, development_root_pem: Op
     for entry in keyservice.expected_pcrs:
         index, _, value = entry.partition(":")
         pcrs[int(index)] = bytes.fromhex(value)
+    missing = [i for i in REQUIRED_PCRS if i not in pcrs]
+    if missing and not keyservice.allow_development_attestation:
+        log.warning("keyservice.expected_pcrs pins no PCR%s: every Nitro attestation document will be refused. "
+                    "Set PCR0, PCR1 and PCR2 from the image's measurements (enclave/out/pcrs.json)", missing[0])
     return AttestationPolicy(expected_pcrs=pcrs, allow_development=keyservice.allow_development_attestation,
                              development_root_pem=development_root_pem if keyservice.allow_development_attestation
                              else None, allow_debug=keyservice.allow_debug_enclave,

@@ -9,8 +9,10 @@ Steps, each failing with the one opaque :class:`AttestationError` (reason at DEB
 3. each certificate is signed by the one before it (issuers are CAs), all valid at ``clock()``;
 4. the COSE signature verifies under the leaf's P-384 key;
 5. the nonce equals the caller's fresh nonce; the timestamp is within ``max_age_s`` of the clock;
-6. PCR0/1/2 all zero (debug enclave) are refused unless ``allow_debug``; every PCR in
-   ``expected_pcrs`` matches;
+6. PCR0/1/2 all zero (debug enclave) are refused unless ``allow_debug``; a document that is not
+   from the development signer is refused unless the policy pins PCR0, PCR1 and PCR2 (and PCR8
+   when the document's PCR8 is set, i.e. the image is signed): without pins, any genuine Nitro
+   enclave of any AWS account would pass; every PCR in ``expected_pcrs`` matches;
 7. ``user_data`` equals the :class:`KeyBinding` of what the caller received, and ``public_key``
    equals the expected channel binding (or RSA key, for KMS).
 
@@ -37,6 +39,8 @@ from ppml_hybrid.keyservice.attestation.roots import aws_nitro_root_der, pem_to_
 
 Clock = Callable[[], datetime.datetime]
 DEBUG_PCRS = (0, 1, 2)
+REQUIRED_PCRS = (0, 1, 2)  # image, kernel and bootstrap, application
+SIGNING_PCR = 8  # the image's signing certificate: pinned too when the image is signed
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,13 @@ def _verify(*, document: bytes, policy: AttestationPolicy, nonce: bytes, require
         raise reject("document timestamp outside the accepted window")
     if all(payload.pcrs.get(i) == bytes(PCR_BYTES) for i in DEBUG_PCRS) and not policy.allow_debug:
         raise reject("debug-mode enclave (PCR0/1/2 all zero)")
+    if not payload.development:
+        required = REQUIRED_PCRS + ((SIGNING_PCR,) if payload.pcrs.get(SIGNING_PCR, bytes(PCR_BYTES)) != bytes(
+            PCR_BYTES) else ())
+        missing = [i for i in required if i not in {int(k) for k in policy.expected_pcrs}]
+        if missing:
+            raise reject(f"the policy pins no PCR{missing[0]}: a Nitro document is accepted only against "
+                         "pinned measurements")
     for i, want in policy.expected_pcrs.items():
         got = payload.pcrs.get(int(i))
         if got is None or not hmac.compare_digest(got, bytes(want)):

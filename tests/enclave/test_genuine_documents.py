@@ -1,0 +1,70 @@
+"""The attestation verifier against genuine AWS Nitro documents (tests/enclave/vectors/README.md).
+
+Trust hole closed here: with no PCR pinned (the shipped enclave policy had ``expected_pcrs: []``),
+a genuine non-debug document from an unrelated AWS account was accepted. Now a document that
+is not from the development signer is refused unless the policy pins PCR0, PCR1 and PCR2.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+
+from ppml_hybrid.keyservice.attestation import cose
+from ppml_hybrid.keyservice.attestation.document import AttestationPayload
+from ppml_hybrid.keyservice.attestation.errors import AttestationError
+from ppml_hybrid.keyservice.attestation.verifier import AttestationPolicy, verify_document
+
+VECTORS = Path(__file__).parent / "vectors"
+
+
+def _load(name: str):
+    doc = (VECTORS / name).read_bytes()
+    payload = AttestationPayload.decode(cose.decode(doc).payload)
+    at = datetime.datetime.fromtimestamp(payload.timestamp_ms / 1000, tz=datetime.timezone.utc)
+    return doc, payload, (lambda: at + datetime.timedelta(seconds=30))
+
+
+def _policy(payload, clock, pins=(0, 1, 2), **kw) -> AttestationPolicy:
+    return AttestationPolicy(expected_pcrs={i: payload.pcrs[i] for i in pins}, clock=clock, **kw)
+
+
+def test_a_genuine_document_is_accepted_against_its_pinned_pcrs():
+    doc, payload, clock = _load("nitro_doc.cbor")
+    got = verify_document(document=doc, policy=_policy(payload, clock), nonce=payload.nonce)
+    assert got.module_id == payload.module_id and not got.development
+
+
+@pytest.mark.parametrize("pins", [(), (0,), (0, 1), (1, 2)], ids=["none", "pcr0", "pcr01", "pcr12"])
+def test_a_genuine_document_of_an_unrelated_account_is_refused_without_pinned_pcrs(pins):
+    """The trust hole: before the fix, ``pins=()`` accepted this stranger's enclave."""
+    doc, payload, clock = _load("nitro_doc.cbor")
+    with pytest.raises(AttestationError):
+        verify_document(document=doc, policy=_policy(payload, clock, pins=pins), nonce=payload.nonce)
+
+
+def test_a_wrong_pcr0_a_flipped_signature_bit_or_a_late_clock_is_refused():
+    doc, payload, clock = _load("nitro_doc.cbor")
+    wrong = dict(_policy(payload, clock).expected_pcrs)
+    wrong[0] = bytes(48)
+    with pytest.raises(AttestationError):
+        verify_document(document=doc, policy=AttestationPolicy(expected_pcrs=wrong, clock=clock), nonce=payload.nonce)
+    flipped = bytearray(doc)
+    flipped[-10] ^= 1  # inside the signature (the last field of the COSE_Sign1 array)
+    with pytest.raises(AttestationError):
+        verify_document(document=bytes(flipped), policy=_policy(payload, clock), nonce=payload.nonce)
+    late = lambda: clock() + datetime.timedelta(hours=4)  # noqa: E731 - the leaf certificate has expired
+    with pytest.raises(AttestationError):
+        verify_document(document=doc, policy=_policy(payload, late, max_age_s=10 ** 6), nonce=payload.nonce)
+
+
+def test_the_genuine_debug_document_is_refused_unless_debug_is_allowed_and_its_zero_pcrs_pinned():
+    doc, payload, clock = _load("nitro_debug_doc.cbor")
+    with pytest.raises(AttestationError):
+        verify_document(document=doc, policy=_policy(payload, clock), nonce=payload.nonce)
+    with pytest.raises(AttestationError):  # debug allowed, but nothing pinned
+        verify_document(document=doc, policy=_policy(payload, clock, pins=(), allow_debug=True), nonce=payload.nonce)
+    got = verify_document(document=doc, policy=_policy(payload, clock, allow_debug=True), nonce=payload.nonce)
+    assert got.module_id == payload.module_id
