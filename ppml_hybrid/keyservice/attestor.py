@@ -19,12 +19,16 @@ from ppml_hybrid.keyservice.attestation.document import MAX_NONCE
 from ppml_hybrid.keyservice.attestation.producer import AttestationProducer
 from ppml_hybrid.keyservice.material import PublishedMaterial
 from ppml_hybrid.rpc.errors import InvalidArgumentError
+from ppml_hybrid.rpc.tls import Registry
 
 
-def decryption_policy(*, published: PublishedMaterial, keyservice: KeyServiceConfig) -> DecryptionPolicy:
-    """The policy K enforces, from the facts both K and its clients know (material + config)."""
+def decryption_policy(*, published: PublishedMaterial, keyservice: KeyServiceConfig,
+                      registry: Registry) -> DecryptionPolicy:
+    """The policy K enforces, from the facts both K and its clients know (material, config and
+    the role registry: the consortium's pinned certificates)."""
     return DecryptionPolicy(parties=published.parties, hiding_bits=published.hiding_bits, max_mask_bits=published.max_mask_bits,
-                            round_quota=keyservice.round_quota, max_open_rounds=keyservice.max_open_rounds)
+                            round_quota=keyservice.round_quota, max_open_rounds=keyservice.max_open_rounds,
+                            registry_sha384=registry.digest())
 
 
 def make_producer(*, keyservice: KeyServiceConfig) -> AttestationProducer:
@@ -45,8 +49,8 @@ class KeyAttestor:
 
     @classmethod
     def build(cls, *, producer: AttestationProducer, published: PublishedMaterial, keyservice: KeyServiceConfig,
-              tls_trust_pem: bytes) -> "KeyAttestor":
-        policy = decryption_policy(published=published, keyservice=keyservice)
+              tls_trust_pem: bytes, registry: Registry) -> "KeyAttestor":
+        policy = decryption_policy(published=published, keyservice=keyservice, registry=registry)
         return cls(producer=producer, binding=KeyBinding.of(material=published.material, policy=policy),
                    channel=channel_binding(tls_trust_pem=tls_trust_pem))
 

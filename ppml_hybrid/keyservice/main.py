@@ -28,6 +28,7 @@ class RunningKeyService:
     trust_pem: bytes
     public_material_sha256: str
     attestation_root_pem: Optional[bytes] = None  # development signer's root (pin it only with the dev opt-in)
+    registry: Any = None  # the role registry K serves and attests
 
     def stop(self) -> None:
         self.server.stop(grace=1.0).wait()
@@ -48,13 +49,14 @@ def start_key_service(*, spec: Any, kms: Any = None, producer: Any = None) -> Ru
     from ppml_hybrid.rpc.tls import self_signed_server, server_credentials
 
     ks = spec.keyservice
+    spec.registry.validate(parties=spec.run.parties)  # before any key exists: typed RegistryError
     producer = producer if producer is not None else make_producer(keyservice=ks)
     vault, published = _load_or_make_keys(spec=spec, kms=kms, producer=producer)
     book = RoundBook(parties=spec.run.parties, round_quota=ks.round_quota, max_open_rounds=ks.max_open_rounds,
                      hiding_bits=published.hiding_bits, max_mask_bits=published.max_mask_bits)
     identity = self_signed_server(common_name="ppml-hybrid key service")
     attestor = KeyAttestor.build(producer=producer, published=published, keyservice=ks,
-                                 tls_trust_pem=identity.trust_pem)
+                                 tls_trust_pem=identity.trust_pem, registry=spec.registry)
     servicer = KeyServiceServicer(vault=vault, book=book, registry=spec.registry, published=published,
                                   tls_cert_pem=identity.leaf.cert_pem, share_wait_s=ks.share_wait_s,
                                   attestor=attestor)
@@ -64,7 +66,7 @@ def start_key_service(*, spec: Any, kms: Any = None, producer: Any = None) -> Ru
     log.info("key service listening on %s", address)
     return RunningKeyService(server=server, address=address, trust_pem=identity.trust_pem,
                              public_material_sha256=published.material.digest(),
-                             attestation_root_pem=attestor.development_root_pem)
+                             attestation_root_pem=attestor.development_root_pem, registry=spec.registry)
 
 
 def resolved_hiding_bits(he: Any) -> int:

@@ -3,7 +3,8 @@
 Steps: (1) fetch the public material; (2) draw a fresh 32-byte nonce; (3) ``Attest(nonce)``;
 (4) verify the document (:func:`verify_key_service`) against the policy from config, the
 :class:`KeyBinding` recomputed from the material received, the decryption policy from config
-and the channel binding of the TLS trust certificate this client pinned. Any failure is the one
+and the role registry the caller expects (the consortium's pinned certificates), and the
+channel binding of the TLS trust certificate this client pinned. Any failure is the one
 opaque :class:`AttestationError`; the caller must then send nothing to K.
 """
 
@@ -21,6 +22,7 @@ from ppml_hybrid.keyservice.attestation.errors import reject
 from ppml_hybrid.keyservice.attestation.verifier import REQUIRED_PCRS, AttestationPolicy, Clock, verify_key_service
 from ppml_hybrid.keyservice.attestor import decryption_policy
 from ppml_hybrid.keyservice.material import PublishedMaterial
+from ppml_hybrid.rpc.tls import Registry
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +45,12 @@ def policy_from_config(*, keyservice: KeyServiceConfig, development_root_pem: Op
 
 
 def attest_key_service(*, client, published: PublishedMaterial, keyservice: KeyServiceConfig,
-                       development_root_pem: Optional[bytes], tls_trust_pem: bytes) -> AttestationPayload:
+                       development_root_pem: Optional[bytes], tls_trust_pem: bytes,
+                       registry: Registry) -> AttestationPayload:
     """What a party or E runs: :func:`check_key_service` under the policy from ``keyservice``."""
     policy = policy_from_config(keyservice=keyservice, development_root_pem=development_root_pem)
     return check_key_service(client=client, published=published, keyservice=keyservice, policy=policy,
-                             tls_trust_pem=tls_trust_pem)
+                             tls_trust_pem=tls_trust_pem, registry=registry)
 
 
 def development_note(payload: AttestationPayload) -> str:
@@ -56,13 +59,13 @@ def development_note(payload: AttestationPayload) -> str:
 
 
 def check_key_service(*, client, published: PublishedMaterial, keyservice: KeyServiceConfig,
-                      policy: AttestationPolicy, tls_trust_pem: bytes) -> AttestationPayload:
+                      policy: AttestationPolicy, tls_trust_pem: bytes, registry: Registry) -> AttestationPayload:
     """Attest K over ``client`` (a PartyKeyClient or EvaluatorKeyClient); return the verified payload."""
     nonce = os.urandom(32)
     doc = client.attest(nonce=nonce)
     if not doc.cose_sign1:
         raise reject("K returned no signed attestation document")
     binding = KeyBinding.of(material=published.material,
-                            policy=decryption_policy(published=published, keyservice=keyservice))
+                            policy=decryption_policy(published=published, keyservice=keyservice, registry=registry))
     return verify_key_service(document=doc.cose_sign1, policy=policy, nonce=nonce, binding=binding,
                               public_key=channel_binding(tls_trust_pem=tls_trust_pem))

@@ -59,7 +59,7 @@ from ppml_hybrid.protocols.params import ConversionParams
 from ppml_hybrid.protocols.ss_to_he import combine, ss_to_he_party
 from ppml_hybrid.protocols.value_bounds import he_value_bounds, value_bits_for
 from ppml_hybrid.rpc.messages import RoundRef
-from ppml_hybrid.rpc.tls import Credential
+from ppml_hybrid.rpc.tls import Credential, Registry
 from ppml_hybrid.smpc_stage import layers as L
 from ppml_hybrid.smpc_stage.stage import MPCBlocks
 
@@ -114,6 +114,7 @@ class VerifyKeyService:
 
     endpoints: ServiceEndpoints
     keyservice: Any  # KeyServiceConfig
+    registry: Registry  # whom K should decrypt for: checked here, then bound by K's attestation
     development_root_pem: Optional[bytes] = None
 
     def __call__(self, ctx: Any, inputs: Any) -> Tuple[str, bool, Optional[PublicMaterial]]:
@@ -121,18 +122,39 @@ class VerifyKeyService:
         from ppml_hybrid.keyservice.verify import attest_key_service
 
         ep = self.endpoints
-        client = PartyKeyClient(address=ep.key_address, server_trust_pem=ep.key_trust_pem,
-                                credential=own_credential(ctx, inputs))
+        credential = own_credential(ctx, inputs)
+        self._check_registry(ctx, credential)
+        client = PartyKeyClient(address=ep.key_address, server_trust_pem=ep.key_trust_pem, credential=credential)
         try:
             published = client.get_public_material()
             payload = attest_key_service(client=client, published=published, keyservice=self.keyservice,
                                          development_root_pem=self.development_root_pem,
-                                         tls_trust_pem=ep.key_trust_pem)
+                                         tls_trust_pem=ep.key_trust_pem, registry=self.registry)
         finally:
             client.close()
         digest = encryption_only(published.material).digest()
         ctx.session[VERIFIED_KEY_SERVICE] = (ep.key_address, ep.key_trust_pem, digest)
         return digest, bool(payload.development), encryption_only(published.material) if ctx.rank == 0 else None
+
+    def _check_registry(self, ctx: Any, credential: Credential) -> None:
+        """Whom K will decrypt for must be exactly the parties this party authenticated: its own
+        certificate as itself and (its credential being its MPC link key) every other party's
+        pinned link certificate as that party; nobody registered twice or out of range."""
+        from ppml_hybrid.rpc.tls import PARTY, RegistryError, Role, fingerprint
+
+        self.registry.validate(parties=ctx.parties)
+        parties = {r.party: fp for fp, r in self.registry.roles.items() if r.kind == PARTY}
+        if self.registry.roles.get(fingerprint(credential.cert_pem)) != Role(kind=PARTY, party=ctx.rank + 1):
+            raise RegistryError(f"party {ctx.rank}: K's role registry does not register this party's own "
+                                "certificate as itself")
+        identity = getattr(ctx, "identity", None)
+        if identity is None or identity.cert_pem != credential.cert_pem:
+            return  # a test credential apart from the MPC links: only its own entry can be checked
+        comm = ctx.crypten.communicator.get()
+        for member in comm.mesh.roster.members[: ctx.parties]:
+            if parties.get(member.rank + 1) != member.fingerprint:
+                raise RegistryError(f"party {ctx.rank}: K's role registry names a certificate for party "
+                                    f"{member.rank + 1} other than the one pinned for {member.role}: refusing K")
 
 
 @dataclass(frozen=True)

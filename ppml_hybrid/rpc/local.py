@@ -63,6 +63,7 @@ class LocalHEServices:
     key_service: ServiceProcess
     evaluator: Optional[ServiceProcess]
     parties: int
+    key_registry: Optional[Registry] = None  # what K attests (whom it decrypts for)
 
     def credential(self, name: str) -> Credential:
         return self.pki.clients[name]
@@ -116,10 +117,9 @@ def start_local_he_services(*, run: Any, keyservice: KeyServiceConfig, with_eval
 
     pki = pki or make_local_pki(parties=run.parties, with_parties=party_certs is None)
     trust = client_trust_pem(pki=pki, party_certs=party_certs)
+    k_registry = key_service_registry(pki=pki, parties=run.parties, party_certs=party_certs)
     k = spawn_key_service(spec=KeyServiceSpec(run=run, keyservice=keyservice, client_ca_pem=trust,
-                                              registry=key_service_registry(pki=pki, parties=run.parties,
-                                                                            party_certs=party_certs),
-                                              wire_log=key_wire_log))
+                                              registry=k_registry, wire_log=key_wire_log))
     e = None
     if with_evaluator:
         try:
@@ -129,9 +129,10 @@ def start_local_he_services(*, run: Any, keyservice: KeyServiceConfig, with_eval
                                                                  party_certs=party_certs),
                 share_wait_s=keyservice.share_wait_s, max_mask_rounds=keyservice.max_open_rounds,
                 wire_log=evaluator_wire_log, keyservice=keyservice,
-                development_root_pem=(k.ready.extra.get("development_attestation_root_pem") or "").encode()),
+                development_root_pem=(k.ready.extra.get("development_attestation_root_pem") or "").encode(),
+                key_registry=k_registry),
                 timeout_s=keyservice.startup_timeout_s)
         except BaseException:
             k.stop()
             raise
-    return LocalHEServices(pki=pki, key_service=k, evaluator=e, parties=run.parties)
+    return LocalHEServices(pki=pki, key_service=k, evaluator=e, parties=run.parties, key_registry=k_registry)

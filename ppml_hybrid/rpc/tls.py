@@ -24,7 +24,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ppml_hybrid.errors import ConfigError
 from ppml_hybrid.rpc.errors import PermissionDeniedError
+
+class RegistryError(ConfigError):
+    """The role registry (certificate fingerprint -> role) is inconsistent: refused at start."""
+
 
 PARTY = "party"
 EVALUATOR = "evaluator"
@@ -188,9 +193,41 @@ class Registry:
             raise PermissionDeniedError(f"{role} may not call {operation} (only {', '.join(kinds)})")
         return role
 
+    def validate(self, *, parties: int) -> "Registry":
+        """Refuse a registry that names a party outside 1..parties, a party twice, a party not at
+        all, or more than one evaluator (typed :class:`RegistryError`); returns self."""
+        seen: dict = {}
+        for fp, role in self.roles.items():
+            if role.kind == PARTY and not 1 <= role.party <= parties:
+                raise RegistryError(f"the role registry names party {role.party}, but the run has parties 1..{parties}")
+            key = (role.kind, role.party)
+            if key in seen and role.kind in (PARTY, EVALUATOR):
+                raise RegistryError(f"the role registry names {role} twice (certificates {seen[key][:16]}... and "
+                                    f"{fp[:16]}...): one certificate per role")
+            seen[key] = fp
+        missing = [j for j in range(1, parties + 1) if (PARTY, j) not in seen]
+        if missing:
+            raise RegistryError(f"the role registry has no certificate for party {missing[0]}")
+        return self
+
+    def canonical(self) -> bytes:
+        """Deterministic bytes of the whole registry (what K's attestation binds)."""
+        import cbor2
+
+        return cbor2.dumps(sorted([fp, r.kind, r.party] for fp, r in self.roles.items()), canonical=True)
+
+    def digest(self) -> bytes:
+        return hashlib.sha384(self.canonical()).digest()
+
     def to_json(self) -> dict:
         return {fp: {"kind": r.kind, "party": r.party} for fp, r in self.roles.items()}
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Mapping]) -> "Registry":
-        return cls(roles={str(fp): Role(kind=str(r["kind"]), party=int(r.get("party", 0))) for fp, r in raw.items()})
+        if not isinstance(raw, Mapping):
+            raise RegistryError("the role registry must be an object: certificate fingerprint -> role")
+        try:
+            return cls(roles={str(fp): Role(kind=str(r["kind"]), party=int(r.get("party", 0)))
+                              for fp, r in raw.items()})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RegistryError(f"unreadable role registry entry ({type(exc).__name__}: {exc})") from None

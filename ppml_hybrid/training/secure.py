@@ -309,7 +309,7 @@ def _verified_at_every_party(cfg: RunConfig, svc: Any, session: PartySession, en
 
     # This launcher started K on loopback itself: the development root is K's own (issue 13).
     root = svc.key_service.ready.extra.get("development_attestation_root_pem") or None
-    run = session.run(VerifyKeyService(endpoints=endpoints, keyservice=cfg.keyservice,
+    run = session.run(VerifyKeyService(endpoints=endpoints, keyservice=cfg.keyservice, registry=svc.key_registry,
                                        development_root_pem=root.encode() if root else None))
     digests = {digest for digest, _, _ in run.results}
     if len(digests) != 1:

@@ -51,6 +51,7 @@ def test_key_service_over_unix_socket(k_unix, short_dir):
         published = c.get_public_material()
         assert published.material.digest() == running.public_material_sha256
         check_key_service(client=c, published=published, keyservice=ks, tls_trust_pem=running.trust_pem,
+                          registry=running.registry,
                           policy=policy_from_config(keyservice=ks, development_root_pem=running.attestation_root_pem))
 
 

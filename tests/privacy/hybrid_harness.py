@@ -40,6 +40,7 @@ class InProcessServices:
     key_service: Any
     evaluator: Any
     parties: int
+    key_registry: Any = None
 
     def credential(self, name: str) -> Any:
         return self.pki.clients[name]
@@ -65,15 +66,15 @@ def start_services(*, run: Any, keyservice: Any, e_log: str, k_log: str) -> InPr
     from ppml_hybrid.rpc.tls import EVALUATOR
 
     pki = make_local_pki(parties=run.parties)
+    registry = key_service_registry(pki=pki, parties=run.parties)
     k = start_key_service(spec=KeyServiceSpec(run=run, keyservice=keyservice, client_ca_pem=pki.ca.cert_pem,
-                                              registry=key_service_registry(pki=pki, parties=run.parties),
-                                              wire_log=k_log))
+                                              registry=registry, wire_log=k_log))
     e = start_evaluator(EvaluatorSpec(
         run=run, key_address=k.address, key_trust_pem=k.trust_pem, key_credential=pki.clients[EVALUATOR],
         client_ca_pem=pki.ca.cert_pem, registry=evaluator_registry(pki=pki, parties=run.parties),
         share_wait_s=keyservice.share_wait_s, max_mask_rounds=keyservice.max_open_rounds, wire_log=e_log,
-        keyservice=keyservice, development_root_pem=k.attestation_root_pem or b""))
-    return InProcessServices(pki=pki, key_service=k, evaluator=e, parties=run.parties)
+        keyservice=keyservice, development_root_pem=k.attestation_root_pem or b"", key_registry=registry))
+    return InProcessServices(pki=pki, key_service=k, evaluator=e, parties=run.parties, key_registry=registry)
 
 
 @dataclass

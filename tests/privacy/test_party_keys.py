@@ -43,9 +43,10 @@ def _cfg(*overrides: str):
     return parse_run_config(OmegaConf.to_container(raw, resolve=True))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def running():
-    """Party session first (each party makes its own key), then K and E pinning those keys."""
+    """Party session first (each party makes its own key), then K and E pinning those keys
+    (one per test: an attack that works stops the session)."""
     import contextlib
 
     from ppml_hybrid.protocols.dp_step import DPStepParams
@@ -111,3 +112,30 @@ def test_a_step_under_a_key_the_parties_did_not_verify_is_refused(running):
     with pytest.raises(PartyCrashedError, match="has not verified"):
         session.run(dataclasses.replace(honest, material=swapped))
 
+
+
+def test_a_key_service_that_registers_someone_else_as_a_party_is_refused_by_the_parties(running):
+    """The launcher (or whoever writes K's spec) starts a K that registers a certificate of its
+    own as party 2. K attests that registry faithfully, so attestation alone would pass; each
+    party compares the registry with the MPC roster it authenticated and refuses K."""
+    import contextlib
+
+    from ppml_hybrid.he_stage.runspec import HERunSpec
+    from ppml_hybrid.identity import make_link_identity
+    from ppml_hybrid.protocols.hybrid_train_step import ServiceEndpoints
+    from ppml_hybrid.rpc.local import start_local_he_services
+
+    cfg, session, make, svc = running
+    honest = session.party_certificates()
+    mallory = make_link_identity("party-2 (not really)").cert_pem
+    run = HERunSpec(he=dataclasses.replace(cfg.he, mask_hiding_bits=38), model=cfg.model,
+                    split_layer=cfg.split_layer, image_size=IMAGE, parties=2, batch_capacity=64)
+    with contextlib.ExitStack() as stack:
+        evil = stack.enter_context(start_local_he_services(run=run, keyservice=cfg.keyservice, with_evaluator=False,
+                                                           party_certs=[honest[0], mallory]))
+        endpoints = ServiceEndpoints(key_address=evil.key_service.address, key_trust_pem=evil.key_service.trust_pem,
+                                     evaluator_address="unused:0", evaluator_trust_pem=b"")
+        root = evil.key_service.ready.extra.get("development_attestation_root_pem") or ""
+        with pytest.raises(PartyCrashedError, match="RegistryError: party .: K's role registry"):
+            session.run(VerifyKeyService(endpoints=endpoints, keyservice=cfg.keyservice, registry=evil.key_registry,
+                                         development_root_pem=root.encode() or None))

@@ -89,10 +89,13 @@ def serve(raw_spec: dict) -> None:
 
 def _check_key_service(client, published, spec) -> None:
     from ppml_hybrid.keyservice.verify import attest_key_service, development_note
+    from ppml_hybrid.rpc.tls import RegistryError
 
+    if spec.key_registry is None:
+        raise RegistryError("E was started without the role registry K must attest: refusing to trust K")
     payload = attest_key_service(client=client, published=published, keyservice=spec.keyservice,
                                  development_root_pem=spec.development_root_pem or None,
-                                 tls_trust_pem=spec.key_trust_pem)
+                                 tls_trust_pem=spec.key_trust_pem, registry=spec.key_registry)
     log.info("verified the key service's attestation%s", development_note(payload))
 
 

@@ -26,6 +26,8 @@ class EvaluatorSpec:
     # how E checks K's attestation before serving (the same policy the parties apply)
     keyservice: KeyServiceConfig = field(default_factory=KeyServiceConfig)
     development_root_pem: bytes = b""  # K's development signer root (accepted only with the opt-in)
+    # the role registry K must attest (whom K decrypts for); E refuses a K that serves another
+    key_registry: Optional[Registry] = None
 
     def to_json(self) -> dict:
         return {"run": self.run.to_json(), "key_address": self.key_address, "key_trust_pem": self.key_trust_pem.decode(),
@@ -34,7 +36,8 @@ class EvaluatorSpec:
                 "client_ca_pem": self.client_ca_pem.decode(), "registry": self.registry.to_json(),
                 "address": self.address, "share_wait_s": self.share_wait_s, "max_mask_rounds": self.max_mask_rounds,
                 "wire_log": self.wire_log, "keyservice": dataclasses.asdict(self.keyservice),
-                "development_root_pem": self.development_root_pem.decode()}
+                "development_root_pem": self.development_root_pem.decode(),
+                "key_registry": self.key_registry.to_json() if self.key_registry is not None else None}
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> "EvaluatorSpec":
@@ -46,4 +49,5 @@ class EvaluatorSpec:
                    address=str(raw.get("address", "127.0.0.1:0")), share_wait_s=float(raw.get("share_wait_s", 60.0)),
                    max_mask_rounds=int(raw.get("max_mask_rounds", 8)), wire_log=raw.get("wire_log"),
                    keyservice=from_mapping(KeyServiceConfig, raw.get("keyservice", {}), "keyservice"),
-                   development_root_pem=str(raw.get("development_root_pem", "")).encode())
+                   development_root_pem=str(raw.get("development_root_pem", "")).encode(),
+                   key_registry=Registry.from_json(raw["key_registry"]) if raw.get("key_registry") else None)

@@ -2,7 +2,8 @@
 
 * ``user_data`` = canonical CBOR of :class:`KeyBinding`: SHA-384 of the serialized crypto
   context, of the public key, of the evaluation keys (eval-mult key then rotation keys, each
-  length-prefixed) and of K's decryption policy (:class:`DecryptionPolicy`, canonical CBOR).
+  length-prefixed) and of K's decryption policy (:class:`DecryptionPolicy`, canonical CBOR,
+  including the SHA-384 of K's role registry: which certificate is which party, E, launcher).
 * ``public_key`` (towards parties and E) = :func:`channel_binding` of the TLS trust certificate
   the client pins: K's one-off TLS CA whose key signed K's leaf inside K and was then dropped,
   so only the process that holds the attested TLS key can terminate the channel.
@@ -44,6 +45,9 @@ class DecryptionPolicy:
     max_mask_bits: int
     round_quota: int
     max_open_rounds: int
+    # SHA-384 of the role registry: who K decrypts for (a party's share goes to the certificate
+    # registered as that party), so a client sees exactly whom K serves
+    registry_sha384: bytes = b""
     operation: str = "decrypt-and-share masked rounds only"
 
     def canonical(self) -> bytes:
