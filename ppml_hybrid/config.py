@@ -173,8 +173,8 @@ class KeyServiceConfig:
     attestation: str = "development"
     # PCRs a client requires, "index:hex" (48-byte SHA-384 values), e.g. from enclave/pcrs.json
     expected_pcrs: Tuple[str, ...] = ()
-    # clients accept development attestation documents only with this opt-in
-    allow_development_attestation: bool = False
+    # (no key here accepts development attestation: that is each client host's own command-line
+    # choice, made by the one-machine launcher only for the K it started itself on loopback)
     # clients accept debug-mode enclaves (PCR0/1/2 all zero) only with this opt-in
     allow_debug_enclave: bool = False
     # oldest attestation document a client accepts

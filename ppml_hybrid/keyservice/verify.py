@@ -28,34 +28,40 @@ log = logging.getLogger(__name__)
 
 
 def policy_from_config(*, keyservice: KeyServiceConfig, development_root_pem: Optional[bytes] = None,
-                       clock: Clock = utc_now) -> AttestationPolicy:
-    """``keyservice.expected_pcrs`` entries are ``"index:hex"``."""
+                       accept_development: bool = False, clock: Clock = utc_now) -> AttestationPolicy:
+    """``keyservice.expected_pcrs`` entries are ``"index:hex"``. ``accept_development`` is this
+    client host's own choice (a command-line flag, or the one-machine launcher for the K it
+    started itself), never a key of the shared run config."""
     pcrs = {}
     for entry in keyservice.expected_pcrs:
         index, _, value = entry.partition(":")
         pcrs[int(index)] = bytes.fromhex(value)
     missing = [i for i in REQUIRED_PCRS if i not in pcrs]
-    if missing and not keyservice.allow_development_attestation:
+    if missing and not accept_development:
         log.warning("keyservice.expected_pcrs pins no PCR%s: every Nitro attestation document will be refused. "
                     "Set PCR0, PCR1 and PCR2 from the image's measurements (enclave/out/pcrs.json)", missing[0])
-    return AttestationPolicy(expected_pcrs=pcrs, allow_development=keyservice.allow_development_attestation,
-                             development_root_pem=development_root_pem if keyservice.allow_development_attestation
-                             else None, allow_debug=keyservice.allow_debug_enclave,
+    if accept_development:
+        log.warning("ACCEPTING DEVELOPMENT ATTESTATION: this host trusts a key service that proves no enclave "
+                    "(a development signer); for one-machine runs and tests only")
+    return AttestationPolicy(expected_pcrs=pcrs, allow_development=accept_development,
+                             development_root_pem=development_root_pem if accept_development else None,
+                             allow_debug=keyservice.allow_debug_enclave,
                              max_age_s=keyservice.attestation_max_age_s, clock=clock)
 
 
 def attest_key_service(*, client, published: PublishedMaterial, keyservice: KeyServiceConfig,
                        development_root_pem: Optional[bytes], tls_trust_pem: bytes,
-                       registry: Registry) -> AttestationPayload:
+                       registry: Registry, accept_development: bool = False) -> AttestationPayload:
     """What a party or E runs: :func:`check_key_service` under the policy from ``keyservice``."""
-    policy = policy_from_config(keyservice=keyservice, development_root_pem=development_root_pem)
+    policy = policy_from_config(keyservice=keyservice, development_root_pem=development_root_pem,
+                                accept_development=accept_development)
     return check_key_service(client=client, published=published, keyservice=keyservice, policy=policy,
                              tls_trust_pem=tls_trust_pem, registry=registry)
 
 
 def development_note(payload: AttestationPayload) -> str:
     """Log suffix that says a development document was accepted (empty for a real enclave)."""
-    return " (DEVELOPMENT signer: allowed by keyservice.allow_development_attestation)" if payload.development else ""
+    return " (DEVELOPMENT signer, no enclave: accepted by this host's own choice)" if payload.development else ""
 
 
 def check_key_service(*, client, published: PublishedMaterial, keyservice: KeyServiceConfig,

@@ -116,6 +116,9 @@ class VerifyKeyService:
     keyservice: Any  # KeyServiceConfig
     registry: Registry  # whom K should decrypt for: checked here, then bound by K's attestation
     development_root_pem: Optional[bytes] = None
+    # the launching host's own choice (never a shared config key): the one-machine launcher sets
+    # it for the K it started itself on loopback
+    accept_development: bool = False
 
     def __call__(self, ctx: Any, inputs: Any) -> Tuple[str, bool, Optional[PublicMaterial]]:
         from ppml_hybrid.keyservice.client import PartyKeyClient
@@ -129,7 +132,8 @@ class VerifyKeyService:
             published = client.get_public_material()
             payload = attest_key_service(client=client, published=published, keyservice=self.keyservice,
                                          development_root_pem=self.development_root_pem,
-                                         tls_trust_pem=ep.key_trust_pem, registry=self.registry)
+                                         tls_trust_pem=ep.key_trust_pem, registry=self.registry,
+                                         accept_development=self.accept_development)
         finally:
             client.close()
         digest = encryption_only(published.material).digest()

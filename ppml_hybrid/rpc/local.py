@@ -107,9 +107,12 @@ class LocalHEServices:
 def start_local_he_services(*, run: Any, keyservice: KeyServiceConfig, with_evaluator: bool = True,
                             key_wire_log: Optional[str] = None, evaluator_wire_log: Optional[str] = None,
                             pki: Optional[ClientPKI] = None,
-                            party_certs: Optional[Sequence[bytes]] = None) -> LocalHEServices:
+                            party_certs: Optional[Sequence[bytes]] = None,
+                            accept_development_attestation: bool = True) -> LocalHEServices:
     """Start K (and E) for ``run`` (a :class:`~ppml_hybrid.he_stage.runspec.HERunSpec`);
-    ``party_certs``: each party's own certificate, rank order (module doc)."""
+    ``party_certs``: each party's own certificate, rank order (module doc).
+    ``accept_development_attestation``: E accepts the development documents of the K started
+    here, on this host (the launcher's own choice; tests turn it off to see E refuse)."""
     from ppml_hybrid.he_stage.evaluator.process import spawn_evaluator
     from ppml_hybrid.he_stage.evaluator.spec import EvaluatorSpec
     from ppml_hybrid.keyservice.process import spawn_key_service
@@ -130,7 +133,7 @@ def start_local_he_services(*, run: Any, keyservice: KeyServiceConfig, with_eval
                 share_wait_s=keyservice.share_wait_s, max_mask_rounds=keyservice.max_open_rounds,
                 wire_log=evaluator_wire_log, keyservice=keyservice,
                 development_root_pem=(k.ready.extra.get("development_attestation_root_pem") or "").encode(),
-                key_registry=k_registry),
+                key_registry=k_registry, accept_development_attestation=accept_development_attestation),
                 timeout_s=keyservice.startup_timeout_s)
         except BaseException:
             k.stop()

@@ -276,8 +276,9 @@ def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, session: PartySess
     run = _resolve_hiding(run, total_steps=total_steps)
     log.info("starting the key service and the HE evaluator (%s, batch capacity %d, HE->SS masks with %d bits of "
              "hiding per slot) ...", cfg.he.name, capacity, run.he.mask_hiding_bits)
-    svc = stack.enter_context(start_local_he_services(run=run, keyservice=cfg.keyservice,
-                                                      party_certs=session.party_certificates()))
+    svc = stack.enter_context(start_local_he_services(
+        run=run, keyservice=cfg.keyservice, party_certs=session.party_certificates(),
+        accept_development_attestation=cfg.keyservice.attestation == "development"))
     endpoints = ServiceEndpoints(key_address=svc.key_service.address, key_trust_pem=svc.key_service.trust_pem,
                                  evaluator_address=svc.evaluator.address, evaluator_trust_pem=svc.evaluator.trust_pem)
     # Each party verifies K itself; the steps then carry only the context and public key, which
@@ -307,17 +308,23 @@ def _verified_at_every_party(cfg: RunConfig, svc: Any, session: PartySession, en
     from ppml_hybrid.protocols.errors import KeyServiceNotVerifiedError
     from ppml_hybrid.protocols.hybrid_train_step import VerifyKeyService
 
-    # This launcher started K on loopback itself: the development root is K's own (issue 13).
+    # This launcher started K itself, on this host: it alone may accept that K's development
+    # documents (with the root K reported), and says so; no shared config key can.
     root = svc.key_service.ready.extra.get("development_attestation_root_pem") or None
+    development = cfg.keyservice.attestation == "development"
+    if development:
+        log.warning("the key service this launcher started is attested by the DEVELOPMENT signer (no enclave): "
+                    "the parties accept it because this launcher started it on this host")
     run = session.run(VerifyKeyService(endpoints=endpoints, keyservice=cfg.keyservice, registry=svc.key_registry,
-                                       development_root_pem=root.encode() if root else None))
+                                       development_root_pem=root.encode() if root else None,
+                                       accept_development=development))
     digests = {digest for digest, _, _ in run.results}
     if len(digests) != 1:
         raise KeyServiceNotVerifiedError("the key service gave the parties different public material: stopped")
     material = run.results[0][2]
     development = any(dev for _, dev, _ in run.results)
     log.info("every party verified the key service's attestation itself%s",
-             " (DEVELOPMENT signer: allowed by keyservice.allow_development_attestation)" if development else "")
+             " (DEVELOPMENT signer, accepted for the launcher's own K)" if development else "")
     return material
 
 

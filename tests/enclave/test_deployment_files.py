@@ -96,8 +96,8 @@ def test_keyservice_configs_load(name):
     cfg = from_mapping(KeyServiceConfig, yaml.safe_load((ROOT / "conf" / "keyservice" / f"{name}.yaml").read_text()),
                        "keyservice")
     assert cfg.allow_debug_enclave is False
-    assert (cfg.attestation, cfg.allow_development_attestation) == (
-        ("nsm", False) if name == "enclave" else ("development", True))
+    assert cfg.attestation == ("nsm" if name == "enclave" else "development")
+    assert not hasattr(cfg, "allow_development_attestation")  # a per-host choice, never shared config
 
 
 def test_operator_readme_covers_the_path():

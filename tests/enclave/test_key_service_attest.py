@@ -20,7 +20,7 @@ from ppml_hybrid.rpc.tls import EVALUATOR, PARTY, Registry, RegistryError, Role,
 @pytest.fixture(scope="module")
 def k():
     pki = test_pki(2)
-    ks = keyservice_config(allow_development_attestation=True)
+    ks = keyservice_config()
     registry = key_service_registry(pki=pki, parties=2)
     spec = KeyServiceSpec(run=run_spec(parties=2), keyservice=ks, client_ca_pem=pki.ca.cert_pem, registry=registry)
     running = start_key_service(spec=spec)
@@ -39,7 +39,7 @@ def test_party_and_evaluator_verify_k(k, who):
     running, ks, clients = k
     client = clients[who]
     published = client.get_public_material()
-    pol = policy_from_config(keyservice=ks, development_root_pem=running.attestation_root_pem)
+    pol = policy_from_config(keyservice=ks, development_root_pem=running.attestation_root_pem, accept_development=True)
     payload = check_key_service(client=client, published=published, keyservice=ks, policy=pol,
                                 tls_trust_pem=running.trust_pem, registry=running.registry)
     assert payload.development
@@ -47,18 +47,17 @@ def test_party_and_evaluator_verify_k(k, who):
 
 def test_refused_without_development_opt_in(k):
     running, ks, clients = k
-    strict = dataclasses.replace(ks, allow_development_attestation=False)
     published = clients[0].get_public_material()
-    with pytest.raises(AttestationError):
-        check_key_service(client=clients[0], published=published, keyservice=strict,
-                          policy=policy_from_config(keyservice=strict, development_root_pem=running.attestation_root_pem),
+    with pytest.raises(AttestationError):  # this host did not choose to accept development documents
+        check_key_service(client=clients[0], published=published, keyservice=ks,
+                          policy=policy_from_config(keyservice=ks, development_root_pem=running.attestation_root_pem),
                           tls_trust_pem=running.trust_pem, registry=running.registry)
 
 
 def test_refused_for_other_material_policy_or_channel(k):
     running, ks, clients = k
     published = clients[0].get_public_material()
-    pol = policy_from_config(keyservice=ks, development_root_pem=running.attestation_root_pem)
+    pol = policy_from_config(keyservice=ks, development_root_pem=running.attestation_root_pem, accept_development=True)
     other_material = dataclasses.replace(published, material=dataclasses.replace(
         published.material, rotation_keys=published.material.rotation_keys + b"\x00"))
     other_policy = dataclasses.replace(ks, round_quota=ks.round_quota + 1)
@@ -77,7 +76,8 @@ def test_wrong_expected_pcr_from_config(k):
     published = clients[0].get_public_material()
     with pytest.raises(AttestationError):
         check_key_service(client=clients[0], published=published, keyservice=bad,
-                          policy=policy_from_config(keyservice=bad, development_root_pem=running.attestation_root_pem),
+                          policy=policy_from_config(keyservice=bad, development_root_pem=running.attestation_root_pem,
+                                                    accept_development=True),
                           tls_trust_pem=running.trust_pem, registry=running.registry)
 
 
@@ -92,7 +92,7 @@ def test_refused_when_k_serves_another_role_registry(k):
     refuses K."""
     running, ks, clients = k
     published = clients[0].get_public_material()
-    pol = policy_from_config(keyservice=ks, development_root_pem=running.attestation_root_pem)
+    pol = policy_from_config(keyservice=ks, development_root_pem=running.attestation_root_pem, accept_development=True)
     roles = dict(running.registry.roles)
     party1 = next(fp for fp, r in roles.items() if r == Role(kind=PARTY, party=1))
     roles["ab" * 32] = roles.pop(party1)  # what the client expects differs from what K serves

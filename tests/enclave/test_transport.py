@@ -30,7 +30,7 @@ def short_dir():
 @pytest.fixture(scope="module")
 def k_unix(short_dir):
     pki = test_pki(2)
-    ks = keyservice_config(address=f"unix:{short_dir}/k.sock", allow_development_attestation=True)
+    ks = keyservice_config(address=f"unix:{short_dir}/k.sock")
     spec = KeyServiceSpec(run=run_spec(parties=2), keyservice=ks, client_ca_pem=pki.ca.cert_pem,
                           registry=key_service_registry(pki=pki, parties=2))
     running = start_key_service(spec=spec)
@@ -52,7 +52,8 @@ def test_key_service_over_unix_socket(k_unix, short_dir):
         assert published.material.digest() == running.public_material_sha256
         check_key_service(client=c, published=published, keyservice=ks, tls_trust_pem=running.trust_pem,
                           registry=running.registry,
-                          policy=policy_from_config(keyservice=ks, development_root_pem=running.attestation_root_pem))
+                          policy=policy_from_config(keyservice=ks, development_root_pem=running.attestation_root_pem,
+                                                    accept_development=True))
 
 
 def test_relay_carries_tls_to_k_unchanged(k_unix, short_dir):

@@ -54,9 +54,9 @@ test_pki.__test__ = False  # not a test
 
 
 def keyservice_config(**kw) -> KeyServiceConfig:
-    # E checks K's attestation at start-up; locally K signs with the development signer (opt-in)
-    base = dict(round_quota=4, max_open_rounds=3, share_wait_s=2.0, startup_timeout_s=300.0,
-                allow_development_attestation=True)
+    # E checks K's attestation at start-up; locally K signs with the development signer, which the
+    # local launcher (rpc.local) accepts for its own K
+    base = dict(round_quota=4, max_open_rounds=3, share_wait_s=2.0, startup_timeout_s=300.0)
     base.update(kw)
     return KeyServiceConfig(**base)
 

@@ -73,7 +73,8 @@ def start_services(*, run: Any, keyservice: Any, e_log: str, k_log: str) -> InPr
         run=run, key_address=k.address, key_trust_pem=k.trust_pem, key_credential=pki.clients[EVALUATOR],
         client_ca_pem=pki.ca.cert_pem, registry=evaluator_registry(pki=pki, parties=run.parties),
         share_wait_s=keyservice.share_wait_s, max_mask_rounds=keyservice.max_open_rounds, wire_log=e_log,
-        keyservice=keyservice, development_root_pem=k.attestation_root_pem or b"", key_registry=registry))
+        keyservice=keyservice, development_root_pem=k.attestation_root_pem or b"", key_registry=registry,
+        accept_development_attestation=True))
     return InProcessServices(pki=pki, key_service=k, evaluator=e, parties=run.parties, key_registry=registry)
 
 

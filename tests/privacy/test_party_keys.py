@@ -138,4 +138,4 @@ def test_a_key_service_that_registers_someone_else_as_a_party_is_refused_by_the_
         root = evil.key_service.ready.extra.get("development_attestation_root_pem") or ""
         with pytest.raises(PartyCrashedError, match="RegistryError: party .: K's role registry"):
             session.run(VerifyKeyService(endpoints=endpoints, keyservice=cfg.keyservice, registry=evil.key_registry,
-                                         development_root_pem=root.encode() or None))
+                                         development_root_pem=root.encode() or None, accept_development=True))

@@ -142,12 +142,22 @@ def test_standard_network_profiles_match_conf():
         assert float(conf["bandwidth_bps"]) == profile.bandwidth_bps and float(conf["rtt_s"]) == profile.rtt_s
 
 
-def test_hybrid_run_refuses_a_key_service_whose_attestation_fails():
-    """Without the development opt-in, K's locally signed attestation is refused before any data
-    moves: E checks it at start-up and refuses to serve (the parties' own check is behind it)."""
-    from ppml_hybrid.rpc.errors import UnavailableError
+def test_a_key_service_whose_attestation_fails_is_refused_before_anything_is_served():
+    """Unless its host chose to accept development documents, K's locally signed attestation is
+    refused: E checks it at start-up and refuses to serve (the parties' own check is behind it)."""
+    import dataclasses
 
-    cfg = _cfg("mode=hybrid", "he=insecure_test", "split_layer=4", "train.batch_size=8", "train.max_steps=1",
-               "keyservice.allow_development_attestation=false")
+    from ppml_hybrid.he_stage.runspec import HERunSpec
+    from ppml_hybrid.rpc.errors import UnavailableError
+    from ppml_hybrid.rpc.local import start_local_he_services
+
+    cfg = _cfg("mode=hybrid", "he=insecure_test", "split_layer=4")
+    run = HERunSpec(he=dataclasses.replace(cfg.he, mask_hiding_bits=38), model=cfg.model, split_layer=4,
+                    image_size=IMAGE, parties=2, batch_capacity=16)
     with pytest.raises(UnavailableError, match="evaluator refused to start: AttestationError"):
-        train_secure(cfg, DataSplits(train=_set(8, 0), val=_set(4, 1), test=_set(4, 2)))
+        start_local_he_services(run=run, keyservice=cfg.keyservice, accept_development_attestation=False).stop()
+
+
+def test_accepting_development_attestation_is_no_key_of_the_shared_config():
+    with pytest.raises(Exception, match="allow_development_attestation"):
+        _cfg("keyservice.allow_development_attestation=true")

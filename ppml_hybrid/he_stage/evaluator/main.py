@@ -95,7 +95,8 @@ def _check_key_service(client, published, spec) -> None:
         raise RegistryError("E was started without the role registry K must attest: refusing to trust K")
     payload = attest_key_service(client=client, published=published, keyservice=spec.keyservice,
                                  development_root_pem=spec.development_root_pem or None,
-                                 tls_trust_pem=spec.key_trust_pem, registry=spec.key_registry)
+                                 tls_trust_pem=spec.key_trust_pem, registry=spec.key_registry,
+                                 accept_development=spec.accept_development_attestation)
     log.info("verified the key service's attestation%s", development_note(payload))
 
 

@@ -28,6 +28,8 @@ class EvaluatorSpec:
     development_root_pem: bytes = b""  # K's development signer root (accepted only with the opt-in)
     # the role registry K must attest (whom K decrypts for); E refuses a K that serves another
     key_registry: Optional[Registry] = None
+    # accept K's development attestation: the launching host's choice, for the K it started itself
+    accept_development_attestation: bool = False
 
     def to_json(self) -> dict:
         return {"run": self.run.to_json(), "key_address": self.key_address, "key_trust_pem": self.key_trust_pem.decode(),
@@ -37,7 +39,8 @@ class EvaluatorSpec:
                 "address": self.address, "share_wait_s": self.share_wait_s, "max_mask_rounds": self.max_mask_rounds,
                 "wire_log": self.wire_log, "keyservice": dataclasses.asdict(self.keyservice),
                 "development_root_pem": self.development_root_pem.decode(),
-                "key_registry": self.key_registry.to_json() if self.key_registry is not None else None}
+                "key_registry": self.key_registry.to_json() if self.key_registry is not None else None,
+                "accept_development_attestation": self.accept_development_attestation}
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> "EvaluatorSpec":
@@ -50,4 +53,5 @@ class EvaluatorSpec:
                    max_mask_rounds=int(raw.get("max_mask_rounds", 8)), wire_log=raw.get("wire_log"),
                    keyservice=from_mapping(KeyServiceConfig, raw.get("keyservice", {}), "keyservice"),
                    development_root_pem=str(raw.get("development_root_pem", "")).encode(),
-                   key_registry=Registry.from_json(raw["key_registry"]) if raw.get("key_registry") else None)
+                   key_registry=Registry.from_json(raw["key_registry"]) if raw.get("key_registry") else None,
+                   accept_development_attestation=bool(raw.get("accept_development_attestation", False)))
