@@ -68,3 +68,62 @@ def test_the_genuine_debug_document_is_refused_unless_debug_is_allowed_and_its_z
         verify_document(document=doc, policy=_policy(payload, clock, pins=(), allow_debug=True), nonce=payload.nonce)
     got = verify_document(document=doc, policy=_policy(payload, clock, allow_debug=True), nonce=payload.nonce)
     assert got.module_id == payload.module_id
+
+
+def test_the_genuine_document_under_cbor_tag_18_is_accepted():
+    """RFC 9052 allows the COSE_Sign1 tag; the signature covers the Sig_structure, not the tag."""
+    import cbor2
+
+    doc, payload, clock = _load("nitro_doc.cbor")
+    tagged = cbor2.dumps(cbor2.CBORTag(18, cbor2.loads(doc)))
+    assert tagged != doc
+    got = verify_document(document=tagged, policy=_policy(payload, clock), nonce=payload.nonce)
+    assert got.module_id == payload.module_id
+
+
+def test_a_genuine_document_claiming_another_algorithm_is_refused():
+    import cbor2
+
+    doc, payload, clock = _load("nitro_doc.cbor")
+    arr = cbor2.loads(doc)
+    arr[0] = cbor2.dumps({1: -7})  # ES256 in the protected header
+    with pytest.raises(AttestationError):
+        verify_document(document=cbor2.dumps(arr), policy=_policy(payload, clock), nonce=payload.nonce)
+
+
+@pytest.mark.parametrize("case", ["no_cabundle", "empty_cabundle", "no_nonce", "sha256_digest", "short_pcr",
+                                  "no_pcrs", "no_timestamp", "string_timestamp"])
+def test_malformed_payloads_of_the_genuine_document_are_refused(case):
+    """Each change made to the real payload (the signature no longer matters: parsing refuses first)."""
+    import cbor2
+
+    doc, payload, clock = _load("nitro_doc.cbor")
+    arr = cbor2.loads(doc)
+    m = cbor2.loads(arr[2])
+    if case == "no_cabundle":
+        del m["cabundle"]
+    elif case == "empty_cabundle":
+        m["cabundle"] = []
+    elif case == "no_nonce":
+        del m["nonce"]
+    elif case == "sha256_digest":
+        m["digest"] = "SHA256"
+    elif case == "short_pcr":
+        m["pcrs"][0] = m["pcrs"][0][:32]
+    elif case == "no_pcrs":
+        m["pcrs"] = {}
+    elif case == "no_timestamp":
+        del m["timestamp"]
+    else:
+        m["timestamp"] = str(m["timestamp"])
+    arr[2] = cbor2.dumps(m)
+    with pytest.raises(AttestationError):
+        AttestationPayload.decode(arr[2]) if case != "no_nonce" else None
+        verify_document(document=cbor2.dumps(arr), policy=_policy(payload, clock), nonce=payload.nonce)
+
+
+def test_a_document_from_the_future_is_refused():
+    doc, payload, clock = _load("nitro_doc.cbor")
+    early = lambda: clock() - datetime.timedelta(minutes=10)  # noqa: E731 - the document is 10 min ahead
+    with pytest.raises(AttestationError):
+        verify_document(document=doc, policy=_policy(payload, early), nonce=payload.nonce)

@@ -7,6 +7,7 @@ optionally under CBOR tag 18. The signature covers
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import cbor2
@@ -56,10 +57,11 @@ def decode(raw: bytes) -> CoseSign1:
         if obj.tag != COSE_SIGN1_TAG:
             raise reject("unexpected CBOR tag")
         obj = obj.value
-    if not (isinstance(obj, list) and len(obj) == 4):
+    # under a tag, cbor2 decodes arrays as tuples and maps as frozen maps (immutable values)
+    if not (isinstance(obj, (list, tuple)) and len(obj) == 4):
         raise reject("not a COSE_Sign1 array")
     protected, unprotected, payload, signature = obj
-    if not all(isinstance(x, bytes) for x in (protected, payload, signature)) or not isinstance(unprotected, dict):
+    if not all(isinstance(x, bytes) for x in (protected, payload, signature)) or not isinstance(unprotected, Mapping):
         raise reject("COSE_Sign1 fields of the wrong type")
     try:
         header = cbor2.loads(protected)
