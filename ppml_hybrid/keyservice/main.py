@@ -127,7 +127,9 @@ def main() -> int:
     from ppml_hybrid.keyservice.spec import KeyServiceSpec
     from ppml_hybrid.rpc.launch import announce_ready, read_spec
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s K %(levelname)s %(message)s")
+    from ppml_hybrid.rpc.launch import configure_service_logging
+
+    configure_service_logging("K")
     try:
         spec = KeyServiceSpec.from_json(read_spec())
         running = start_key_service(spec=spec, kms=cli_kms_client(spec))

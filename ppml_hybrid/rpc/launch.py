@@ -82,11 +82,36 @@ def child_env(extra: Optional[Mapping[str, str]] = None) -> dict:
     return env
 
 
+SERVICE_LOG_ENV = "PPML_HYBRID_SERVICE_LOG"
+
+
+def configure_service_logging(tag: str) -> None:
+    """A service's logging: with ``$PPML_HYBRID_SERVICE_LOG`` (set by a launcher), everything
+    from INFO into that file and only warnings to stderr (the user's console stays readable);
+    without it (a service an operator runs by hand), INFO to stderr."""
+    fmt = logging.Formatter(f"%(asctime)s {tag} %(levelname)s %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    path = os.environ.get(SERVICE_LOG_ENV)
+    if path:
+        console.setLevel(logging.WARNING)
+        to_file = logging.FileHandler(path, encoding="utf-8")
+        to_file.setFormatter(fmt)
+        root.addHandler(to_file)
+    root.addHandler(console)
+
+
 def spawn(*, name: str, module: str, spec: Mapping[str, Any], timeout_s: float,
-          env: Optional[Mapping[str, str]] = None) -> ServiceProcess:
-    """Start ``python -m module``, hand it ``spec``, wait for its ready line."""
+          env: Optional[Mapping[str, str]] = None, log_file: Optional[str] = None) -> ServiceProcess:
+    """Start ``python -m module``, hand it ``spec``, wait for its ready line. ``log_file``: the
+    service's INFO log goes there and only its warnings to this console."""
+    extra = dict(env or {})
+    if log_file:
+        extra[SERVICE_LOG_ENV] = log_file
     proc = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            env=child_env(env), text=True)
+                            env=child_env(extra), text=True)
     try:
         proc.stdin.write(json.dumps(spec))
         proc.stdin.close()

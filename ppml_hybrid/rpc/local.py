@@ -12,6 +12,7 @@ stay in this process and in the stdin pipe of the service that needs them. Witho
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ppml_hybrid.config import KeyServiceConfig
@@ -108,10 +109,12 @@ def start_local_he_services(*, run: Any, keyservice: KeyServiceConfig, with_eval
                             key_wire_log: Optional[str] = None, evaluator_wire_log: Optional[str] = None,
                             pki: Optional[ClientPKI] = None,
                             party_certs: Optional[Sequence[bytes]] = None,
-                            accept_development_attestation: bool = True) -> LocalHEServices:
+                            accept_development_attestation: bool = True,
+                            log_dir: Optional[str] = None) -> LocalHEServices:
     """Start K (and E) for ``run`` (a :class:`~ppml_hybrid.he_stage.runspec.HERunSpec`);
     ``party_certs``: each party's own certificate, rank order (module doc).
-    ``accept_development_attestation``: E accepts the development documents of the K started
+    ``log_dir``: K's and E's INFO logs go to ``keyservice.log`` / ``evaluator.log`` there (only
+    their warnings reach the console). ``accept_development_attestation``: E accepts the development documents of the K started
     here, on this host (the launcher's own choice; tests turn it off to see E refuse)."""
     from ppml_hybrid.he_stage.evaluator.process import spawn_evaluator
     from ppml_hybrid.he_stage.evaluator.spec import EvaluatorSpec
@@ -122,7 +125,8 @@ def start_local_he_services(*, run: Any, keyservice: KeyServiceConfig, with_eval
     trust = client_trust_pem(pki=pki, party_certs=party_certs)
     k_registry = key_service_registry(pki=pki, parties=run.parties, party_certs=party_certs)
     k = spawn_key_service(spec=KeyServiceSpec(run=run, keyservice=keyservice, client_ca_pem=trust,
-                                              registry=k_registry, wire_log=key_wire_log))
+                                              registry=k_registry, wire_log=key_wire_log),
+                          log_file=str(Path(log_dir) / "keyservice.log") if log_dir else None)
     e = None
     if with_evaluator:
         try:
@@ -134,7 +138,8 @@ def start_local_he_services(*, run: Any, keyservice: KeyServiceConfig, with_eval
                 wire_log=evaluator_wire_log, keyservice=keyservice,
                 development_root_pem=(k.ready.extra.get("development_attestation_root_pem") or "").encode(),
                 key_registry=k_registry, accept_development_attestation=accept_development_attestation),
-                timeout_s=keyservice.startup_timeout_s)
+                timeout_s=keyservice.startup_timeout_s,
+                log_file=str(Path(log_dir) / "evaluator.log") if log_dir else None)
         except BaseException:
             k.stop()
             raise

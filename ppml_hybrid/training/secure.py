@@ -278,7 +278,7 @@ def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, session: PartySess
              "hiding per slot) ...", cfg.he.name, capacity, run.he.mask_hiding_bits)
     svc = stack.enter_context(start_local_he_services(
         run=run, keyservice=cfg.keyservice, party_certs=session.party_certificates(),
-        accept_development_attestation=cfg.keyservice.attestation == "development"))
+        accept_development_attestation=cfg.keyservice.attestation == "development", log_dir=cfg.output_dir))
     endpoints = ServiceEndpoints(key_address=svc.key_service.address, key_trust_pem=svc.key_service.trust_pem,
                                  evaluator_address=svc.evaluator.address, evaluator_trust_pem=svc.evaluator.trust_pem)
     # Each party verifies K itself; the steps then carry only the context and public key, which

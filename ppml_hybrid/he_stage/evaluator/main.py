@@ -103,7 +103,9 @@ def _check_key_service(client, published, spec) -> None:
 def main() -> int:
     from ppml_hybrid.rpc.launch import read_spec
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s E %(levelname)s %(message)s")
+    from ppml_hybrid.rpc.launch import configure_service_logging
+
+    configure_service_logging("E")
     try:
         serve(read_spec())
     except PPMLError as exc:
