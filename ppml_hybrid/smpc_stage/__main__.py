@@ -38,18 +38,22 @@ from ppml_hybrid.smpc_stage.rendezvous import Rendezvous
 log = logging.getLogger("ppml_hybrid.smpc_stage")
 
 
-def rendezvous_check(ctx, n_values: int) -> dict:
-    """Party program of ``check`` (module doc, steps 1-3); returns what this party saw."""
+def rendezvous_check(ctx, inputs) -> dict:
+    """Party program of ``check`` (module doc, steps 1-3), ``repeat`` times; returns what this
+    party saw. ``inputs``: the number of values, or (values, repeat)."""
     torch.set_num_threads(1)
+    n_values, repeat = inputs if isinstance(inputs, tuple) else (inputs, 1)
     start = time.perf_counter()
-    mine = torch.tensor([secrets.randbelow(2**16) / 2**12 - 8.0 for _ in range(n_values)])
-    total = None
-    for src in range(ctx.parties):
-        shared = ctx.share(mine if src == ctx.rank else None, src=src)
-        total = shared if total is None else total + shared
-    opened_sum = total.get_plain_text()
-    opened_square = (total * total).get_plain_text()
-    ok = bool(torch.allclose(opened_square, opened_sum * opened_sum, atol=1e-2, rtol=1e-3))
+    ok = True
+    for _ in range(repeat):
+        mine = torch.tensor([secrets.randbelow(2**16) / 2**12 - 8.0 for _ in range(n_values)])
+        total = None
+        for src in range(ctx.parties):
+            shared = ctx.share(mine if src == ctx.rank else None, src=src)
+            total = shared if total is None else total + shared
+        opened_sum = total.get_plain_text()
+        opened_square = (total * total).get_plain_text()
+        ok &= bool(torch.allclose(opened_square, opened_sum * opened_sum, atol=1e-2, rtol=1e-3))
     traffic = ctx.transport.snapshot()
     return {"ok": ok, "seconds": time.perf_counter() - start, "bytes": traffic.bytes_total,
             "rounds": traffic.rounds}
@@ -65,6 +69,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bind", default=None, help="listen on this address instead of the role's host")
     parser.add_argument("--timeout-s", type=float, default=120.0)
     parser.add_argument("--values", type=int, default=1024)
+    parser.add_argument("--repeat", type=int, default=1, help="run the check this many times (a longer soak)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(1)
@@ -83,7 +88,7 @@ def main(argv=None) -> int:
             run_dealer(rendezvous=rz, links=links)
             log.info("dealer finished")
             return 0
-        result = run_party(rendezvous=rz, program=rendezvous_check, inputs=args.values, links=links)
+        result = run_party(rendezvous=rz, program=rendezvous_check, inputs=(args.values, args.repeat), links=links)
     except PPMLError as exc:
         log.error("%s (%s): %s: %s", args.role, args.consortium, type(exc).__name__, exc)
         return exc.exit_code

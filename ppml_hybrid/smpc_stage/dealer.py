@@ -44,6 +44,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ppml_hybrid.privacy.keystream import KeyStream
+from ppml_hybrid.smpc_stage.errors import RunAbortedError
 from ppml_hybrid.smpc_stage.key_agreement import agree
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def result_size(op: str, size0: Sequence[int], size1: Sequence[int], kwargs: Dic
 
 def _check_request(req: Dict[str, Any]) -> None:
     kind = req.get("kind")
-    if kind not in ("additive", "square", "binary", "wraps", "B2A", "terminate"):
+    if kind not in ("additive", "square", "binary", "wraps", "B2A", "terminate", "abort"):
         raise DealerProtocolError(f"unknown dealer request kind {kind!r}")
     if kind == "additive":
         if req.get("op") not in BEAVER_OPS:
@@ -229,9 +230,14 @@ class DealerProvider:
 
     # ------------------------------------------------------------------ protocol
 
-    def terminate(self) -> None:
-        """Party 0 tells the dealer to stop (end of the world)."""
+    def terminate(self, *, failed: bool = False) -> None:
+        """Party 0 tells the dealer to stop: the run ended (``terminate``) or failed (``abort``:
+        the dealer then exits with an error too, rather than as if the run had finished)."""
         if self._rank == 0:
+            if failed:
+                self._pending = []  # answers to a failed run are not waited for
+                self._comm.send_bytes(_encode({"kind": "abort"}), self._dealer, op="dealer_request")
+                return
             self.settle()
             self._comm.send_bytes(_encode({"kind": "terminate"}), self._dealer, op="dealer_request")
 
@@ -331,5 +337,7 @@ def serve(*, comm: Any, parties: int) -> int:
         if req["kind"] == "terminate":
             log.info("dealer: terminate after %d requests", served)
             return served
+        if req["kind"] == "abort":
+            raise RunAbortedError(f"dealer: party 0 aborted the run after {served} requests (a party failed)")
         comm.send_tensors(0, "dealer_answer", [state.answer(req)])
         served += 1

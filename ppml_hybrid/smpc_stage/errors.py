@@ -69,3 +69,7 @@ class ConfigMismatchError(LinkSetupError):
     before any MPC message."""
 
     exit_code = 2
+
+
+class RunAbortedError(PeerCommunicationError):
+    """Another role stopped the run because of a failure elsewhere (a consequence, not a cause)."""

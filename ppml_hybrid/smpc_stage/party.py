@@ -185,6 +185,7 @@ def run_party(
     provider = join_as_party(crypten, mesh=_mesh(rendezvous, links, orchestrated=board is not None),
                              parties=rendezvous.parties, hazmat_crypten_ttp=rendezvous.hazmat_crypten_ttp)
     rank = rendezvous.rank
+    failed = True  # until the program returns
     try:
         transport = install_transport(
             crypten.comm.get(),
@@ -198,10 +199,11 @@ def run_party(
         log.info("party %d of %d started", rank, rendezvous.parties)
         result = program(ctx, inputs)
         log.info("party %d finished its program", rank)
+        failed = False
         return result
     finally:
         try:
-            leave(crypten, provider)
+            leave(crypten, provider, failed=failed)
         except Exception:  # the world may already be broken; the process exits anyway
             log.debug("party %d: leaving the world failed", rank)
 
@@ -301,6 +303,12 @@ def dealer_main(rendezvous: Rendezvous, parent_pid: int, results: Any = None, se
     try:
         links = _orchestrated_links(rendezvous, results, setup)
         run_dealer(rendezvous=rendezvous, links=links)
+    except PeerCommunicationError as exc:  # a consequence of another role's failure
+        if results is not None:
+            results.put(("peer_error", rendezvous.rank, f"{type(exc).__name__}: {exc}"))
+            results.close()
+            results.join_thread()
+        os._exit(1)
     except MPCError as exc:
         if results is not None:
             results.put(("error", rendezvous.rank, f"{type(exc).__name__}: {exc}"))

@@ -80,8 +80,9 @@ def serve_as_dealer(crypten: Any, *, mesh: Optional[Mesh], parties: int, hazmat_
     log.info("dealer served %d requests", served)
 
 
-def leave(crypten: Any, provider: Optional[DealerProvider]) -> None:
-    """End this party's world: party 0 stops the dealer, then the links (or CrypTen's groups) close."""
+def leave(crypten: Any, provider: Optional[DealerProvider], *, failed: bool = False) -> None:
+    """End this party's world: party 0 stops the dealer (aborts it, if this party failed), then
+    the links (or CrypTen's groups) close."""
     if provider is not None:
-        provider.terminate()
+        provider.terminate(failed=failed)
     crypten.uninit()

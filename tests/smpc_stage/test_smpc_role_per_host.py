@@ -113,3 +113,26 @@ def test_a_site_with_a_different_run_config_is_refused_before_any_mpc_message(tm
     assert all(p.returncode != 0 for p in procs[:2])
     assert "ConfigMismatchError" in outputs[0] + outputs[1]
     assert "different run config" in outputs[0] + outputs[1]
+
+
+def test_a_party_killed_mid_run_stops_every_other_role_naming_it(tmp_path):
+    """party-1's host dies in the middle of the run: party-0 and the dealer stop with an error
+    naming party-1 and its address, well before their timeout, and no process is left."""
+    import signal
+    import time
+
+    consortium = _consortium(tmp_path, 2)
+    port1 = yaml.safe_load(consortium.read_text())["roles"]["party-1"]["port"]
+    procs = [_start(tmp_path, consortium, role, "--values", "4096", "--repeat", "100000") for role in _roles(2)]
+    time.sleep(12.0)  # links up, the check running
+    assert all(p.poll() is None for p in procs), "the soak ended early"
+    procs[1].send_signal(signal.SIGKILL)
+    start = time.time()
+    outputs = _finish([procs[0], procs[2]], timeout=60)
+    took = time.time() - start
+    procs[1].wait(10)
+    assert took < 30, f"the other roles took {took:.0f} s to stop (their timeout is 60 s)"
+    for role, proc, out in zip(("party-0", "dealer"), (procs[0], procs[2]), outputs):
+        assert proc.returncode not in (0, None), f"{role} exited {proc.returncode}:\n{out[-1500:]}"
+    assert f"party-1 at 127.0.0.1:{port1}" in outputs[0], outputs[0][-1500:]
+    assert all(p.poll() is not None for p in procs)
