@@ -14,6 +14,10 @@ both channels: other parties and the dealer; rounds = communicator calls). Per-i
 divide by B. Prints the per-layer table of our ReLU run, the totals and the target ratios.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/smpc_stage.py [--batch 64] [--json out.json]
+    .venv/bin/python benchmarks/smpc_stage.py --smoke    # batch 4: every code path (the test suite runs it)
+    .venv/bin/python benchmarks/smpc_stage.py --check    # exit 1 when a target is missed
+
+Each model gets the delta of its own output shape (relu_cnn and poly_cnn differ in width).
 """
 
 from __future__ import annotations
@@ -46,28 +50,36 @@ STOP = 3
 
 @dataclass(frozen=True)
 class Suite:
-    """Runs several programs one after the other in the same party processes."""
+    """Runs several programs one after the other in the same party processes; program i gets
+    ``inputs[keys[i]]`` (its model's rows and delta)."""
 
     programs: Tuple[Any, ...]
+    keys: Tuple[str, ...]
 
     def __call__(self, ctx: Any, inputs: Any) -> Tuple[Any, ...]:
-        return tuple(p(ctx, inputs) for p in self.programs)
+        return tuple(p(ctx, inputs[k]) for p, k in zip(self.programs, self.keys))
 
 
 def load_model(name: str) -> ModelConfig:
     return from_mapping(ModelConfig, yaml.safe_load((ROOT / "conf" / "model" / f"{name}.yaml").read_text()), "model")
 
 
-def main() -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args()
+    ap.add_argument("--smoke", action="store_true", help="batch 4: every code path, seconds")
+    ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.batch = 4
     torch.set_num_threads(1)
     parties = 2
     per = args.batch // parties
     g = torch.Generator().manual_seed(0)
-    programs, names = [], []
+    rows = [torch.randn(per, 1, IMAGE, IMAGE, generator=g) for _ in range(parties)]
+    programs, names, keys = [], [], []
+    inputs = [{} for _ in range(parties)]
     for label, model_name in (("relu", "relu_cnn"), ("poly", "poly_cnn")):
         model = load_model(model_name)
         net = build_model(model, image_size=IMAGE, seed=0)
@@ -75,13 +87,13 @@ def main() -> None:
         programs += [StageStep(model=model, state_dict=sd, image_size=IMAGE, stop=STOP),
                      CrypTenStep(model=model, state_dict=sd, image_size=IMAGE, stop=STOP)]
         names += [f"ours-{label}", f"crypten-{label}"]
-    out_shape = (args.batch,) + tuple(build_model(load_model("relu_cnn"), image_size=IMAGE, seed=0)
-                                      .forward_blocks(torch.zeros(1, 1, IMAGE, IMAGE), 0, STOP).shape[1:])
-    rows = [torch.randn(per, 1, IMAGE, IMAGE, generator=g) for _ in range(parties)]
-    delta = torch.randn(out_shape, generator=g) * 0.01
-    inputs = [PartyInputs(rows=rows[r], delta=delta if r == 0 else None) for r in range(parties)]
-    run = run_parties(smpc=SMPCConfig(parties=parties, master_port=0, timeout_s=600), program=Suite(tuple(programs)),
-                      party_inputs=inputs)
+        keys += [label, label]
+        out_shape = (args.batch,) + tuple(net.forward_blocks(torch.zeros(1, 1, IMAGE, IMAGE), 0, STOP).shape[1:])
+        delta = torch.randn(out_shape, generator=g) * 0.01
+        for r in range(parties):
+            inputs[r][label] = PartyInputs(rows=rows[r], delta=delta if r == 0 else None)
+    run = run_parties(smpc=SMPCConfig(parties=parties, master_port=0, timeout_s=600),
+                      program=Suite(tuple(programs), tuple(keys)), party_inputs=inputs)
     B = args.batch
     summary = {}
     for i, name in enumerate(names):
@@ -121,13 +133,15 @@ def main() -> None:
     linear_free = all(r[2] == 0 and r[3] == 0 for r in layer_rows
                       if r[0].endswith((".conv",)) and r[1] in ("forward", "backward"))
     print("\nratios:", json.dumps({k: round(v, 2) for k, v in ratios.items()}))
-    print("targets: public-weight conv forward/backward-delta zero bytes & rounds:", linear_free,
-          "| ReLU no slower:", ratios["relu_time_crypten_over_ours"] >= 1.0,
-          "| ReLU no more bytes:", ratios["relu_bytes_crypten_over_ours"] >= 1.0,
-          "| poly >= 10x fewer bytes than CrypTen ReLU:", ratios["crypten_relu_bytes_over_ours_poly"] >= 10.0)
+    targets = {"conv forward/backward-delta free": linear_free,
+               "ReLU no slower": ratios["relu_time_crypten_over_ours"] >= 1.0,
+               "ReLU no more bytes": ratios["relu_bytes_crypten_over_ours"] >= 1.0,
+               "poly >= 10x fewer bytes than CrypTen ReLU": ratios["crypten_relu_bytes_over_ours_poly"] >= 10.0}
+    print("targets:", " | ".join(f"{k}: {v}" for k, v in targets.items()))
     if args.json:
         args.json.write_text(json.dumps({"batch": B, "summary": summary, "ratios": ratios, "layers": layer_rows}, indent=1))
+    return 1 if args.check and not all(targets.values()) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
