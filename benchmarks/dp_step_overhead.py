@@ -1,6 +1,7 @@
 """Opacus DP-SGD step time as a ratio of the non-private step, default model, same process.
 
     .venv/bin/python benchmarks/dp_step_overhead.py [--batch-size 64] [--repeats 30]
+    .venv/bin/python benchmarks/dp_step_overhead.py --smoke   # the test suite runs this
 
 Both steps run on the same inputs, interleaved, after a warm-up; the ratio of medians is
 what to compare (absolute times drift on shared machines). One torch thread, like a party.
@@ -28,7 +29,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true", help="batch 4, 3 repeats: every code path (the suite runs it)")
     args = parser.parse_args()
+    if args.smoke:
+        args.batch_size, args.repeats = 4, 3
     torch.set_num_threads(args.threads)
     cfg = run_config([f"model={args.model}"])
 
