@@ -93,7 +93,14 @@ def train_plaintext(cfg: RunConfig, splits: DataSplits) -> PlaintextResult:
         loader = DataLoader(TensorDataset(train_images, train_labels), batch_size=batch_size,
                             shuffle=True, generator=_entropy_generator())
         noise_multiplier = resolve_noise_multiplier(cfg.dp, sample_rate=sample_rate, steps=total_steps)
-        engine = PrivacyEngine(accountant=cfg.dp.accountant)
+        # Opacus's "Secure RNG turned off" warning: its secure mode needs torchcsprng (not
+        # installable here); our noise generator is seeded from the OS CSPRNG instead, which we
+        # say once, in our own words (plaintext mode is the reference, not the private product).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            engine = PrivacyEngine(accountant=cfg.dp.accountant)
+        log.info("plaintext DP noise: a torch generator seeded from the OS CSPRNG (Opacus's secure_mode "
+                 "needs torchcsprng); the encrypted mode draws its noise from an AES-CTR CSPRNG stream")
         dp_model, optimizer, loader = engine.make_private(
             module=model,
             optimizer=optimizer,
@@ -133,11 +140,13 @@ def _run_epochs(cfg: RunConfig, model: BlockModel, train_module: nn.Module, opti
     loss_fn = nn.CrossEntropyLoss()
     records = []
     step = 0
+    # train.max_steps can end the run before train.epochs: the bar counts the epochs that run
+    epochs_run = min(cfg.train.epochs, -(-total_steps // max(len(loader), 1))) if total_steps else cfg.train.epochs
     for epoch in range(1, cfg.train.epochs + 1):
         start = time.perf_counter()
         train_module.train()
         loss_sum, loss_batches = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.train.epochs}", unit="step",
+        bar = tqdm(loader, desc=f"epoch {epoch}/{epochs_run}", unit="step", total=min(len(loader), total_steps - step),
                    disable=not cfg.train.progress, leave=False)
         for images, labels in bar:
             if step >= total_steps:

@@ -332,6 +332,8 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
           accountant: Any, make_program: Any, session: PartySession, *, sigma: float, sigma_eff: float,
           plan: PoissonSchedule, networks: Sequence[Any]) -> "SecureResult":
     sample_rate, total_steps, steps_per_epoch = plan.sample_rate, plan.total_steps, plan.steps_per_epoch
+    # train.max_steps can end the run before train.epochs: the bar counts the epochs that run
+    epochs_run = min(cfg.train.epochs, -(-total_steps // max(steps_per_epoch, 1)))
     step, epochs, step_seconds = 0, [], []
     traffic_sum = [Traffic() for _ in range(cfg.smpc.parties)]
     layer_sum: Dict[Tuple[int, str, str], List[float]] = {}
@@ -339,7 +341,7 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
     for epoch in range(1, cfg.train.epochs + 1):
         start = time.perf_counter()
         todo = min(steps_per_epoch, total_steps - step)
-        bar = tqdm(range(todo), desc=f"epoch {epoch}/{cfg.train.epochs} (split {cfg.split_layer})", unit="step",
+        bar = tqdm(range(todo), desc=f"epoch {epoch}/{epochs_run} (split {cfg.split_layer})", unit="step",
                    disable=not cfg.train.progress, leave=False)
         for _ in bar:
             state = {k: v.detach().clone() for k, v in model.state_dict().items()}
