@@ -270,14 +270,17 @@ def _check_ranges(cfg: RunConfig) -> None:
     ]
     for key, ok, why in checks:
         if not ok:
-            raise ConfigError(f"{key} {why}; got {_value_of(cfg, key)!r}")
+            got = _value_of(cfg, key)
+            raise ConfigError(f"{key} {why}; got {got if '+' in key else repr(got)}")
     if cfg.dp.enabled and cfg.dp.noise_multiplier is None and cfg.dp.target_epsilon is None:
         raise ConfigError("dp needs dp.noise_multiplier or dp.target_epsilon (or dp=off)")
 
 
 def _value_of(cfg: Any, dotted: str) -> Any:
-    if "+" in dotted:
-        return None
+    if "+" in dotted:  # a sum of keys: show each value and the sum
+        parts = [p.strip() for p in dotted.split("+")]
+        values = [_value_of(cfg, p) for p in parts]
+        return f"{' + '.join(repr(v) for v in values)} = {sum(values):g}"
     for part in dotted.split("."):
         cfg = getattr(cfg, part)
     return cfg

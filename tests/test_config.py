@@ -71,6 +71,11 @@ def test_bad_values_name_the_key(override, key):
         parse_run_config(_compose(override))
 
 
+def test_a_sum_of_fractions_out_of_range_shows_each_value():
+    with pytest.raises(ConfigError, match=r"got 0\.9 \+ 0\.15 = 1\.05"):
+        parse_run_config(_compose("data.val_fraction=0.9"))
+
+
 def test_dp_needs_noise_or_target():
     with pytest.raises(ConfigError, match="noise_multiplier or dp.target_epsilon"):
         parse_run_config(_compose("dp.noise_multiplier=null"))
