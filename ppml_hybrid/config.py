@@ -238,6 +238,7 @@ def _check_ranges(cfg: RunConfig) -> None:
             "must be [start, stop) with 0 <= start < stop <= 1 (fractions of the axis)",
         ),
         ("data.slice_step", cfg.data.slice_step >= 1, "must be at least 1"),
+        ("data.slice_axis", cfg.data.slice_axis in (0, 1, 2), "must be 0, 1 or 2 (the axis of a 3D volume)"),
         ("train.batch_size", cfg.train.batch_size >= 1, "must be at least 1"),
         ("train.epochs", cfg.train.epochs >= 1, "must be at least 1"),
         ("train.max_steps", cfg.train.max_steps is None or cfg.train.max_steps >= 1, "must be at least 1 or null"),

@@ -64,6 +64,7 @@ def test_dp_off_disables_dp():
         ("data.slice_range=[0.7,0.2]", "data.slice_range"),
         ("+train.bogus=1", "train.bogus"),
         ("split_layer=three", "split_layer"),
+        ("data.slice_axis=3", "data.slice_axis"),
     ],
 )
 def test_bad_values_name_the_key(override, key):

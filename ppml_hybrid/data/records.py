@@ -117,6 +117,13 @@ def _column_index(csv_path: Path, header: Sequence[str]) -> dict[str, int]:
             raise DataError(f"{csv_path} row 1: column {name!r} appears twice in the header")
         index.setdefault(name, i)
     missing = [c for c in REQUIRED_COLUMNS if c not in index]
+    joined = ",".join(header)
+    other = next((sep for sep in (";", "\t", "|") if sep in joined and all(c in joined.lower() for c in missing)), None)
+    if missing and other is not None:
+        raise DataError(
+            f"{csv_path} row 1: the header {joined!r} is separated by {other!r}; the labels CSV must be "
+            "comma-separated (path,label[,patient_id][,site]): re-export it with commas"
+        )
     if missing:
         raise DataError(
             f"{csv_path} row 1: missing column(s) {', '.join(missing)}; header is {','.join(header)!r} "

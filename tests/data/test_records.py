@@ -58,6 +58,7 @@ def test_absolute_paths(images, tmp_path_factory):
         ("path,label\na.nii.gz,0,extra\n", r"row 2: has 3 field\(s\) but the header has 2"),
         ("file,label\na.nii.gz,0\n", r"labels\.csv row 1: missing column\(s\) path"),
         ("path,diagnosis\na.nii.gz,0\n", r"missing column\(s\) label"),
+        ("path;label\na.nii.gz;0\n", r"row 1: the header 'path;label' is separated by ';'; the labels CSV must be comma"),
         ("path,label\n", r"labels\.csv: has a header but no rows; the dataset is empty"),
         ("", r"labels\.csv is empty \(no header row\)"),
     ],
