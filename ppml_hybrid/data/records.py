@@ -140,12 +140,13 @@ def _parse_row(
     if not raw_path:
         raise DataError(f"{where}: path is empty")
     label = parse_label(cells[columns["label"]], where=where, num_classes=num_classes)
-    full = Path(raw_path)
-    if not full.is_absolute():
-        full = base / full
-    full = Path(os.path.abspath(full))
+    full = Path(os.path.abspath(base / raw_path))  # an absolute raw_path stays as it is
     if not full.exists():
         raise DataError(f"{where}: path {raw_path!r} does not exist (looked for {full})")
+    root = base.resolve()
+    if not full.resolve().is_relative_to(root):
+        raise DataError(f"{where}: path {raw_path!r} leads outside data.root ({root}): refused (a labels CSV may "
+                        "name only files inside its own data folder, links included)")
     patient = cells[columns["patient_id"]].strip() if "patient_id" in columns else ""
     site = cells[columns["site"]].strip() if "site" in columns else ""
     return ImageRecord(path=full, label=label, patient_id=patient or raw_path, site=site or None, row=line)

@@ -38,10 +38,28 @@ def test_missing_patient_column_uses_path(images):
     assert all(r.site is None for r in records)
 
 
-def test_absolute_paths(images, tmp_path_factory):
-    other = tmp_path_factory.mktemp("elsewhere")
-    path = _csv(other, f"path,label\n{images / 'a.nii.gz'},1\n")
-    assert read_labels_csv(path)[0].path == images / "a.nii.gz"
+def test_absolute_paths_inside_data_root_are_read(images):
+    path = _csv(images, f"path,label\n{images / 'a.nii.gz'},1\n")
+    assert read_labels_csv(path, root=images)[0].path == images / "a.nii.gz"
+
+
+@pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink"])
+def test_paths_leading_outside_data_root_are_refused(images, tmp_path_factory, how):
+    """A site's labels CSV names only files inside its own data folder (no other site's scans)."""
+    import shutil
+
+    other = tmp_path_factory.mktemp("other_site")
+    shutil.copy(images / "a.nii.gz", other / "scan.nii.gz")
+    if how == "absolute":
+        entry = str(other / "scan.nii.gz")
+    elif how == "dotdot":
+        entry = f"../{other.name}/scan.nii.gz"
+    else:
+        (images / "link.nii.gz").symlink_to(other / "scan.nii.gz")
+        entry = "link.nii.gz"
+    path = _csv(images, f"path,label\n{entry},1\n")
+    with pytest.raises(DataError, match=r"row 2: path .* leads outside data\.root"):
+        read_labels_csv(path, root=images)
 
 
 @pytest.mark.parametrize(
