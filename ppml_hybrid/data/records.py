@@ -169,6 +169,8 @@ def parse_label(text: str, *, where: str, num_classes: int) -> int:
         label = int(as_float)
     if not 0 <= label < num_classes:
         raise DataError(
-            f"{where}: label {label} is not a known class; expected 0..{num_classes - 1} (num_classes={num_classes})"
+            f"{where}: label {label} is not a known class; expected 0..{num_classes - 1} (num_classes={num_classes}). "
+            f"For more classes set model.num_classes and the last block's out to the same N "
+            f"(e.g. model.num_classes=3 model.blocks.4.out=3 for the default model)"
         )
     return label

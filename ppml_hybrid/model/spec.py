@@ -86,9 +86,11 @@ def block_shapes(model: ModelConfig, image_size: int) -> Tuple[BlockShape, ...]:
         shape = new
     last = model.blocks[-1]
     if last.type != "dense" or last.activation != "none" or last.out != model.num_classes:
+        k = len(model.blocks) - 1
         raise ConfigError(
             f"the last block must be dense with activation none and out = model.num_classes "
-            f"({model.num_classes}); got {_block_name(len(model.blocks), last)} with out={last.out}"
+            f"({model.num_classes}); got {_block_name(len(model.blocks), last)} with out={last.out}. "
+            f"For N classes set both: model.num_classes=N model.blocks.{k}.out=N"
         )
     return tuple(out)
 
