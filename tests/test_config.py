@@ -109,3 +109,13 @@ def test_poly_cnn_allows_every_split(split):
 def test_image_too_small_for_the_pooling():
     with pytest.raises(ConfigError, match="shrinks to 0x0 at data.image_size=4"):
         check_run(parse_run_config(_compose("data.image_size=4")))
+
+
+def test_delta_must_be_below_one_over_the_training_rows():
+    from ppml_hybrid.pipeline import _check_privacy_for_data
+
+    cfg = parse_run_config(_compose("dp.delta=0.001"))
+    with pytest.raises(ConfigError, match=r"dp\.delta=0\.001 is not below 1/N"):
+        _check_privacy_for_data(cfg, n_train=5000)
+    _check_privacy_for_data(cfg, n_train=500)  # 1/N = 0.002: fine
+    _check_privacy_for_data(parse_run_config(_compose("dp=off")), n_train=10 ** 6)  # no DP, nothing to check
