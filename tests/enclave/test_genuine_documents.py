@@ -127,3 +127,70 @@ def test_a_document_from_the_future_is_refused():
     early = lambda: clock() - datetime.timedelta(minutes=10)  # noqa: E731 - the document is 10 min ahead
     with pytest.raises(AttestationError):
         verify_document(document=doc, policy=_policy(payload, early), nonce=payload.nonce)
+
+
+def _chain_ok(payload, clock) -> bool:
+    from ppml_hybrid.keyservice.attestation.roots import aws_nitro_root_der
+    from ppml_hybrid.keyservice.attestation.verifier import verify_chain
+
+    try:
+        verify_chain(payload=payload, root_der=aws_nitro_root_der(), now=clock())
+        return True
+    except AttestationError:
+        return False
+
+
+def test_the_genuine_chain_verifies_and_a_reordered_one_does_not():
+    import dataclasses
+
+    _, payload, clock = _load("nitro_doc.cbor")
+    assert _chain_ok(payload, clock)
+    bundle = payload.cabundle
+    assert len(bundle) >= 3
+    swapped = (bundle[0], bundle[2], bundle[1], *bundle[3:])
+    assert not _chain_ok(dataclasses.replace(payload, cabundle=swapped), clock)
+    assert not _chain_ok(dataclasses.replace(payload, cabundle=tuple(reversed(bundle))), clock)
+
+
+def test_a_ca_certificate_presented_as_the_signing_certificate_is_refused():
+    """The genuine chain cut one short: its last intermediate (a CA, correctly signed by the
+    one before it) in the leaf's place."""
+    import dataclasses
+
+    _, payload, clock = _load("nitro_doc.cbor")
+    cut = dataclasses.replace(payload, certificate=payload.cabundle[-1], cabundle=payload.cabundle[:-1])
+    assert not _chain_ok(cut, clock)
+
+
+def test_an_intermediate_that_is_not_a_ca_is_refused():
+    """A chain root (CA) -> intermediate without CA:TRUE -> leaf, every signature valid."""
+    import dataclasses
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from ppml_hybrid.keyservice.attestation.verifier import verify_chain
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def cert(subject, issuer, key, signer, ca):
+        return (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(hours=1))
+                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+                .sign(signer, hashes.SHA384()))
+
+    keys = [ec.generate_private_key(ec.SECP384R1()) for _ in range(3)]
+    root = cert("root", "root", keys[0], keys[0], True)
+    mid = cert("mid", "root", keys[1], keys[0], False)  # not a CA, yet it signs the leaf
+    leaf = cert("leaf", "mid", keys[2], keys[1], False)
+    der = lambda c: c.public_bytes(serialization.Encoding.DER)  # noqa: E731
+    _, payload, _ = _load("nitro_doc.cbor")
+    forged = dataclasses.replace(payload, cabundle=(der(root), der(mid)), certificate=der(leaf))
+    with pytest.raises(AttestationError):
+        verify_chain(payload=forged, root_der=der(root), now=now)
+    honest = dataclasses.replace(forged, cabundle=(der(root), der(cert("mid", "root", keys[1], keys[0], True))))
+    assert verify_chain(payload=honest, root_der=der(root), now=now) is not None
