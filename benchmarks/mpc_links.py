@@ -84,7 +84,7 @@ def _roster():
 
     ids = [make_link_identity(f"bench-{r}") for r in range(3)]
     # a third (idle) member stands for the dealer: the roster always has parties + dealer
-    members = tuple(Member(rank=r, role=f"rank-{r}", host="127.0.0.1", port=free_port(), cert_pem=ids[r].cert_pem)
+    members = tuple(Member(rank=r, name=f"rank-{r}", host="127.0.0.1", port=free_port(), cert_pem=ids[r].cert_pem)
                     for r in range(3))
     return Roster(members=members, run_digest="bench"), ids
 

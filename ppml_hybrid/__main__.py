@@ -15,11 +15,11 @@ from ppml_hybrid.errors import PPMLError
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from ppml_hybrid.consortium import SERVICE_ROLES, _PARTY
+    from ppml_hybrid.consortium import ROLE_NAMES_HINT, is_role_name
     from ppml_hybrid.identity import make_link_identity, write_identity
 
-    if not (_PARTY.match(args.role) or args.role in SERVICE_ROLES):
-        raise PPMLError(f"--role {args.role!r}: use party-0, party-1, ..., {', '.join(SERVICE_ROLES)}")
+    if not is_role_name(args.role):
+        raise PPMLError(f"--role {args.role!r}: use {ROLE_NAMES_HINT}")
     identity = make_link_identity(f"ppml-hybrid {args.role}", valid_days=args.valid_days)
     cert = write_identity(identity, out_dir=args.out, role=args.role)
     print(f"wrote {args.out / (args.role + '.key')} (private: keep on this host) and {cert} (publish it)")

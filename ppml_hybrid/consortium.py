@@ -54,6 +54,9 @@ class RoleEntry:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def describe(self) -> str:
+        return f"{self.name} at {self.address}"
+
 
 @dataclass(frozen=True)
 class Consortium:
@@ -76,15 +79,17 @@ class Consortium:
         canon = {n: [r.host, r.port, r.fingerprint] for n, r in sorted(self.roles.items())}
         return hashlib.sha256(json.dumps(canon, sort_keys=True).encode()).hexdigest()
 
-    def to_yaml(self) -> str:
-        """The file form, certificates inline (what a launcher writes for its children)."""
-        roles = {n: {"host": r.host, "port": r.port, "cert": r.cert_pem.decode("ascii"),
-                     "fingerprint": r.fingerprint} for n, r in self.roles.items()}
-        return yaml.safe_dump({"roles": roles}, sort_keys=True)
-
 
 def party_role(rank: int) -> str:
     return f"party-{rank}"
+
+
+def is_role_name(name: object) -> bool:
+    """``party-0``, ``party-1``, ... or one of :data:`SERVICE_ROLES`."""
+    return isinstance(name, str) and (bool(_PARTY.match(name)) or name in SERVICE_ROLES)
+
+
+ROLE_NAMES_HINT = f"party-0, party-1, ..., {', '.join(SERVICE_ROLES)}"
 
 
 def _cert(raw: Any, *, where: str, base: Path) -> bytes:
@@ -114,8 +119,8 @@ def parse_consortium(raw: Any, *, source: str = "<memory>", base: Path = Path(".
     roles: Dict[str, RoleEntry] = {}
     for name, entry in raw["roles"].items():
         where = f"{source}: roles.{name}"
-        if not isinstance(name, str) or not (_PARTY.match(name) or name in SERVICE_ROLES):
-            raise ConsortiumError(f"{where}: unknown role (use party-0, party-1, ..., {', '.join(SERVICE_ROLES)})")
+        if not is_role_name(name):
+            raise ConsortiumError(f"{where}: unknown role (use {ROLE_NAMES_HINT})")
         if not isinstance(entry, dict):
             raise ConsortiumError(f"{where} must be a mapping with host, port and cert")
         extra = set(entry) - {"host", "port", "cert", "fingerprint"}

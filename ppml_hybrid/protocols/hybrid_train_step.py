@@ -158,7 +158,7 @@ class VerifyKeyService:
         for member in comm.mesh.roster.members[: ctx.parties]:
             if parties.get(member.rank + 1) != member.fingerprint:
                 raise RegistryError(f"party {ctx.rank}: K's role registry names a certificate for party "
-                                    f"{member.rank + 1} other than the one pinned for {member.role}: refusing K")
+                                    f"{member.rank + 1} other than the one pinned for {member.name}: refusing K")
 
 
 @dataclass(frozen=True)

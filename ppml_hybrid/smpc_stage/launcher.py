@@ -275,7 +275,7 @@ def _exchange_certificates(procs: List[Any], results_q: Any, smpc: SMPCConfig, *
             raise _blame([(kind, rank, payload)], n - 1)
         certs[rank] = payload
     members = tuple(
-        Member(rank=r, role="dealer" if r == n - 1 else party_role(r), host=smpc.master_addr, port=ports[r],
+        Member(rank=r, name="dealer" if r == n - 1 else party_role(r), host=smpc.master_addr, port=ports[r],
                cert_pem=certs[r])
         for r in range(n)
     )

@@ -98,8 +98,6 @@ class _PendingRecv:
 class LinkCommunicator:
     """One process's CrypTen communicator on a :class:`~.links.Mesh` (module doc)."""
 
-    BYTES_PER_ELEMENT = 8
-
     def __init__(self, *, mesh: Mesh, parties: int) -> None:
         self.mesh = mesh
         self.rank = mesh.me.rank
@@ -175,7 +173,7 @@ class LinkCommunicator:
 
     def _mismatch(self, src: int, op: str, what: str) -> PeerCommunicationError:
         peer = self.mesh.link(src).peer
-        return PeerCommunicationError(f"{self.mesh.me.role}: {peer.describe()} sent {what} in {op}: the roles "
+        return PeerCommunicationError(f"{self.mesh.me.name}: {peer.describe()} sent {what} in {op}: the roles "
                                       "run different programs or configs")
 
     def _group(self, group: Any) -> LinkGroup:

@@ -46,11 +46,11 @@ import ssl
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ppml_hybrid.consortium import Consortium, mpc_roles
-from ppml_hybrid.identity import LinkIdentity, cert_fingerprint
+from ppml_hybrid.consortium import Consortium, RoleEntry, mpc_roles
+from ppml_hybrid.identity import LinkIdentity
 from ppml_hybrid.smpc_stage.errors import (
     ConfigMismatchError,
     LinkSetupError,
@@ -72,25 +72,11 @@ LINK_PROTOCOL = "ppml-hybrid mpc link v1"
 
 
 @dataclass(frozen=True)
-class Member:
-    """One MPC role in the roster: its rank, where it listens, and its pinned certificate."""
+class Member(RoleEntry):
+    """One MPC role in the roster: a consortium entry (name, address, pinned certificate) and
+    its rank in the MPC world."""
 
     rank: int
-    role: str
-    host: str
-    port: int
-    cert_pem: bytes = field(repr=False)
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def fingerprint(self) -> str:
-        return cert_fingerprint(self.cert_pem)
-
-    def describe(self) -> str:
-        return f"{self.role} at {self.address}"
 
 
 @dataclass(frozen=True)
@@ -112,7 +98,7 @@ class Roster:
     def from_consortium(cls, consortium: Consortium, *, run_digest: str) -> "Roster":
         """The MPC roles of a consortium file (parties in rank order, then the dealer)."""
         roles = mpc_roles(consortium)
-        members = tuple(Member(rank=r, role=e.name, host=e.host, port=e.port, cert_pem=e.cert_pem)
+        members = tuple(Member(rank=r, name=e.name, host=e.host, port=e.port, cert_pem=e.cert_pem)
                         for r, e in enumerate(roles))
         return cls(members=members, run_digest=run_digest)
 
@@ -168,9 +154,6 @@ class Link:
         self._send_seq = 0
         self._recv_seq = 0
         self._closed = False
-        self.bytes_sent = 0  # payload bytes (framing included), for the benchmarks
-        self.wire_bytes_sent = 0  # TLS records on the wire
-        self._reader: Optional[threading.Thread] = None
 
     # -------------------------------------------------------------- sending
 
@@ -192,16 +175,13 @@ class Link:
                             self._tls.write(part[off:off + READ_CHUNK])
                             out = self._out.read()
                         self._sock.sendall(out)
-                        self.wire_bytes_sent += len(out)
-                self.bytes_sent += len(header) + len(meta_b) + sum(v.nbytes for v in views)
             except (OSError, ssl.SSLError) as exc:
                 raise self._gone(f"sending failed ({type(exc).__name__}: {exc})") from None
 
     # -------------------------------------------------------------- receiving
 
     def start_reader(self) -> None:
-        self._reader = threading.Thread(target=self._read_loop, name=f"link-{self.peer.rank}", daemon=True)
-        self._reader.start()
+        threading.Thread(target=self._read_loop, name=f"link-{self.peer.rank}", daemon=True).start()
 
     def _read_loop(self) -> None:
         try:
@@ -255,7 +235,7 @@ class Link:
         kind, meta, data = got
         if kind != KIND_DATA or meta.get("op") != op or meta.get("seq") != self._recv_seq:
             raise PeerCommunicationError(
-                f"{self.me.role}: {self.peer.describe()} sent {meta.get('op')!r} (#{meta.get('seq')}) where "
+                f"{self.me.name}: {self.peer.describe()} sent {meta.get('op')!r} (#{meta.get('seq')}) where "
                 f"{op!r} (#{self._recv_seq}) was expected: the roles run different programs or configs"
             )
         self._recv_seq += 1
@@ -273,7 +253,7 @@ class Link:
         return got
 
     def _gone(self, why: str) -> PeerCommunicationError:
-        return PeerCommunicationError(f"{self.me.role}: link to {self.peer.describe()} failed: {why}")
+        return PeerCommunicationError(f"{self.me.name}: link to {self.peer.describe()} failed: {why}")
 
     # -------------------------------------------------------------- closing
 
@@ -329,7 +309,7 @@ class Mesh:
         self.me = roster.member(me)
         if identity.fingerprint != self.me.fingerprint:
             raise PeerIdentityError(
-                f"{self.me.role}: this process's certificate ({identity.fingerprint[:16]}...) is not the one the "
+                f"{self.me.name}: this process's certificate ({identity.fingerprint[:16]}...) is not the one the "
                 f"roster pins for it ({self.me.fingerprint[:16]}...): wrong identity file or consortium file"
             )
         self.roster, self.timeout_s = roster, timeout_s
@@ -342,10 +322,6 @@ class Mesh:
 
     def link(self, rank: int) -> Link:
         return self._links[rank]
-
-    @property
-    def links(self) -> Dict[int, Link]:
-        return dict(self._links)
 
     def open(self) -> "Mesh":
         """Listen, dial every lower rank, accept every higher one, exchange hellos."""
@@ -360,7 +336,7 @@ class Mesh:
             except OSError as exc:
                 listener.close()
                 raise LinkSetupError(
-                    f"{self.me.role} cannot listen on {self._bind_host}:{self.me.port} ({exc.strerror or exc}): "
+                    f"{self.me.name} cannot listen on {self._bind_host}:{self.me.port} ({exc.strerror or exc}): "
                     "the port is in use or the address is not this host's"
                 ) from None
             listener.listen(len(expect_in) + 4)
@@ -385,7 +361,7 @@ class Mesh:
         if missing:
             self.close(polite=False)
             raise LinkSetupError(
-                f"{self.me.role}: no authenticated link from {', '.join(m.describe() for m in missing)} within "
+                f"{self.me.name}: no authenticated link from {', '.join(m.describe() for m in missing)} within "
                 f"{self.connect_timeout_s:g} s: is that role running, and can it reach {self.me.address}?"
             )
         for link in self._links.values():
@@ -407,7 +383,7 @@ class Mesh:
                 continue
             return self._secure(sock, peer=peer, server=False, deadline=deadline)
         raise LinkSetupError(
-            f"{self.me.role} could not reach {peer.describe()} within {self.connect_timeout_s:g} s "
+            f"{self.me.name} could not reach {peer.describe()} within {self.connect_timeout_s:g} s "
             f"({type(last).__name__ if last else 'timeout'}: {last}): is it running, and is port {peer.port} "
             f"open on {peer.host} for this host?"
         )
@@ -446,23 +422,23 @@ class Mesh:
         except ssl.SSLError as exc:
             sock.close()
             raise PeerIdentityError(
-                f"{self.me.role}: TLS handshake with {where} failed ({exc.reason or exc}): its certificate is not "
+                f"{self.me.name}: TLS handshake with {where} failed ({exc.reason or exc}): its certificate is not "
                 "pinned in the consortium file, or it does not trust ours"
             ) from None
         except OSError as exc:
             sock.close()
-            raise LinkSetupError(f"{self.me.role}: connection to {where} broke during the TLS handshake ({exc})") from None
+            raise LinkSetupError(f"{self.me.name}: connection to {where} broke during the TLS handshake ({exc})") from None
         fp = _peer_fingerprint(tls)
         if peer is None:
             peer = (candidates or {}).get(fp)
             if peer is None:
                 sock.close()
-                raise PeerIdentityError(f"{self.me.role}: refused a connection whose certificate ({fp[:16]}...) "
+                raise PeerIdentityError(f"{self.me.name}: refused a connection whose certificate ({fp[:16]}...) "
                                         "is pinned for no higher rank of this run")
         elif fp != peer.fingerprint:
             sock.close()
             raise PeerIdentityError(
-                f"{self.me.role}: {peer.describe()} presented certificate {fp[:16]}..., but the roster pins "
+                f"{self.me.name}: {peer.describe()} presented certificate {fp[:16]}..., but the roster pins "
                 f"{peer.fingerprint[:16]}... for it: refused (wrong host, or an impostor)"
             )
         sock.settimeout(None)
@@ -477,11 +453,11 @@ class Mesh:
             kind, meta, _ = link._next(self.connect_timeout_s)
             if kind != KIND_HELLO or meta.get("protocol") != LINK_PROTOCOL or meta.get("rank") != rank:
                 self.close(polite=False)
-                raise PeerIdentityError(f"{self.me.role}: {link.peer.describe()} did not greet as rank {rank}")
+                raise PeerIdentityError(f"{self.me.name}: {link.peer.describe()} did not greet as rank {rank}")
             if meta.get("run") != self.roster.run_digest:
                 self.close(polite=False)
                 raise ConfigMismatchError(
-                    f"{self.me.role}: {link.peer.describe()} runs a different run config (digest "
+                    f"{self.me.name}: {link.peer.describe()} runs a different run config (digest "
                     f"{str(meta.get('run'))[:12]}... vs ours {self.roster.run_digest[:12]}...): every site must use "
                     "the same model, split, DP and HE settings; stopped before any MPC message"
                 )
