@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from ppml_hybrid.errors import TrainingDivergedError
@@ -48,6 +47,10 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ba
 
 
 def _auc(y: np.ndarray, probs: np.ndarray) -> float:
+    # imported here: party processes load this module (for SplitMetrics, through the site
+    # metrics) and never compute an exact AUC; scikit-learn costs each of them about 2.4 s
+    from sklearn.metrics import roc_auc_score
+
     if len(np.unique(y)) < 2:
         return float("nan")  # AUC is undefined with one class present
     if probs.shape[1] == 2:

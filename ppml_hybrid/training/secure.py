@@ -49,8 +49,7 @@ from ppml_hybrid.smpc_stage.launcher import PartySession
 from ppml_hybrid.smpc_stage.transport import ChannelTraffic, Traffic
 from ppml_hybrid.training.evaluation import SplitMetrics
 from ppml_hybrid.training.site_metrics import (
-    DEFAULT_BINS, DEFAULT_MIN_PATIENTS, EvalRows, EvaluateAtSite, SiteAggregate, SiteRows, auc_max_error, pool, report,
-    site_rows,
+    DEFAULT_BINS, DEFAULT_MIN_PATIENTS, EvalRows, EvaluateAtSite, SiteAggregate, SiteRows, auc_max_error, pool,
 )
 from ppml_hybrid.training.optim import make_optimizer, make_schedule
 from ppml_hybrid.training.sampling import PoissonSchedule
@@ -99,7 +98,7 @@ def site_data(splits: DataSplits, *, parties: int) -> List[SiteRows]:
     train = assign_rows(splits.train, parties=parties)
     val = assign_eval_rows(splits.val, parties=parties)
     test = assign_eval_rows(splits.test, parties=parties)
-    return [site_rows(train[j], val=val[j], test=test[j]) for j in range(parties)]
+    return [SiteRows(images=train[j].images, labels=train[j].labels, val=val[j], test=test[j]) for j in range(parties)]
 
 
 @dataclass(frozen=True)
@@ -311,13 +310,10 @@ def _verified_at_every_party(cfg: RunConfig, svc: Any, session: PartySession, en
     # This launcher started K itself, on this host: it alone may accept that K's development
     # documents (with the root K reported), and says so; no shared config key can.
     root = svc.key_service.ready.extra.get("development_attestation_root_pem") or None
-    development = cfg.keyservice.attestation == "development"
-    if development:
-        log.warning("the key service this launcher started is attested by the DEVELOPMENT signer (no enclave): "
-                    "the parties accept it because this launcher started it on this host")
+    # (each client's verifier warns when it accepts a development document)
     run = session.run(VerifyKeyService(endpoints=endpoints, keyservice=cfg.keyservice, registry=svc.key_registry,
                                        development_root_pem=root.encode() if root else None,
-                                       accept_development=development))
+                                       accept_development=cfg.keyservice.attestation == "development"))
     digests = {digest for digest, _, _ in run.results}
     if len(digests) != 1:
         raise KeyServiceNotVerifiedError("the key service gave the parties different public material: stopped")
@@ -392,7 +388,8 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
     test_sites = _evaluate_at_sites(cfg, session, model, "test")
     return SecureResult(
         model=model, epochs=tuple(epochs), test=pool(test_sites),
-        sites={"val": report(val_sites), "test": report(test_sites), "min_patients": DEFAULT_MIN_PATIENTS,
+        sites={"val": [a.as_dict() for a in val_sites], "test": [a.as_dict() for a in test_sites],
+               "min_patients": DEFAULT_MIN_PATIENTS,
                "score_bins": DEFAULT_BINS, "val_auc_max_error": auc_max_error(val_sites),
                "test_auc_max_error": auc_max_error(test_sites)},
         epsilon=epochs[-1].epsilon, noise_multiplier=sigma, sample_rate=sample_rate, steps=step,

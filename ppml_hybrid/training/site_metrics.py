@@ -46,7 +46,10 @@ SPLITS = ("val", "test")
 
 @dataclass(frozen=True)
 class EvalRows:
-    """One site's rows of one evaluation split (stay in that site's process)."""
+    """One site's rows of one evaluation split (stay in that site's process).
+
+    Not :class:`ppml_hybrid.data.ImageSet`: these travel in the party processes' inputs, and
+    unpickling an ImageSet imports the data package (MONAI: about 4 s per party process)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -186,12 +189,3 @@ class EvaluateAtSite:
         model.load_state_dict(dict(self.state_dict))
         return site_aggregate(model, getattr(site, self.split, None), site=ctx.rank,
                               num_classes=self.model.num_classes, bins=self.bins, min_patients=self.min_patients)
-
-
-def site_rows(train: PartyRows, *, val: Optional[EvalRows], test: Optional[EvalRows]) -> SiteRows:
-    return SiteRows(images=train.images, labels=train.labels, val=val, test=test)
-
-
-def report(aggregates: Sequence[SiteAggregate]) -> List[Dict[str, Any]]:
-    """Per-site entries for metrics.json."""
-    return [a.as_dict() for a in aggregates]
