@@ -68,6 +68,9 @@ def make_link_identity(common_name: str, *, valid_days: int = 2) -> LinkIdentity
                                      crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                        critical=False)
+        # gRPC checks a server name: every role certificate carries the fixed label the clients
+        # ask for (rpc.options.CLIENT_OPTIONS); the pinned certificate is what authenticates
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

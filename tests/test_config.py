@@ -112,7 +112,7 @@ def test_image_too_small_for_the_pooling():
 
 
 def test_delta_must_be_below_one_over_the_training_rows():
-    from ppml_hybrid.pipeline import _check_privacy_for_data
+    from ppml_hybrid.training.checks import check_privacy_for_data as _check_privacy_for_data
 
     cfg = parse_run_config(_compose("dp.delta=0.001"))
     with pytest.raises(ConfigError, match=r"dp\.delta=0\.001 is not below 1/N"):

@@ -5,7 +5,7 @@ prints pixel values: messages name files, rows, shapes and counts only.
 """
 
 from ppml_hybrid.data.baselines import intensity_baseline_accuracy, intensity_features
-from ppml_hybrid.data.dataset import DataSplits, ImageSet, load_image_set, load_splits
+from ppml_hybrid.data.dataset import DataSplits, ImageSet, load_image_set, load_site_splits, load_splits
 from ppml_hybrid.data.demo import ensure_demo
 from ppml_hybrid.data.readers import read_image
 from ppml_hybrid.data.records import ImageRecord, read_labels_csv
@@ -19,6 +19,7 @@ __all__ = [
     "intensity_baseline_accuracy",
     "intensity_features",
     "load_image_set",
+    "load_site_splits",
     "load_splits",
     "read_image",
     "read_labels_csv",

@@ -80,8 +80,28 @@ def load_splits(
     ``"demo"``: the built-in synthetic set (generated on first use, see :mod:`.demo`);
     ``"nifti"``: ``cfg.labels`` (a labels CSV) with paths under ``cfg.root`` (NIfTI or DICOM).
     """
-    start = time.perf_counter()
     root, labels = _locate(cfg, cache_dir=cache_dir)
+    return _load_folder(cfg, root=root, labels=labels, num_classes=num_classes, progress=progress)
+
+
+def load_site_splits(cfg: DataConfig, *, num_classes: int = 2, progress: bool = False) -> DataSplits:
+    """One hospital's own folder, split by that hospital: ``data.root`` (required) and
+    ``data.labels`` (default: ``labels.csv`` in it). ``data.name`` is not consulted: every site
+    holds an ordinary labelled folder (the one-machine demo writes one per site)."""
+    if cfg.root is None:
+        raise ConfigError("a party reads only its own site's folder: set data.root=/path/to/this/site "
+                          "(and data.labels=FILE if its labels CSV is not data.root/labels.csv)")
+    root = Path(cfg.root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.root={cfg.root!r} is not an existing folder")
+    labels = Path(cfg.labels).expanduser() if cfg.labels is not None else root / LABELS_FILE
+    if not labels.is_absolute() and not labels.exists() and (root / labels).exists():
+        labels = root / labels
+    return _load_folder(cfg, root=root, labels=labels, num_classes=num_classes, progress=progress)
+
+
+def _load_folder(cfg: DataConfig, *, root: Path, labels: Path, num_classes: int, progress: bool) -> DataSplits:
+    start = time.perf_counter()
     records = read_labels_csv(labels, root=root, num_classes=num_classes)
     parts = split_records(
         records,

@@ -12,6 +12,9 @@ Columns (header names are matched case-insensitively, extra columns are ignored)
     used, so every file counts as its own patient.
 ``site`` (optional)
     Which hospital holds the row; empty means unknown (``None``).
+``split`` (optional)
+    ``train``, ``val`` or ``test``: a split the data owner fixed (every row then needs one, and
+    all rows of a patient the same); without the column the patient-level split is drawn.
 
 Every problem is a :class:`~ppml_hybrid.errors.DataError` naming the CSV file, the row (its line
 number in the file, header = row 1, as a spreadsheet shows it) and the offending value, so
@@ -33,7 +36,8 @@ from ppml_hybrid.errors import DataError
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("path", "label")
-OPTIONAL_COLUMNS = ("patient_id", "site")
+OPTIONAL_COLUMNS = ("patient_id", "site", "split")
+SPLIT_NAMES = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class ImageRecord:
     site: Optional[str]
     row: int
     """Line number of the row in the labels CSV (header is row 1), for error messages."""
+    split: Optional[str] = None
+    """The data owner's fixed split (``split`` column), or None."""
 
 
 def read_labels_csv(path: Path | str, *, root: Path | str | None = None, num_classes: int = 2) -> tuple[ImageRecord, ...]:
@@ -149,7 +155,11 @@ def _parse_row(
                         "name only files inside its own data folder, links included)")
     patient = cells[columns["patient_id"]].strip() if "patient_id" in columns else ""
     site = cells[columns["site"]].strip() if "site" in columns else ""
-    return ImageRecord(path=full, label=label, patient_id=patient or raw_path, site=site or None, row=line)
+    split = cells[columns["split"]].strip().lower() if "split" in columns else None
+    if split is not None and split not in SPLIT_NAMES:
+        raise DataError(f"{where}: split {cells[columns['split']].strip()!r} is not one of {', '.join(SPLIT_NAMES)}")
+    return ImageRecord(path=full, label=label, patient_id=patient or raw_path, site=site or None, row=line,
+                       split=split)
 
 
 def parse_label(text: str, *, where: str, num_classes: int) -> int:

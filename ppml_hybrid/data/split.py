@@ -40,6 +40,13 @@ def split_records(
     """
     if not records:
         raise DataError("the dataset is empty: no rows to split")
+    fixed = [r for r in records if r.split is not None]
+    if fixed:
+        if len(fixed) != len(records):
+            missing = next(r for r in records if r.split is None)
+            raise DataError(f"row {missing.row}: the split column is empty here but set elsewhere; give every row "
+                            "train, val or test (or drop the column to draw the split)")
+        return fixed_split(records, num_classes=num_classes)
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise DataError(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) with sum < 1"
@@ -77,6 +84,24 @@ def split_records(
         for i, pid in enumerate(strata[k]):
             assignment[pid] = "test" if i < n_t else "val" if i < n_t + n_v else "train"
     splits = {name: tuple(r for r in records if assignment[r.patient_id] == name) for name in ("train", "val", "test")}
+    _check_classes(splits["train"], by_patient, num_classes)
+    return RecordSplits(**splits)
+
+
+def fixed_split(records: Sequence[ImageRecord], *, num_classes: int = 2) -> RecordSplits:
+    """The split the labels CSV's ``split`` column fixes (every row has one; a patient's rows agree)."""
+    first: dict[str, ImageRecord] = {}
+    for r in records:
+        seen = first.setdefault(r.patient_id, r)
+        if seen.split != r.split:
+            raise DataError(f"row {r.row}: patient {r.patient_id!r} is in split {r.split!r} here and in "
+                            f"{seen.split!r} at row {seen.row}: one patient's rows must share a split")
+    splits = {name: tuple(r for r in records if r.split == name) for name in ("train", "val", "test")}
+    if not splits["train"]:
+        raise DataError("the split column puts no row in train")
+    by_patient: dict[str, list[ImageRecord]] = {}
+    for r in records:
+        by_patient.setdefault(r.patient_id, []).append(r)
     _check_classes(splits["train"], by_patient, num_classes)
     return RecordSplits(**splits)
 

@@ -63,16 +63,16 @@ UNION_BITS = 10
 DEFAULT_HIDING_BITS = 38
 
 
-def hiding_bits_for(*, masked_slots: int) -> int:
-    """H for a run: 38, or more where ``masked_slots * 2^-H <= 2^-10`` needs it (union bound)."""
-    import math
+def masked_value_budget(hiding_bits: int) -> int:
+    """How many masked values K may decrypt in one lifetime with H bits of hiding: the union bound
+    ``values * 2^-H <= 2^-UNION_BITS`` (K refuses rounds beyond it; see keyservice.rounds)."""
+    return 2 ** max(0, hiding_bits - UNION_BITS)
 
-    return max(DEFAULT_HIDING_BITS, math.ceil(math.log2(max(1, masked_slots))) + UNION_BITS)
 
-
-def with_hiding_bits(run: HERunSpec, *, masked_slots: int) -> HERunSpec:
-    """``run`` with ``he.mask_hiding_bits`` resolved (kept when the config sets it)."""
+def resolved_hiding(run: HERunSpec) -> HERunSpec:
+    """``run`` with ``he.mask_hiding_bits`` resolved from the config alone: the configured H, or
+    :data:`DEFAULT_HIDING_BITS`. Every role computes the same spec without knowing the data
+    size; K enforces the matching lifetime budget (:func:`masked_value_budget`)."""
     if run.he.mask_hiding_bits is not None:
         return run
-    he = dataclasses.replace(run.he, mask_hiding_bits=hiding_bits_for(masked_slots=masked_slots))
-    return dataclasses.replace(run, he=he)
+    return dataclasses.replace(run, he=dataclasses.replace(run.he, mask_hiding_bits=DEFAULT_HIDING_BITS))

@@ -34,12 +34,16 @@ class RunningKeyService:
         self.server.stop(grace=1.0).wait()
 
 
-def start_key_service(*, spec: Any, kms: Any = None, producer: Any = None) -> RunningKeyService:
+def start_key_service(*, spec: Any, kms: Any = None, producer: Any = None,
+                      server_identity: Any = None) -> RunningKeyService:
     """Generate (or unseal) the keys for ``spec`` (a KeyServiceSpec) and serve K in this process.
 
     ``producer``: the attestation producer (default from ``keyservice.attestation``). With
     ``keyservice.sealed_key_path`` set, ``kms`` (a KmsClient) seals fresh keys to that file, or
     unseals the keys found there (same public material as before the restart).
+    ``server_identity``: K's TLS identity (a :class:`~ppml_hybrid.rpc.tls.ServerIdentity`; the
+    consortium role's own certificate); default a fresh self-signed one. Either way the
+    attestation binds it.
     """
     from ppml_hybrid.keyservice.attestor import KeyAttestor, make_producer
     from ppml_hybrid.keyservice.rounds import RoundBook
@@ -54,7 +58,7 @@ def start_key_service(*, spec: Any, kms: Any = None, producer: Any = None) -> Ru
     vault, published = _load_or_make_keys(spec=spec, kms=kms, producer=producer)
     book = RoundBook(parties=spec.run.parties, round_quota=ks.round_quota, max_open_rounds=ks.max_open_rounds,
                      hiding_bits=published.hiding_bits, max_mask_bits=published.max_mask_bits)
-    identity = self_signed_server(common_name="ppml-hybrid key service")
+    identity = server_identity or self_signed_server(common_name="ppml-hybrid key service")
     attestor = KeyAttestor.build(producer=producer, published=published, keyservice=ks,
                                  tls_trust_pem=identity.trust_pem, registry=spec.registry)
     servicer = KeyServiceServicer(vault=vault, book=book, registry=spec.registry, published=published,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from opacus.accountants.utils import get_noise_multiplier
-
 from ppml_hybrid.config import DPConfig
 from ppml_hybrid.errors import ConfigError
 
@@ -14,6 +12,10 @@ def resolve_noise_multiplier(dp: DPConfig, *, sample_rate: float, steps: int) ->
         if dp.noise_multiplier is None:
             raise ConfigError("dp needs dp.noise_multiplier or dp.target_epsilon (or dp=off)")
         return dp.noise_multiplier
+    # imported here: Opacus takes about 4 s to import, which a party process with a fixed
+    # noise multiplier need not pay
+    from opacus.accountants.utils import get_noise_multiplier
+
     try:
         return float(
             get_noise_multiplier(

@@ -119,6 +119,9 @@ class VerifyKeyService:
     # the launching host's own choice (never a shared config key): the one-machine launcher sets
     # it for the K it started itself on loopback
     accept_development: bool = False
+    # return the verified encryption material at every party (the role process keeps it), not
+    # only at party 0 (the local orchestrator collects it once)
+    return_material: bool = False
 
     def __call__(self, ctx: Any, inputs: Any) -> Tuple[str, bool, Optional[PublicMaterial]]:
         from ppml_hybrid.keyservice.client import PartyKeyClient
@@ -138,7 +141,8 @@ class VerifyKeyService:
             client.close()
         digest = encryption_only(published.material).digest()
         ctx.session[VERIFIED_KEY_SERVICE] = (ep.key_address, ep.key_trust_pem, digest)
-        return digest, bool(payload.development), encryption_only(published.material) if ctx.rank == 0 else None
+        return digest, bool(payload.development), (encryption_only(published.material)
+                                                if ctx.rank == 0 or self.return_material else None)
 
     def _check_registry(self, ctx: Any, credential: Credential) -> None:
         """Whom K will decrypt for must be exactly the parties this party authenticated: its own

@@ -54,16 +54,21 @@ def _service_boundary(name: str, context: grpc.ServicerContext) -> Iterator[None
 
 def start_server(*, address: str, credentials: grpc.ServerCredentials, register: Callable[[grpc.Server], None],
                  wire_log: Optional[str] = None, workers: int = 16) -> Tuple[grpc.Server, str]:
-    """Start a TLS server bound to ``address`` (loopback only); return it and the bound address."""
+    """Start a mutual-TLS server bound to ``address`` (``host:port``; port 0 picks one); return it
+    and the bound address. Across hosts a service binds its consortium address (or 0.0.0.0)."""
     host, _, port = address.rpartition(":")
-    if host not in (LOOPBACK, "localhost"):
-        raise ConfigError(f"services bind to loopback only in this version; got address {address!r}")
+    if not host or not port.isdigit():
+        raise ConfigError(f"a service address is host:port; got {address!r}")
+    host = LOOPBACK if host == "localhost" else host
     interceptors = (ServerRecorder(WireLog(path=wire_log)),) if wire_log else ()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS,
                          interceptors=interceptors)
     register(server)
-    bound = server.add_secure_port(f"{LOOPBACK}:{int(port or 0)}", credentials)
+    try:
+        bound = server.add_secure_port(f"{host}:{int(port)}", credentials)
+    except RuntimeError:
+        bound = 0
     if not bound:
-        raise ConfigError(f"cannot bind {address!r}")
+        raise ConfigError(f"cannot listen on {address!r}: the port is in use or the address is not this host's")
     server.start()
-    return server, f"{LOOPBACK}:{bound}"
+    return server, f"{host}:{bound}"

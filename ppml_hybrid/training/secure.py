@@ -1,49 +1,42 @@
-"""Encrypted training (``mode=hybrid``), orchestrated from the user's process.
+"""The coordinator's side of encrypted training (``mode=hybrid``): schedule, public update,
+accountant, metrics. It holds no scan, no share and no key.
 
-The orchestrator starts the parties and the dealer once (a
-:class:`~ppml_hybrid.smpc_stage.launcher.PartySession`), giving each party its OWN rows; each
-process makes its own key pair. ``split_layer = L``: every block under MPC
-(:mod:`ppml_hybrid.protocols.mpc_train_step`). ``split_layer < L``: the orchestrator then starts
-the key service K and the HE evaluator E (gRPC over mutual TLS, pinning each party's own
-certificate), and every party verifies K's attestation itself; blocks s+1..L then run at E
-(:mod:`ppml_hybrid.protocols.hybrid_train_step`). Each step the orchestrator sends every party
-the step program with the current public weights; the parties sample, share, train and open only the noised gradient
-sums; the orchestrator then applies the public update (the same optimiser as plaintext mode),
-steps the accountant and reports progress. ``dp=off`` runs the same pipeline without
-clipping or noise and opens exact gradient sums: a non-private reference (benchmarks), never
-for real data.
+:func:`coordinate` drives any :class:`SiteSession` (the parties, however they are reached):
+each step it sends every party the public weights and the step number; the parties sample,
+share, train and open only the noised gradient sums; the coordinator checks they all opened
+the same sums, applies the public update (the same optimiser as plaintext mode), steps the
+accountant and reports progress. Each epoch every site evaluates its own validation rows with
+the public model and only aggregates come back (:mod:`.site_metrics`). ``dp=off`` runs the
+same pipeline without clipping or noise and opens exact gradient sums: a non-private
+reference (benchmarks), never for real data.
 
-Rows are assigned to parties by the CSV's ``site`` column when every row has one (one site per
-party), otherwise by a stable hash of the patient id, so one patient's slices stay with one
-party. Validation here is computed by the orchestrator with the public model; on one machine
-it is the data owners' own process (across hosts each owner would evaluate its own split).
+The deployed roles (:mod:`ppml_hybrid.roles`) reach the parties over the control channel;
+:class:`LocalSites` reaches parties of an in-process
+:class:`~ppml_hybrid.smpc_stage.launcher.PartySession` (protocol tests and benchmarks that
+hand rows to the parties directly; :func:`step_factory` builds their programs).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import torch
 from opacus.accountants import create_accountant
 from tqdm import tqdm
 
-from ppml_hybrid.config import RunConfig, run_digest
+from ppml_hybrid.config import RunConfig
 from ppml_hybrid.data import DataSplits, ImageSet
+from ppml_hybrid.data.sites import owners
 from ppml_hybrid.errors import ConfigError
 from ppml_hybrid.model import BlockModel, build_model
-from ppml_hybrid.privacy.accounting import resolve_noise_multiplier
-from ppml_hybrid.privacy.batch_count import (
-    CountNoise, effective_noise_multiplier, gradient_noise_for, padding_failure_delta,
-)
-from ppml_hybrid.protocols.dp_step import DPStepParams
-from ppml_hybrid.protocols.mpc_train_step import MPCTrainStep, PartyRows, StepOutput
+from ppml_hybrid.protocols.mpc_train_step import PartyRows, StepOutput
+from ppml_hybrid.smpc_stage.errors import MPCError
 from ppml_hybrid.smpc_stage.cost_model import STANDARD_PROFILES, project_step
 from ppml_hybrid.smpc_stage.launcher import PartySession
 from ppml_hybrid.smpc_stage.transport import ChannelTraffic, Traffic
@@ -52,23 +45,14 @@ from ppml_hybrid.training.site_metrics import (
     DEFAULT_BINS, DEFAULT_MIN_PATIENTS, EvalRows, EvaluateAtSite, SiteAggregate, SiteRows, auc_max_error, pool,
 )
 from ppml_hybrid.training.optim import make_optimizer, make_schedule
-from ppml_hybrid.training.sampling import PoissonSchedule
+from ppml_hybrid.training.plan import HybridContext, RunPlan, he_run_spec, is_all_mpc, split_clip, step_program
 
 log = logging.getLogger(__name__)
 ETA_AFTER_STEPS = 3  # log the run's expected duration after this many steps
 
 
 def _owners(data: ImageSet, *, parties: int) -> List[int]:
-    """Which party owns each row: by ``site`` if every row has one, else by a hash of the patient."""
-    if all(s is not None for s in data.sites) and len(data):
-        sites = sorted(set(data.sites))
-        if len(sites) != parties:
-            raise ConfigError(
-                f"the labels CSV names {len(sites)} sites ({', '.join(sites)}) but smpc.parties={parties}: "
-                "each site is one party; set smpc.parties or drop the site column"
-            )
-        return [sites.index(s) for s in data.sites]
-    return [int.from_bytes(hashlib.sha256(p.encode()).digest()[:4], "big") % parties for p in data.patient_ids]
+    return owners(list(data.sites), list(data.patient_ids), parties=parties)
 
 
 def assign_rows(data: ImageSet, *, parties: int) -> List[PartyRows]:
@@ -151,93 +135,73 @@ class SecureResult:
         }
 
 
-def train_secure(cfg: RunConfig, splits: DataSplits, *, networks: Sequence[Any] = ()) -> SecureResult:
-    """Train under encryption; ``networks`` are extra profiles to project step time onto."""
+class SiteSession(Protocol):
+    """The parties as the coordinator sees them: one call per step or evaluation, all parties."""
+
+    def step(self, step: int, state: Dict[str, torch.Tensor]) -> "StepRun": ...
+
+    def evaluate(self, split: str, state: Dict[str, torch.Tensor]) -> List[SiteAggregate]: ...
+
+
+@dataclass(frozen=True)
+class StepRun:
+    results: Tuple[StepOutput, ...]  # rank order
+    wall_s: float
+
+
+class LocalSites:
+    """:class:`SiteSession` over an in-process :class:`PartySession` (module doc)."""
+
+    def __init__(self, cfg: RunConfig, session: PartySession, make_program: Any) -> None:
+        self._cfg, self._session, self._make = cfg, session, make_program
+
+    def step(self, step: int, state: Dict[str, torch.Tensor]) -> StepRun:
+        run = self._session.run(self._make(step, state))
+        return StepRun(results=tuple(run.results), wall_s=run.wall_s)
+
+    def evaluate(self, split: str, state: Dict[str, torch.Tensor]) -> List[SiteAggregate]:
+        return list(self._session.run(EvaluateAtSite(model=self._cfg.model, state_dict=state,
+                                                     image_size=self._cfg.data.image_size, split=split,
+                                                     split_clip=split_clip(self._cfg))).results)
+
+
+def coordinate(cfg: RunConfig, sites: SiteSession, plan: RunPlan, *, networks: Sequence[Any] = ()) -> SecureResult:
+    """Train under encryption through ``sites`` (module doc); ``networks`` are extra profiles to
+    project step time onto."""
     torch.set_num_threads(cfg.train.num_threads)
-    rows = site_data(splits, parties=cfg.smpc.parties)
-    n = len(splits.train)
-    log.info("parties hold %s training rows (and their own validation and test rows)",
-             ", ".join(str(len(r.labels)) for r in rows))
-    # the hybrid model clips each sample's split activations to he.split_norm_bound (what enters HE)
-    split_clip = _split_clip(cfg)
-    model = build_model(cfg.model, image_size=cfg.data.image_size, seed=cfg.seed, split_clip=split_clip)
+    model = build_model(cfg.model, image_size=cfg.data.image_size, seed=cfg.seed, split_clip=split_clip(cfg))
     optimizer = make_optimizer(cfg, model)
-    plan = PoissonSchedule.of(rows=n, batch_size=cfg.train.batch_size, epochs=cfg.train.epochs,
-                              max_steps=cfg.train.max_steps)
-    sample_rate, total_steps = plan.sample_rate, plan.total_steps
-    schedule = make_schedule(cfg, optimizer, total_steps)
+    schedule = make_schedule(cfg, optimizer, plan.schedule.total_steps)
     n_blocks = len(cfg.model.blocks)
     stages = (f"blocks 1..{cfg.split_layer} under MPC and {cfg.split_layer + 1}..{n_blocks} under HE"
               if cfg.split_layer < n_blocks else f"all {n_blocks} blocks under MPC")
-    count_noise: Optional[CountNoise] = None
-    privacy: Dict[str, Any] = {}
-    if cfg.dp.enabled:
-        count_noise = CountNoise(std=cfg.dp.count_noise)
-        sigma, sigma_eff = _noise_multipliers(cfg, sample_rate=sample_rate, steps=total_steps)
-        dp: Optional[DPStepParams] = DPStepParams(max_grad_norm=cfg.dp.max_grad_norm, noise_multiplier=sigma,
-                                                  parties=cfg.smpc.parties)
+    accountant = None
+    if plan.dp is not None:
         accountant = create_accountant(cfg.dp.accountant)
-        delta_padding = padding_failure_delta(steps=total_steps, parties=cfg.smpc.parties)
-        privacy = {"gradient_noise_multiplier": sigma, "count_noise_rows": cfg.dp.count_noise,
-                   "accounted_noise_multiplier": sigma_eff, "delta": cfg.dp.delta,
-                   "delta_padding_failure": delta_padding, "delta_total": cfg.dp.delta + delta_padding}
         log.info("DP-SGD with %s: %d parties + dealer, noise multiplier %.4f (each party adds std %.4g), "
                  "clip %.3g, sample rate %.4f, %d steps; batch sizes released with noise std %g rows, so the "
-                 "accountant counts noise multiplier %.4f", stages, cfg.smpc.parties, sigma, dp.noise_std_per_party,
-                 cfg.dp.max_grad_norm, sample_rate, total_steps, cfg.dp.count_noise, sigma_eff)
+                 "accountant counts noise multiplier %.4f", stages, cfg.smpc.parties, plan.sigma,
+                 plan.dp.noise_std_per_party, cfg.dp.max_grad_norm, plan.schedule.sample_rate,
+                 plan.schedule.total_steps, cfg.dp.count_noise, plan.sigma_eff)
     else:
-        sigma, sigma_eff, dp, accountant = 0.0, 0.0, None, None
         log.warning("dp=off: NON-PRIVATE run (%s): every step opens the exact gradient sums, which leak the "
                     "batch. For reference runs and benchmarks only, never for real patients' data.", stages)
-
-    with contextlib.ExitStack() as stack:
-        log.info("starting %d party processes and the dealer ...", cfg.smpc.parties)
-        session = stack.enter_context(PartySession(smpc=cfg.smpc, party_inputs=party_inputs_for(cfg, rows),
-                                                   run_digest=run_digest(cfg)))
-        make_program = step_factory(cfg, stack, session, dp=dp, sample_rate=sample_rate,
-                                    expected_batch=sample_rate * n, total_steps=total_steps,
-                                    count_noise=count_noise)
-        result = _loop(cfg, splits, model, optimizer, schedule, accountant, make_program, session,
-                       sigma=sigma, sigma_eff=sigma_eff, plan=plan, networks=networks)
-        return dataclasses.replace(result, privacy=privacy)
+    result = _loop(cfg, model, optimizer, schedule, accountant, sites, plan=plan, networks=networks)
+    return dataclasses.replace(result, privacy=dict(plan.privacy))
 
 
-def _split_clip(cfg: RunConfig) -> Optional[Tuple[int, float]]:
-    return (cfg.split_layer, cfg.he.split_norm_bound) if cfg.split_layer < len(cfg.model.blocks) else None
+def _state(model: BlockModel) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _evaluate_at_sites(cfg: RunConfig, session: PartySession, model: BlockModel, split: str) -> List[SiteAggregate]:
+def _evaluate_at_sites(sites: SiteSession, model: BlockModel, split: str) -> List[SiteAggregate]:
     """Every site evaluates its own ``split`` rows with the public model; only aggregates come back."""
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    run = session.run(EvaluateAtSite(model=cfg.model, state_dict=state, image_size=cfg.data.image_size, split=split,
-                                     split_clip=_split_clip(cfg)))
-    aggs = list(run.results)
+    aggs = list(sites.evaluate(split, _state(model)))
     hidden = [a.site for a in aggs if a.suppressed]
     if hidden:
         log.warning("%s metrics of site(s) %s suppressed: fewer than %d patients there; pooled over the others",
                     split, ", ".join(str(h) for h in hidden), DEFAULT_MIN_PATIENTS)
     return aggs
-
-
-def _noise_multipliers(cfg: RunConfig, *, sample_rate: float, steps: int) -> Tuple[float, float]:
-    """(sigma the parties add, sigma_eff the accountant counts with the noisy batch sizes)."""
-    if cfg.dp.target_epsilon is not None:
-        sigma_eff = resolve_noise_multiplier(cfg.dp, sample_rate=sample_rate, steps=steps)
-        return gradient_noise_for(sigma_eff=sigma_eff, count_std=cfg.dp.count_noise), sigma_eff
-    sigma = resolve_noise_multiplier(cfg.dp, sample_rate=sample_rate, steps=steps)
-    return sigma, effective_noise_multiplier(sigma=sigma, count_std=cfg.dp.count_noise)
-
-
-def _resolve_hiding(run: Any, *, total_steps: int) -> Any:
-    """``he.mask_hiding_bits`` for this run: the config's, or derived from every slot K will decrypt."""
-    from ppml_hybrid.he_stage.context import build_context
-    from ppml_hybrid.he_stage.runspec import run_layout, run_params, with_hiding_bits
-    from ppml_hybrid.protocols.hybrid_train_step import masked_slots_per_step
-
-    slots = build_context(params=run_params(spec=run)).info.slots
-    per_step = masked_slots_per_step(model=run.model, split_layer=run.split_layer, image_size=run.image_size,
-                                     layout=run_layout(spec=run, slots=slots))
-    return with_hiding_bits(run, masked_slots=per_step * total_steps)
 
 
 def party_inputs_for(cfg: RunConfig, rows: List[PartyRows]) -> List[Any]:
@@ -249,55 +213,26 @@ def party_inputs_for(cfg: RunConfig, rows: List[PartyRows]) -> List[Any]:
     return [HybridPartyInputs(rows=r) for r in rows]
 
 
-def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, session: PartySession, *, dp: Optional[DPStepParams],
-                 sample_rate: float, expected_batch: float, total_steps: int,
-                 count_noise: Optional[CountNoise] = None):
-    """The per-step party program; when blocks run under HE, starts K and E (pinning each party's
-    own certificate) and has every party verify K's attestation itself."""
-    n_blocks = len(cfg.model.blocks)
-    if cfg.split_layer == n_blocks:
-        def all_mpc(step: int, state: Dict[str, torch.Tensor]) -> MPCTrainStep:
-            return MPCTrainStep(model=cfg.model, state_dict=state, image_size=cfg.data.image_size,
-                                sample_rate=sample_rate, dp=dp, count_noise=count_noise)
-        return all_mpc
-    from ppml_hybrid.he_stage.runspec import HERunSpec
-    from ppml_hybrid.protocols.hybrid_train_step import HybridTrainStep, ServiceEndpoints
-    from ppml_hybrid.protocols.params import ConversionParams
+def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, session: PartySession, plan: RunPlan) -> Any:
+    """The per-step party program of an in-process session (:class:`LocalSites`); when blocks run
+    under HE, starts K and E on this machine (pinning each party's own certificate) and has every
+    party verify K's attestation itself."""
+    if is_all_mpc(cfg):
+        return lambda step, state: step_program(cfg, plan, step=step, state=state)
+    from ppml_hybrid.protocols.hybrid_train_step import ServiceEndpoints
     from ppml_hybrid.rpc.local import start_local_he_services
 
-    # The slot layout is fixed per run: room for a padded Poisson batch 7 standard deviations above its mean.
-    parties = cfg.smpc.parties
-    padding_mean = parties * count_noise.mean_padding if count_noise is not None else 0.0
-    padding_var = parties * count_noise.std ** 2 if count_noise is not None else 0.0
-    capacity = int(expected_batch + padding_mean + 7 * math.sqrt(expected_batch + padding_var) + 8)
-    run = HERunSpec(he=cfg.he, model=cfg.model, split_layer=cfg.split_layer, image_size=cfg.data.image_size,
-                    parties=cfg.smpc.parties, batch_capacity=capacity)
-    run = _resolve_hiding(run, total_steps=total_steps)
+    run = he_run_spec(cfg)
     log.info("starting the key service and the HE evaluator (%s, batch capacity %d, HE->SS masks with %d bits of "
-             "hiding per slot) ...", cfg.he.name, capacity, run.he.mask_hiding_bits)
+             "hiding per slot) ...", cfg.he.name, run.batch_capacity, run.he.mask_hiding_bits)
     svc = stack.enter_context(start_local_he_services(
         run=run, keyservice=cfg.keyservice, party_certs=session.party_certificates(),
         accept_development_attestation=cfg.keyservice.attestation == "development", log_dir=cfg.output_dir))
     endpoints = ServiceEndpoints(key_address=svc.key_service.address, key_trust_pem=svc.key_service.trust_pem,
                                  evaluator_address=svc.evaluator.address, evaluator_trust_pem=svc.evaluator.trust_pem)
-    # Each party verifies K itself; the steps then carry only the context and public key, which
-    # every party checks against the one it verified.
     material = _verified_at_every_party(cfg, svc, session, endpoints)
-    conversion = ConversionParams(parties=cfg.smpc.parties, scale_bits=cfg.he.scale_bits)
-    delta_conversion = ConversionParams(parties=cfg.smpc.parties, scale_bits=cfg.he.scale_bits,
-                                        integer_bits=cfg.he.delta_clamp_bits)
-
-    def hybrid(step: int, state: Dict[str, torch.Tensor]) -> HybridTrainStep:
-        program = HybridTrainStep(model=cfg.model, state_dict=state, image_size=cfg.data.image_size,
-                                  split_layer=cfg.split_layer, sample_rate=sample_rate, batch_capacity=capacity,
-                                  dp=dp, material=material, conversion=conversion, endpoints=endpoints,
-                                  step_id=step + 1, first_round=0, hiding_bits=run.he.mask_hiding_bits,
-                                  max_mask_bits=run.he.max_mask_bits, split_norm_bound=run.he.split_norm_bound,
-                                  delta_conversion=delta_conversion, count_noise=count_noise)
-        # K accepts round ids in order only: every step uses the same number of rounds.
-        return dataclasses.replace(program, first_round=step * program.rounds_per_step())
-
-    return hybrid
+    hybrid = HybridContext(endpoints=endpoints, material=material, spec=run)
+    return lambda step, state: step_program(cfg, plan, step=step, state=state, hybrid=hybrid)
 
 
 def _verified_at_every_party(cfg: RunConfig, svc: Any, session: PartySession, endpoints: Any) -> Any:
@@ -324,10 +259,10 @@ def _verified_at_every_party(cfg: RunConfig, svc: Any, session: PartySession, en
     return material
 
 
-def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torch.optim.Optimizer, schedule: Any,
-          accountant: Any, make_program: Any, session: PartySession, *, sigma: float, sigma_eff: float,
-          plan: PoissonSchedule, networks: Sequence[Any]) -> "SecureResult":
-    sample_rate, total_steps, steps_per_epoch = plan.sample_rate, plan.total_steps, plan.steps_per_epoch
+def _loop(cfg: RunConfig, model: BlockModel, optimizer: torch.optim.Optimizer, schedule: Any, accountant: Any,
+          sites: SiteSession, *, plan: RunPlan, networks: Sequence[Any]) -> "SecureResult":
+    sample_rate, total_steps = plan.schedule.sample_rate, plan.schedule.total_steps
+    steps_per_epoch, sigma, sigma_eff = plan.schedule.steps_per_epoch, plan.sigma, plan.sigma_eff
     # train.max_steps can end the run before train.epochs: the bar counts the epochs that run
     epochs_run = min(cfg.train.epochs, -(-total_steps // max(steps_per_epoch, 1)))
     step, epochs, step_seconds = 0, [], []
@@ -340,10 +275,9 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
         bar = tqdm(range(todo), desc=f"epoch {epoch}/{epochs_run} (split {cfg.split_layer})", unit="step",
                    disable=not cfg.train.progress, leave=False)
         for _ in bar:
-            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            run = session.run(make_program(step, state))
+            run = sites.step(step, _state(model))
             out = _agree(run.results)
-            _apply(model, optimizer, out, expected_batch=plan.expected_batch)
+            _apply(model, optimizer, out, expected_batch=plan.schedule.expected_batch)
             schedule.step()
             if accountant is not None:
                 accountant.step(noise_multiplier=sigma_eff, sample_rate=sample_rate)
@@ -364,7 +298,7 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
                 log.info("about %.1f s per step: the remaining %d steps need about %.0f min",
                          per_step, total_steps - step, per_step * (total_steps - step) / 60)
         bar.close()
-        val_sites = _evaluate_at_sites(cfg, session, model, "val")
+        val_sites = _evaluate_at_sites(sites, model, "val")
         val = pool(val_sites)
         eps = float(accountant.get_epsilon(delta=cfg.dp.delta)) if accountant is not None else None
         epochs.append(SecureEpoch(epoch, step, val, eps, time.perf_counter() - start))
@@ -385,7 +319,7 @@ def _loop(cfg: RunConfig, splits: DataSplits, model: BlockModel, optimizer: torc
     projections = {}
     for net in (cfg.network, *STANDARD_PROFILES, *networks):
         projections[net.name] = project_step(traffic_per_party=per_step, compute_s=compute_s, network=net).total_s
-    test_sites = _evaluate_at_sites(cfg, session, model, "test")
+    test_sites = _evaluate_at_sites(sites, model, "test")
     return SecureResult(
         model=model, epochs=tuple(epochs), test=pool(test_sites),
         sites={"val": [a.as_dict() for a in val_sites], "test": [a.as_dict() for a in test_sites],
@@ -436,7 +370,7 @@ def _agree(results: Sequence[StepOutput]) -> StepOutput:
         if r.batch_size != first.batch_size or any(
             not torch.equal(r.noised_sums[k], first.noised_sums[k]) for k in first.noised_sums
         ):
-            raise RuntimeError("parties opened different gradient sums: the MPC is out of sync")
+            raise MPCError("parties opened different gradient sums: the MPC is out of sync; stopped")
     return first
 
 
@@ -446,7 +380,7 @@ def _apply(model: BlockModel, optimizer: torch.optim.Optimizer, out: StepOutput,
     params = dict(model.named_parameters())
     missing = set(params) - set(out.noised_sums)
     if missing:
-        raise RuntimeError(f"the MPC step returned no gradient for {sorted(missing)}")
+        raise MPCError(f"the MPC step returned no gradient for {sorted(missing)}; stopped")
     for name, p in params.items():
         p.grad = out.noised_sums[name].reshape(p.shape).to(p.dtype) / expected_batch
     optimizer.step()

@@ -65,6 +65,17 @@ class SiteRows(PartyRows):
     test: Optional[EvalRows] = None
 
 
+def eval_rows(data: Any) -> EvalRows:
+    """An ImageSet's rows as this site's evaluation rows."""
+    return EvalRows(images=data.images, labels=data.labels, patient_ids=tuple(data.patient_ids))
+
+
+def site_rows(splits: Any) -> SiteRows:
+    """A site's own DataSplits as what its party process holds."""
+    return SiteRows(images=splits.train.images, labels=splits.train.labels, val=eval_rows(splits.val),
+                    test=eval_rows(splits.test))
+
+
 @dataclass(frozen=True)
 class SiteAggregate:
     """What one site reports for one split (module doc, step 3); ``suppressed``: nothing else."""

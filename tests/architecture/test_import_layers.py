@@ -16,10 +16,11 @@ ROOT = Path(__file__).resolve().parents[2] / "ppml_hybrid"
 
 # (module prefix, layer): the longest matching prefix decides; higher layers may import lower.
 LAYERS: Tuple[Tuple[str, int], ...] = (
-    ("ppml_hybrid.__main__", 6),
-    ("ppml_hybrid.pipeline", 6),
-    ("ppml_hybrid.sweep", 6),
-    ("ppml_hybrid.training", 5),  # coordinator and party roles of the one-machine run
+    ("ppml_hybrid.__main__", 7),
+    ("ppml_hybrid.pipeline", 7),
+    ("ppml_hybrid.sweep", 7),
+    ("ppml_hybrid.roles", 6),  # the deployable roles (party, dealer, K, E, coordinator) and their launcher
+    ("ppml_hybrid.training", 5),  # the coordinator's training loop, the run plan, site metrics
     ("ppml_hybrid.keyservice", 5),  # role K
     ("ppml_hybrid.he_stage.evaluator", 5),  # role E
     ("ppml_hybrid.protocols", 4),

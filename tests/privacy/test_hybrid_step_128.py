@@ -1,7 +1,7 @@
 """Slow: one full hybrid DP step with the default 128-bit CKKS parameters (he=ckks_128).
 
-relu_cnn, split 3, 2 parties, 8x8 images, a tiny batch, through ``train_secure`` (K and E as
-processes). Checks the step completes, the parties opened one noised sum per trainable
+relu_cnn, split 3, 2 parties, 8x8 images, a tiny batch, through the deployed roles (K, E, the
+dealer and the parties as processes, ``roles.local.train_local``). Checks the step completes, the parties opened one noised sum per trainable
 parameter (finite, the right shape) and the public model changed by exactly that update.
 """
 
@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from ppml_hybrid.config import parse_run_config
 from ppml_hybrid.data import DataSplits, ImageSet
 from ppml_hybrid.model import build_model
+from ppml_hybrid.roles.local import train_local
 from ppml_hybrid.training import secure
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -49,7 +50,7 @@ def test_one_hybrid_step_with_128_bit_parameters(monkeypatch):
     monkeypatch.setattr(secure, "_apply", spy)
     splits = DataSplits(train=_set(12, 0), val=_set(6, 1), test=_set(6, 2))
     before = build_model(cfg.model, image_size=IMAGE, seed=cfg.seed).state_dict()
-    result = secure.train_secure(cfg, splits)
+    result = train_local(cfg, splits=splits)
 
     assert result.steps == 1 and len(opened) == 1 and result.epsilon is not None and result.epsilon > 0
     out = opened[0]

@@ -30,6 +30,7 @@ from ppml_hybrid.rpc.errors import PermissionDeniedError
 from ppml_hybrid.rpc.tls import _issue, fingerprint
 from ppml_hybrid.smpc_stage.errors import PartyCrashedError
 from ppml_hybrid.smpc_stage.launcher import PartySession
+from ppml_hybrid.training.plan import plan_run
 from ppml_hybrid.training.secure import step_factory
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -49,9 +50,8 @@ def running():
     (one per test: an attack that works stops the session)."""
     import contextlib
 
-    from ppml_hybrid.protocols.dp_step import DPStepParams
 
-    cfg = _cfg("dp.noise_multiplier=1.0")
+    cfg = _cfg("dp.noise_multiplier=1.0", f"train.batch_size={2 * ROWS}", "train.max_steps=2")
     g = torch.Generator().manual_seed(3)
     rows = [PartyRows(images=torch.randn(ROWS, 1, IMAGE, IMAGE, generator=g), labels=torch.tensor([0, 1, 0, 1]))
             for _ in range(2)]
@@ -67,9 +67,7 @@ def running():
     with contextlib.ExitStack() as stack, pytest.MonkeyPatch.context() as mp:
         mp.setattr(local, "start_local_he_services", recording_start)
         session = stack.enter_context(PartySession(smpc=cfg.smpc, party_inputs=[HybridPartyInputs(rows=r) for r in rows]))
-        n = 2 * ROWS
-        make = step_factory(cfg, stack, session, dp=DPStepParams(max_grad_norm=1.0, noise_multiplier=1.0, parties=2),
-                            sample_rate=1.0, expected_batch=float(n), total_steps=2)
+        make = step_factory(cfg, stack, session, plan_run(cfg, train_rows=(ROWS, ROWS)))
         yield cfg, session, make, started[0]
 
 

@@ -1,4 +1,5 @@
-"""All-MPC DP training (split_layer = L) tracks plaintext training of the same model."""
+"""Encrypted training through the deployed roles (one process per party reading only its own site
+folder, the dealer, K and E, the coordinator here) tracks plaintext training of the same model."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from ppml_hybrid.errors import ConfigError
 from ppml_hybrid.model import build_model
 from ppml_hybrid.protocols.dp_step import CLIP_MARGIN_BITS
 from ppml_hybrid.training.optim import make_optimizer, make_schedule
-from ppml_hybrid.training.secure import assign_rows, train_secure
+from ppml_hybrid.roles.local import train_local
+from ppml_hybrid.training.secure import assign_rows
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 IMAGE = 8
@@ -58,26 +60,40 @@ def _plaintext_twin(cfg, train: ImageSet, steps: int):
     return model
 
 
-def _train_against_twin(cfg, *, n: int, steps: int):
+def _loaded_train_rows(cfg, splits, tmp_path) -> ImageSet:
+    """The training rows as the parties read them back from their site folders (NIfTI, normalised)."""
+    import dataclasses
+
+    from ppml_hybrid.data import load_site_splits
+    from ppml_hybrid.data.sites import write_site_sets
+
+    folders = write_site_sets(splits, parties=cfg.smpc.parties, out_dir=tmp_path)
+    parts = [load_site_splits(dataclasses.replace(cfg.data, root=str(f))).train for f in folders]
+    return ImageSet(images=torch.cat([p.images for p in parts]), labels=torch.cat([p.labels for p in parts]),
+                    patient_ids=sum((p.patient_ids for p in parts), ()), sites=sum((p.sites for p in parts), ()),
+                    sources=sum((p.sources for p in parts), ()))
+
+
+def _train_against_twin(cfg, *, n: int, steps: int, tmp_path: Path):
     """Encrypted training and its plaintext twin on the same rows; max |weight difference| per tensor.
 
     The 1e-3 bound the tests use: fixed point f=16 (2^-16 ~ 1.5e-5 per value) through softmax,
     clipping and a few momentum steps at lr 0.05; the differences are printed on failure.
     """
     splits = DataSplits(train=_set(n, 0), val=_set(6, 1), test=_set(6, 2))
-    result = train_secure(cfg, splits)
-    twin = _plaintext_twin(cfg, splits.train, steps)
+    result = train_local(cfg, splits=splits)
+    twin = _plaintext_twin(cfg, _loaded_train_rows(cfg, splits, tmp_path), steps)
     diffs = {name: float((got - want).abs().max())
              for (name, got), (_, want) in zip(result.model.state_dict().items(), twin.state_dict().items())}
     return result, diffs
 
 
 @pytest.mark.parametrize("model_name", ["poly_cnn", "relu_cnn"])
-def test_all_mpc_steps_track_plaintext_without_noise(model_name):
+def test_all_mpc_steps_track_plaintext_without_noise(model_name, tmp_path):
     steps, n = 5, 8
     cfg = _cfg("mode=hybrid", f"model={model_name}", "split_layer=5", "dp.noise_multiplier=0",
                f"train.batch_size={n}", f"train.epochs={steps}", f"train.max_steps={steps}", "train.lr=0.05", "dp.max_grad_norm=0.5")
-    result, diffs = _train_against_twin(cfg, n=n, steps=steps)
+    result, diffs = _train_against_twin(cfg, n=n, steps=steps, tmp_path=tmp_path)
     assert max(diffs.values()) <= 1e-3, diffs
     assert result.steps == steps and result.epsilon is not None
     assert all(t["bytes_sent"] > 0 for t in result.traffic_per_party)
@@ -104,12 +120,12 @@ def test_rows_are_assigned_by_site_or_patient():
 
 
 @pytest.mark.parametrize("split", [3, 4])
-def test_hybrid_steps_with_he_blocks_track_plaintext_without_noise(split):
+def test_hybrid_steps_with_he_blocks_track_plaintext_without_noise(split, tmp_path):
     """K and E as processes, he=insecure_test (small ring, for speed), 2 parties, full batch, 5 steps."""
     steps, n = 5, 8
     cfg = _cfg("mode=hybrid", "he=insecure_test", f"split_layer={split}", "dp.noise_multiplier=0",
                f"train.batch_size={n}", f"train.epochs={steps}", f"train.max_steps={steps}", "train.lr=0.05", "dp.max_grad_norm=0.5")
-    result, diffs = _train_against_twin(cfg, n=n, steps=steps)
+    result, diffs = _train_against_twin(cfg, n=n, steps=steps, tmp_path=tmp_path)
     assert max(diffs.values()) <= 1e-3, diffs
     assert result.steps == steps
     stages = {c["stage"]: c for c in result.stage_costs}
@@ -122,12 +138,12 @@ def test_hybrid_steps_with_he_blocks_track_plaintext_without_noise(split):
     assert stages["he_forward"]["bytes_sent"] > 0
 
 
-def test_hybrid_dp_off_opens_exact_sums_and_tracks_plaintext():
+def test_hybrid_dp_off_opens_exact_sums_and_tracks_plaintext(tmp_path):
     """dp=off (the speed benchmark's baseline): no clipping, no noise, no epsilon; same pipeline."""
     steps, n = 3, 8
     cfg = _cfg("mode=hybrid", "he=insecure_test", "split_layer=4", "dp=off", f"train.batch_size={n}",
                f"train.max_steps={steps}", "train.lr=0.05")
-    result, diffs = _train_against_twin(cfg, n=n, steps=steps)
+    result, diffs = _train_against_twin(cfg, n=n, steps=steps, tmp_path=tmp_path)
     assert max(diffs.values()) <= 1e-3, diffs
     assert result.epsilon is None and result.noise_multiplier == 0.0
     assert "dp_step" in {c["stage"] for c in result.stage_costs}

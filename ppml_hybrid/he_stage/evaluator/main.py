@@ -34,8 +34,10 @@ class RunningEvaluator:
         self.key_client.close()
 
 
-def start_evaluator(spec: Any) -> RunningEvaluator:
-    """Fetch and verify K's material, then serve E's API in this process (an ``EvaluatorSpec``)."""
+def start_evaluator(spec: Any, *, server_identity: Any = None) -> RunningEvaluator:
+    """Fetch and verify K's material, then serve E's API in this process (an ``EvaluatorSpec``).
+    ``server_identity``: E's TLS identity (the consortium role's own certificate); default a
+    fresh self-signed one (the one-machine launcher reports it in E's ready line)."""
     from ppml_hybrid.he_stage.errors import KeyMaterialError
     from ppml_hybrid.he_stage.evaluator.mask_book import MaskShareBook
     from ppml_hybrid.he_stage.evaluator.server import EvaluatorServicer
@@ -66,7 +68,7 @@ def start_evaluator(spec: Any) -> RunningEvaluator:
         masks=MaskShareBook(parties=spec.run.parties, max_rounds=spec.max_mask_rounds),
         hiding_bits=published.hiding_bits, max_mask_bits=published.max_mask_bits, parties=spec.run.parties,
         share_wait_s=spec.share_wait_s)
-    identity = self_signed_server(common_name="ppml-hybrid HE evaluator")
+    identity = server_identity or self_signed_server(common_name="ppml-hybrid HE evaluator")
     server, address = start_server(
         address=spec.address, credentials=server_credentials(identity=identity, client_ca_pem=spec.client_ca_pem),
         register=lambda s: pb_grpc.add_EvaluatorServicer_to_server(servicer, s), wire_log=spec.wire_log)

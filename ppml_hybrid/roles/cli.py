@@ -1,0 +1,151 @@
+"""``python -m ppml_hybrid COMMAND``: the per-host commands of a multi-site deployment.
+
+* ``keygen --role ROLE --out DIR``: make this role's own TLS key pair on this host
+  (:mod:`ppml_hybrid.identity`); prints the certificate's fingerprint for the consortium file.
+* ``party``, ``dealer``, ``keyservice``, ``evaluator``, ``coordinator``: run that role
+  (:mod:`ppml_hybrid.roles`). Each takes ``--consortium FILE`` (the same at every host),
+  ``--identity PREFIX`` (this host's ``PREFIX.key``/``PREFIX.crt`` from keygen) and the run
+  config as Hydra overrides after the options (``split_layer=3 data.root=/data/site``), the
+  same at every host except ``data.root``/``data.labels``.
+
+Exit codes: 0 success; the project error's code otherwise (2 config, 3 data, 5 attestation,
+6 MPC or a party failure, ...). Also installed as ``ppml-hybrid`` and ``ppml-hybrid-ROLE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
+
+from ppml_hybrid.errors import PPMLError
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from ppml_hybrid.consortium import ROLE_NAMES_HINT, is_role_name
+    from ppml_hybrid.identity import make_link_identity, write_identity
+
+    if not is_role_name(args.role):
+        raise PPMLError(f"--role {args.role!r}: use {ROLE_NAMES_HINT}")
+    identity = make_link_identity(f"ppml-hybrid {args.role}", valid_days=args.valid_days)
+    cert = write_identity(identity, out_dir=args.out, role=args.role)
+    print(f"wrote {args.out / (args.role + '.key')} (private: keep on this host) and {cert} (publish it)")
+    print(f"fingerprint {identity.fingerprint}")
+    return 0
+
+
+def _role_inputs(args: argparse.Namespace) -> Tuple[Any, Any, Any]:
+    from ppml_hybrid.consortium import load_consortium
+    from ppml_hybrid.identity import load_identity
+    from ppml_hybrid.roles.runconfig import compose_run_config, load_run_config
+
+    out = getattr(args, "output_dir", None)
+    if args.run_config is not None:
+        cfg = load_run_config(args.run_config, args.overrides, output_dir=out)
+    else:
+        cfg = compose_run_config(args.overrides, output_dir=out)
+    return cfg, load_consortium(args.consortium), load_identity(args.identity)
+
+
+def _party(args: argparse.Namespace) -> int:
+    from ppml_hybrid.roles.party import run_party_role
+
+    cfg, consortium, identity = _role_inputs(args)
+    return run_party_role(cfg=cfg, consortium=consortium, identity=identity, role=args.role,
+                          development_root=args.accept_development_attestation, bind_host=args.bind)
+
+
+def _dealer(args: argparse.Namespace) -> int:
+    from ppml_hybrid.roles.dealer import run_dealer_role
+
+    cfg, consortium, identity = _role_inputs(args)
+    return run_dealer_role(cfg=cfg, consortium=consortium, identity=identity, bind_host=args.bind)
+
+
+def _keyservice(args: argparse.Namespace) -> int:
+    from ppml_hybrid.roles.services import run_keyservice_role
+
+    cfg, consortium, identity = _role_inputs(args)
+    return run_keyservice_role(cfg=cfg, consortium=consortium, identity=identity, bind_host=args.bind,
+                               development_root_out=args.development_root_out)
+
+
+def _evaluator(args: argparse.Namespace) -> int:
+    from ppml_hybrid.roles.services import run_evaluator_role
+
+    cfg, consortium, identity = _role_inputs(args)
+    return run_evaluator_role(cfg=cfg, consortium=consortium, identity=identity, bind_host=args.bind,
+                              development_root=args.accept_development_attestation)
+
+
+def _coordinator(args: argparse.Namespace) -> int:
+    from ppml_hybrid.training.results import write_results
+    from ppml_hybrid.roles.coordinator import run_coordinator
+
+    cfg, consortium, identity = _role_inputs(args)
+    result = run_coordinator(cfg=cfg, consortium=consortium, identity=identity, bind_host=args.bind)
+    write_results(cfg, result)
+    return 0
+
+
+def _role_parser(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("--consortium", type=Path, required=True, help="the consortium file (the same at every host)")
+    p.add_argument("--identity", type=Path, required=True, help="this role's key pair prefix (PREFIX.key, PREFIX.crt)")
+    p.add_argument("--bind", default=None, help="listen on this address instead of the role's consortium host")
+    p.add_argument("--run-config", type=Path, default=None,
+                   help="a complete run config YAML (then the overrides are key=value on top of it)")
+    p.add_argument("overrides", nargs="*", help="run config overrides, as for train.py (split_layer=3 ...)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ppml_hybrid", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    kg = sub.add_parser("keygen", help="make this role's TLS key pair (private key stays here)")
+    kg.add_argument("--role", required=True, help="party-0 .. party-{n-1}, dealer, evaluator, keyservice, coordinator")
+    kg.add_argument("--out", type=Path, required=True, help="folder for ROLE.key (0600) and ROLE.crt")
+    kg.add_argument("--valid-days", type=int, default=365)
+    dev_help = ("accept the key service's DEVELOPMENT attestation (no enclave) with this root certificate "
+                "(written by the key service's --development-root-out): this host's own choice, never for real data")
+    party = _role_parser(sub, "party", "one hospital: trains on this site's own scans")
+    party.add_argument("--role", required=True, help="party-0 .. party-{n-1}")
+    party.add_argument("--accept-development-attestation", type=Path, default=None, metavar="ROOT_PEM", help=dev_help)
+    _role_parser(sub, "dealer", "serves the parties' correlated randomness")
+    ks = _role_parser(sub, "keyservice", "K: holds the CKKS secret key (in an enclave in production)")
+    ks.add_argument("--development-root-out", type=Path, default=None,
+                    help="write the development signer's root certificate here (development attestation only)")
+    ev = _role_parser(sub, "evaluator", "E: evaluates the HE blocks on ciphertexts")
+    ev.add_argument("--accept-development-attestation", type=Path, default=None, metavar="ROOT_PEM", help=dev_help)
+    co = _role_parser(sub, "coordinator", "schedules steps, applies the public update, writes the metrics")
+    co.add_argument("--output-dir", default=None, help="where metrics.json and model.pt go")
+    return parser
+
+
+COMMANDS = {"keygen": _keygen, "party": _party, "dealer": _dealer, "keyservice": _keyservice,
+            "evaluator": _evaluator, "coordinator": _coordinator}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "keygen":
+        logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.command} %(levelname)s %(message)s")
+        logging.getLogger("ppml_hybrid").setLevel(logging.INFO)
+    try:
+        return COMMANDS[args.command](args)
+    except PPMLError as exc:
+        logging.getLogger("ppml_hybrid").error("%s %s: %s: %s", args.command, getattr(args, "role", ""),
+                                               type(exc).__name__, exc)
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _script(command: str) -> Any:
+    return lambda: sys.exit(main([command, *sys.argv[1:]]))
+
+
+party_script, dealer_script, keyservice_script = _script("party"), _script("dealer"), _script("keyservice")
+evaluator_script, coordinator_script = _script("evaluator"), _script("coordinator")
+

@@ -1,0 +1,243 @@
+"""The one-machine consortium: every role as its own local process, the same entry points as
+across hosts (what ``train.py mode=hybrid`` runs).
+
+Steps of :func:`train_local`:
+
+1. one folder per site (:mod:`ppml_hybrid.data.sites`): each party process gets only its own;
+2. a private work folder (mode 0700, removed afterwards): each role's key pair is made by its
+   own ``keygen`` process (the launcher reads only the certificates), free loopback ports, and
+   the consortium file pinning every certificate;
+3. start ``keyservice`` (hybrid only; it writes its development root for the clients, whose
+   ``--accept-development-attestation`` this launcher sets because it started that K itself),
+   ``evaluator``, ``dealer`` and one ``party`` per site, each through
+   ``ppml_hybrid.__main__.main`` with its own argv and its log in ``output_dir/logs/ROLE.log``;
+4. run the coordinator in this process (:func:`ppml_hybrid.roles.coordinator.run_coordinator`),
+   checking meanwhile that no role process died (a dead one is named with its log's last line);
+5. stop every process (SIGTERM, then SIGKILL) and remove the work folder, on success and on
+   failure: no process is left behind.
+
+The processes fork from a clean ``forkserver`` that imported torch and CrypTen once (the ~4 s
+import is paid once, not per role); nothing of this process's state is inherited.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from ppml_hybrid.config import RunConfig
+from ppml_hybrid.consortium import load_consortium, party_role
+from ppml_hybrid.errors import PPMLError
+from ppml_hybrid.roles.runconfig import write_run_config
+from ppml_hybrid.training.plan import is_all_mpc
+from ppml_hybrid.training.secure import SecureResult
+
+log = logging.getLogger(__name__)
+
+PRELOAD = ["torch", "grpc", "ppml_hybrid.smpc_stage.party", "ppml_hybrid.roles.party", "ppml_hybrid.data", "ppml_hybrid.roles.cli"]
+STOP_S = 5.0
+
+
+def _free_ports(n: int, host: str = "127.0.0.1") -> List[int]:
+    socks, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def _role_process(argv: List[str], log_path: str, parent_pid: int, threads: int) -> None:
+    """Entry point of one role process: its log to a file, one thread per library, then the
+    same ``main`` as the command line. Exits when the launcher disappears."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(70)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+    import torch
+
+    torch.set_num_threads(1)
+    from ppml_hybrid.roles.cli import main
+
+    code = main(argv)
+    os._exit(code)
+
+
+class LocalRoles:
+    """The started role processes (step 3) and their liveness check (step 4)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self._ctx = mp.get_context("forkserver")
+        self._ctx.set_forkserver_preload(PRELOAD)
+        self._log_dir = log_dir
+        self._procs: Dict[str, Any] = {}
+
+    def boot(self) -> None:
+        """Start the fork server now (it preloads in the background; the first start waits for it)."""
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+    def start(self, name: str, argv: List[str], *, threads: int = 1) -> None:
+        path = self._log_dir / f"{name}.log"
+        p = self._ctx.Process(target=_role_process, args=(argv, str(path), os.getpid(), threads),
+                              name=f"ppml-{name}", daemon=True)
+        p.start()
+        self._procs[name] = p
+
+    def wait(self, name: str, *, timeout_s: float) -> int:
+        p = self._procs[name]
+        p.join(timeout_s)
+        return p.exitcode if p.exitcode is not None else -1
+
+    def dead(self) -> Dict[str, str]:
+        """Role processes that exited while the run goes on (every role stays up until the end)."""
+        out = {}
+        for name, p in self._procs.items():
+            if name.startswith("keygen-") or p.exitcode is None:
+                continue
+            how = f"was killed by signal {-p.exitcode}" if p.exitcode < 0 else f"exited with code {p.exitcode}"
+            out[name] = f"{how} ({self.last_error(name)}; log: {self._log_dir / (name + '.log')})"
+        return out
+
+    def last_error(self, name: str) -> str:
+        try:
+            lines = (self._log_dir / f"{name}.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "no log"
+        errors = [ln for ln in lines if " ERROR " in ln or ln.startswith("error:")]
+        return (errors[-1] if errors else lines[-1] if lines else "empty log").strip()[-300:]
+
+    @property
+    def pids(self) -> Tuple[int, ...]:
+        return tuple(p.pid for p in self._procs.values() if p.pid is not None)
+
+    def stop(self) -> None:
+        procs = list(self._procs.values())
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        deadline = time.monotonic() + STOP_S
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(2.0)
+
+
+def _site_folders(cfg: RunConfig, work: Path, splits: Any) -> List[Tuple[Path, Optional[Path]]]:
+    from ppml_hybrid.data.sites import demo_site_folders, site_label_files, write_site_sets
+
+    n = cfg.smpc.parties
+    if splits is not None:
+        return [(f, None) for f in write_site_sets(splits, parties=n, out_dir=work / "sites")]
+    if cfg.data.name == "demo":
+        return [(f, None) for f in demo_site_folders(cfg.data, parties=n)]
+    return [(root, labels) for root, labels in site_label_files(cfg.data, parties=n, out_dir=work)]
+
+
+def _keygen(names: Sequence[str], keys: Path, log_dir: Path, timeout_s: float) -> None:
+    """Each role's key pair made by its own ``python -m ppml_hybrid keygen`` process (step 2)."""
+    procs = {}
+    for name in names:
+        with open(log_dir / f"keygen-{name}.log", "wb") as out:
+            procs[name] = subprocess.Popen([sys.executable, "-m", "ppml_hybrid", "keygen", "--role", name,
+                                            "--out", str(keys), "--valid-days", "2"],
+                                           stdout=out, stderr=subprocess.STDOUT)
+    for name, p in procs.items():
+        try:
+            code = p.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            code = p.wait()
+        if code != 0:
+            text = (log_dir / f"keygen-{name}.log").read_text(errors="replace").strip()
+            raise PPMLError(f"keygen for {name} failed (code {code}): {text[-300:]}")
+
+
+def write_consortium(path: Path, *, names: Sequence[str], ports: Sequence[int], keys: Path,
+                     host: str = "127.0.0.1") -> None:
+    roles = {n: {"host": host, "port": p, "cert": str(keys / f"{n}.crt")} for n, p in zip(names, ports)}
+    path.write_text(yaml.safe_dump({"name": "one-machine run", "roles": roles}, sort_keys=False))
+
+
+def train_local(cfg: RunConfig, *, splits: Any = None, networks: Sequence[Any] = (),
+                pids_out: Optional[List[int]] = None) -> SecureResult:
+    """Steps 1-5 of the module doc; ``splits`` (tests, benchmarks): in-memory data instead of
+    ``cfg.data``. ``pids_out`` receives every started role process id (no-orphan checks)."""
+    from ppml_hybrid.identity import load_identity
+    from ppml_hybrid.roles.coordinator import run_coordinator
+
+    hybrid = not is_all_mpc(cfg)
+    work = Path(tempfile.mkdtemp(prefix="ppml-consortium-"))
+    os.chmod(work, 0o700)
+    log_dir = Path(cfg.output_dir) / "logs" if cfg.output_dir else work / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    roles = LocalRoles(log_dir)
+    roles.boot()  # the fork server imports torch, CrypTen and the data stack while keys are made
+    try:
+        sites = _site_folders(cfg, work, splits)
+        parties = [party_role(j) for j in range(cfg.smpc.parties)]
+        names = parties + ["dealer", "coordinator"] + (["keyservice", "evaluator"] if hybrid else [])
+        keys = work / "keys"
+        _keygen(names, keys, log_dir, timeout_s=cfg.smpc.timeout_s)
+        consortium_file = work / "consortium.yaml"
+        write_consortium(consortium_file, names=names, ports=_free_ports(len(names)), keys=keys)
+        run_file = work / "run.yaml"
+        write_run_config(cfg, run_file)
+        overrides: List[str] = []
+        common = ["--consortium", str(consortium_file), "--run-config", str(run_file)]
+        dev_args: List[str] = []
+        if hybrid:
+            dev_root = work / "keyservice-development-root.pem"
+            ks_args = ["keyservice", *common, "--identity", str(keys / "keyservice")]
+            if cfg.keyservice.attestation == "development":
+                # this launcher started this K itself, on this host: it alone accepts K's development documents
+                ks_args += ["--development-root-out", str(dev_root)]
+                dev_args = ["--accept-development-attestation", str(dev_root)]
+            log.info("starting the key service and the HE evaluator (%s) ...", cfg.he.name)
+            roles.start("keyservice", [*ks_args, *overrides])
+            roles.start("evaluator", ["evaluator", *common, "--identity", str(keys / "evaluator"), *dev_args,
+                                      *overrides], threads=cfg.he.evaluator_threads)
+        log.info("starting %d party processes (one per site folder) and the dealer ...", cfg.smpc.parties)
+        roles.start("dealer", ["dealer", *common, "--identity", str(keys / "dealer"), *overrides])
+        for j, (root, labels) in enumerate(sites):
+            site = [f"data.root={root}"] + ([f"data.labels={labels}"] if labels is not None else [])
+            roles.start(parties[j], ["party", *common, "--identity", str(keys / parties[j]), "--role", parties[j],
+                                     *dev_args, *overrides, *site])
+        if pids_out is not None:
+            pids_out.extend(roles.pids)
+        return run_coordinator(cfg=cfg, consortium=load_consortium(consortium_file),
+                               identity=load_identity(keys / "coordinator"), networks=networks,
+                               liveness=roles.dead)
+    finally:
+        roles.stop()
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,56 @@
+"""A finished run's results on disk: ``metrics.json`` and ``model.pt`` (what every mode writes)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+
+from ppml_hybrid.config import RunConfig
+
+log = logging.getLogger("ppml_hybrid.pipeline")
+
+
+def write_results(cfg: RunConfig, result: Any) -> Dict[str, Any]:
+    """Log the test result; write ``metrics.json`` and ``model.pt`` to ``cfg.output_dir`` (if set)."""
+    metrics = {
+        "mode": cfg.mode,
+        "model": cfg.model.name,
+        "split_layer": cfg.split_layer,
+        "seed": cfg.seed,
+        "dp": asdict(cfg.dp),
+        **result.metrics(),
+    }
+    delta = metrics.get("privacy", {}).get("delta_total", cfg.dp.delta)
+    log.info(
+        "test: accuracy %.4f, AUC %.4f, loss %.4f%s", result.test.accuracy, result.test.auc,
+        result.test.loss, f"; epsilon {result.epsilon:.3f} at delta {delta:.3g}"
+        if result.epsilon is not None else " (dp=off)",
+    )
+    if cfg.output_dir is not None:
+        out = Path(cfg.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2) + "\n")
+        torch.save(
+            {"state_dict": result.model.state_dict(), "model": asdict(cfg.model),
+             "image_size": cfg.data.image_size, "split_clip": getattr(result.model, "split_clip", None)},
+            out / "model.pt",
+        )
+        log.info("wrote %s and %s", out / "metrics.json", out / "model.pt")
+    return metrics
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: write undefined values (AUC with one class) as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
