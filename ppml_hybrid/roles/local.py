@@ -26,6 +26,7 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -91,6 +92,40 @@ def _role_process(argv: List[str], log_path: str, parent_pid: int, threads: int)
     os._exit(code)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the launcher dies (Linux PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+class _Fresh:
+    """A ``subprocess.Popen`` with the ``multiprocessing.Process`` calls LocalRoles uses."""
+
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self._p = popen
+        self.pid = popen.pid
+
+    @property
+    def exitcode(self) -> Optional[int]:
+        return self._p.poll()
+
+    def is_alive(self) -> bool:
+        return self._p.poll() is None
+
+    def terminate(self) -> None:
+        self._p.terminate()
+
+    def kill(self) -> None:
+        self._p.kill()
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        try:
+            self._p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 class LocalRoles:
     """The started role processes (step 3) and their liveness check (step 4)."""
 
@@ -106,12 +141,23 @@ class LocalRoles:
 
         forkserver.ensure_running()
 
-    def start(self, name: str, argv: List[str], *, threads: int = 1) -> None:
+    def start(self, name: str, argv: List[str]) -> None:
+        """A role that runs torch and CrypTen (party, dealer): a child of the fork server."""
         path = self._log_dir / f"{name}.log"
-        p = self._ctx.Process(target=_role_process, args=(argv, str(path), os.getpid(), threads),
+        p = self._ctx.Process(target=_role_process, args=(argv, str(path), os.getpid(), 1),
                               name=f"ppml-{name}", daemon=True)
         p.start()
         self._procs[name] = p
+
+    def start_fresh(self, name: str, argv: List[str], *, threads: int = 1) -> None:
+        """A role that runs OpenFHE (K, E): a fresh interpreter, so that OpenMP reads its thread
+        count and passive waiting at start (the fork server's OpenMP, initialised by torch, would
+        keep its own: spinning threads beside the parties made every step about 1.7x slower)."""
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
+        with open(self._log_dir / f"{name}.log", "ab") as out:
+            self._procs[name] = _Fresh(subprocess.Popen([sys.executable, "-m", "ppml_hybrid", *argv], stdout=out,
+                                                        stderr=subprocess.STDOUT, env=env,
+                                                        preexec_fn=_die_with_parent))
 
     def wait(self, name: str, *, timeout_s: float) -> int:
         p = self._procs[name]
@@ -224,9 +270,9 @@ def train_local(cfg: RunConfig, *, splits: Any = None, networks: Sequence[Any] =
                 ks_args += ["--development-root-out", str(dev_root)]
                 dev_args = ["--accept-development-attestation", str(dev_root)]
             log.info("starting the key service and the HE evaluator (%s) ...", cfg.he.name)
-            roles.start("keyservice", [*ks_args, *overrides])
-            roles.start("evaluator", ["evaluator", *common, "--identity", str(keys / "evaluator"), *dev_args,
-                                      *overrides], threads=cfg.he.evaluator_threads)
+            roles.start_fresh("keyservice", [*ks_args, *overrides])
+            roles.start_fresh("evaluator", ["evaluator", *common, "--identity", str(keys / "evaluator"), *dev_args,
+                                            *overrides], threads=cfg.he.evaluator_threads)
         log.info("starting %d party processes (one per site folder) and the dealer ...", cfg.smpc.parties)
         roles.start("dealer", ["dealer", *common, "--identity", str(keys / "dealer"), *overrides])
         for j, (root, labels) in enumerate(sites):

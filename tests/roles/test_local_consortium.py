@@ -1,0 +1,76 @@
+"""The one-machine consortium (``roles.local``, what ``train.py mode=hybrid`` runs): one folder per
+site, a party killed mid-step, no process left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from consortium_harness import random_set
+from ppml_hybrid.config import DataConfig, DemoConfig, parse_run_config
+from ppml_hybrid.data import DataSplits, read_labels_csv
+from ppml_hybrid.data.sites import demo_site_folders
+from ppml_hybrid.roles.local import train_local
+from ppml_hybrid.smpc_stage.errors import PartyCrashedError
+from ppml_hybrid.training import secure
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+IMAGE = 8
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is gone for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_the_demo_is_divided_into_one_folder_per_site_with_every_patient_at_one_site(tmp_path):
+    cfg = DataConfig(demo=DemoConfig(n_subjects=12, slices_per_subject=2, stored_size=32))
+    folders = demo_site_folders(cfg, parties=3, cache_dir=tmp_path)
+    patients = [{r.patient_id for r in read_labels_csv(f / "labels.csv", root=f)} for f in folders]
+    assert all(patients) and sum(len(p) for p in patients) == 12
+    assert not (patients[0] & patients[1]) and not (patients[1] & patients[2]) and not (patients[0] & patients[2])
+    for f in folders:  # every file a site lists lies inside that site's own folder
+        assert all(r.path.resolve().is_relative_to(f.resolve()) for r in read_labels_csv(f / "labels.csv", root=f))
+    assert demo_site_folders(cfg, parties=3, cache_dir=tmp_path) == folders  # made once
+
+
+def test_a_party_killed_mid_step_stops_the_run_naming_it_and_leaves_no_process(monkeypatch):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        raw = compose(config_name="train", overrides=[
+            "train.progress=false", f"data.image_size={IMAGE}", "split_layer=5", "dp=off", "train.batch_size=64",
+            "train.max_steps=6", "smpc.timeout_s=60"])
+    cfg = parse_run_config(OmegaConf.to_container(raw, resolve=True))
+    pids: list = []
+    killed = {}
+    apply = secure._apply
+
+    def kill_party_1_during_the_next_step(*args, **kwargs):
+        apply(*args, **kwargs)
+        if not killed:
+            killed["at"] = time.monotonic() + 0.3
+            threading.Timer(0.3, os.kill, (pids[-1], signal.SIGKILL)).start()  # party-1 started last
+
+    monkeypatch.setattr(secure, "_apply", kill_party_1_during_the_next_step)
+    splits = DataSplits(train=random_set(12, 0, IMAGE), val=random_set(10, 1, IMAGE), test=random_set(10, 2, IMAGE))
+    with pytest.raises(PartyCrashedError, match=r"party-1 \(127\.0\.0\.1:\d+\) .*(disconnected|killed)") as err:
+        train_local(cfg, splits=splits, pids_out=pids)
+    assert time.monotonic() - killed["at"] < cfg.smpc.timeout_s, "noticed only by the timeout"
+    assert err.value.party == 1 or "party-1" in str(err.value)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in pids if _alive(p)], "a role process was left behind"
