@@ -273,7 +273,8 @@ def train_local(cfg: RunConfig, *, splits: Any = None, networks: Sequence[Any] =
             roles.start_fresh("keyservice", [*ks_args, *overrides])
             roles.start_fresh("evaluator", ["evaluator", *common, "--identity", str(keys / "evaluator"), *dev_args,
                                             *overrides], threads=cfg.he.evaluator_threads)
-        log.info("starting %d party processes (one per site folder) and the dealer ...", cfg.smpc.parties)
+        log.info("starting %d party processes (one per site folder) and the dealer; role logs in %s",
+                 cfg.smpc.parties, log_dir)
         roles.start("dealer", ["dealer", *common, "--identity", str(keys / "dealer"), *overrides])
         for j, (root, labels) in enumerate(sites):
             site = [f"data.root={root}"] + ([f"data.labels={labels}"] if labels is not None else [])
