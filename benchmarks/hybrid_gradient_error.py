@@ -46,6 +46,8 @@ from ppml_hybrid.model import build_model  # noqa: E402
 from ppml_hybrid.protocols.dp_step import CLIP_MARGIN_BITS, DPStepParams  # noqa: E402
 from ppml_hybrid.smpc_stage.launcher import PartySession  # noqa: E402
 from ppml_hybrid.training.plaintext import train_plaintext  # noqa: E402
+from ppml_hybrid.training.plan import RunPlan  # noqa: E402
+from ppml_hybrid.training.sampling import PoissonSchedule  # noqa: E402
 from ppml_hybrid.training.secure import assign_rows, party_inputs_for, step_factory  # noqa: E402
 
 def _subset(data: ImageSet, rows: int, seed: int) -> ImageSet:
@@ -80,8 +82,10 @@ def _secure_sums(cfg: Any, state: Dict[str, torch.Tensor], rows: List[Any], dp: 
     batch = sum(len(r.labels) for r in rows)
     with contextlib.ExitStack() as stack:
         session = stack.enter_context(PartySession(smpc=cfg.smpc, party_inputs=party_inputs_for(cfg, rows)))
-        make_program = step_factory(cfg, stack, session, dp=dp, sample_rate=1.0, expected_batch=float(batch),
-                                    total_steps=1)
+        plan = RunPlan(train_rows=tuple(len(r.labels) for r in rows),
+                       schedule=PoissonSchedule(sample_rate=1.0, steps_per_epoch=1, total_steps=1, expected_batch=batch),
+                       sigma=dp.noise_multiplier if dp is not None else 0.0, sigma_eff=0.0, dp=dp, count_noise=None)
+        make_program = step_factory(cfg, stack, session, plan)
         return dict(session.run(make_program(0, state)).results[0].noised_sums)
 
 

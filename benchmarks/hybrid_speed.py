@@ -5,8 +5,8 @@
 
 On the demo data, default model (or the overrides), 2 parties + TTP dealer, K and E as local
 processes with the default 128-bit CKKS parameters, one thread per process. For every split it
-runs the real training loop (``train_secure``: one party session, the parties Poisson-sample
-their own rows) twice, ``--steps`` steps each:
+runs the real training loop (``roles.local.train_local``: the deployed roles as local
+processes, each party Poisson-sampling its own site's rows) twice, ``--steps`` steps each:
 
 * DP on (the product: per-sample norms, checked clipping, distributed noise);
 * DP off (the same pipeline; exact sums opened, no norms, clipping or noise).
@@ -45,7 +45,8 @@ from ppml_hybrid.smpc_stage.baseline import CrypTenTrainStep  # noqa: E402
 from ppml_hybrid.smpc_stage.cost_model import STANDARD_PROFILES, project_step  # noqa: E402
 from ppml_hybrid.smpc_stage.launcher import PartySession  # noqa: E402
 from ppml_hybrid.smpc_stage.transport import ChannelTraffic, Traffic  # noqa: E402
-from ppml_hybrid.training.secure import assign_rows, train_secure  # noqa: E402
+from ppml_hybrid.roles.local import train_local  # noqa: E402
+from ppml_hybrid.training.secure import assign_rows  # noqa: E402
 
 
 def _cfg(overrides: List[str]) -> Any:
@@ -57,8 +58,8 @@ def _projected(traffic: List[Traffic], compute_s: float) -> Dict[str, float]:
             for net in STANDARD_PROFILES}
 
 
-def _hybrid(cfg: Any, splits: Any) -> Dict[str, Any]:
-    result = train_secure(cfg, splits)
+def _hybrid(cfg: Any) -> Dict[str, Any]:
+    result = train_local(cfg)  # the demo divided into one folder per site, as train.py runs it
     measured = list(result.step_seconds[1:]) or list(result.step_seconds)
     median = statistics.median(measured)
     traffic = [Traffic(peers=ChannelTraffic(round(t["rounds"]), round(t["bytes_sent"]), 0),
@@ -110,7 +111,7 @@ def main() -> None:
     for split in args.splits:
         for dp in ("on", "off"):
             print(f"split {split}, dp={dp} ...", flush=True)
-            r = _hybrid(_cfg([*base, f"split_layer={split}", f"dp={dp}"]), splits)
+            r = _hybrid(_cfg([*base, f"split_layer={split}", f"dp={dp}"]))
             runs["hybrid"][f"{split}/{dp}"] = r
             print(f"  {r['step_s']:.2f} s/step (steps: {', '.join(f'{s:.1f}' for s in r['steps'])})", flush=True)
     print("CrypTen whole model, non-private ...", flush=True)

@@ -1,19 +1,21 @@
-"""HE stage: CKKS parameters, keys, slot packing and the HE head (blocks split+1..L).
+"""HE stage: CKKS parameters, public key material, slot packing and the HE head (blocks split+1..L).
 
 Set ``OMP_NUM_THREADS`` before importing this package to control OpenFHE's threads.
+
+Fenced: what touches the secret key (``he_stage.keys.generate_keys``, ``SecretMaterial``,
+``he_stage.codec.decrypt_batch``) is not exported here; K reaches it only through
+``ppml_hybrid.keyservice.hazmat`` and tests import it from those modules by name.
 """
 
 from ppml_hybrid.he_stage.backends import CKKSTensor
-from ppml_hybrid.he_stage.codec import decrypt_batch, encrypt_batch
+from ppml_hybrid.he_stage.codec import encrypt_batch
 from ppml_hybrid.he_stage.context import ContextInfo, HEContext, build_context
 from ppml_hybrid.he_stage.errors import HEError, HEParamsError, KeyMaterialError, LayoutError, WeightsError
 from ppml_hybrid.he_stage.head import HEBackward, HEForward, HEHead, HEWeights, count_levels
 from ppml_hybrid.he_stage.keys import (
     EvaluatorKeys,
     PublicMaterial,
-    SecretMaterial,
     deserialize_ciphertext,
-    generate_keys,
     load_public_material,
     serialize_ciphertext,
 )
@@ -23,7 +25,7 @@ from ppml_hybrid.he_stage.params import CKKSParams, DepthPlan, derive_params
 __all__ = [
     "CKKSParams", "CKKSTensor", "ContextInfo", "DepthPlan", "EvaluatorKeys", "HEBackward", "HEContext",
     "HEError", "HEForward", "HEHead", "HEParamsError", "HEWeights", "KeyMaterialError", "LayoutError",
-    "PublicMaterial", "SecretMaterial", "SlotLayout", "WeightsError", "build_context", "choose_layout",
-    "count_levels", "decrypt_batch", "derive_params", "deserialize_ciphertext", "encrypt_batch",
-    "generate_keys", "load_public_material", "serialize_ciphertext",
+    "PublicMaterial", "SlotLayout", "WeightsError", "build_context", "choose_layout",
+    "count_levels", "derive_params", "deserialize_ciphertext", "encrypt_batch",
+    "load_public_material", "serialize_ciphertext",
 ]

@@ -2,6 +2,8 @@
 
 * ``keygen --role ROLE --out DIR``: make this role's own TLS key pair on this host
   (:mod:`ppml_hybrid.identity`); prints the certificate's fingerprint for the consortium file.
+* ``predict --model model.pt SCAN...``: apply a run's model to new scans on this host
+  (:mod:`ppml_hybrid.training.predict`).
 * ``party``, ``dealer``, ``keyservice``, ``evaluator``, ``coordinator``: run that role
   (:mod:`ppml_hybrid.roles`). Each takes ``--consortium FILE`` (the same at every host),
   ``--identity PREFIX`` (this host's ``PREFIX.key``/``PREFIX.crt`` from keygen) and the run
@@ -90,6 +92,27 @@ def _coordinator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    import csv
+
+    from ppml_hybrid.training.predict import as_rows, load_saved_model, predict_scans
+
+    rows = as_rows(predict_scans(load_saved_model(args.model), args.scans, slice_axis=args.slice_axis))
+    width = max(len("scan"), *(len(r["scan"]) for r in rows))
+    classes = [k for k in rows[0] if k.startswith("p") and k[1:].isdigit()]
+    print(f"{'scan':<{width}}  slices  predicted  " + "  ".join(f"{'P(' + k[1:] + ')':>8}" for k in classes))
+    for r in rows:
+        print(f"{r['scan']:<{width}}  {r['slices']:>6}  {r['predicted']:>9}  "
+              + "  ".join(f"{r[k]:>8.4f}" for k in classes))
+    if args.csv is not None:
+        with open(args.csv, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        print(f"wrote {args.csv}")
+    return 0
+
+
 def _role_parser(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text)
     p.add_argument("--consortium", type=Path, required=True, help="the consortium file (the same at every host)")
@@ -121,24 +144,32 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--accept-development-attestation", type=Path, default=None, metavar="ROOT_PEM", help=dev_help)
     co = _role_parser(sub, "coordinator", "schedules steps, applies the public update, writes the metrics")
     co.add_argument("--output-dir", default=None, help="where metrics.json and model.pt go")
+    pr = sub.add_parser("predict", help="apply a run's model.pt to new scans (NIfTI, DICOM file or series folder)")
+    pr.add_argument("--model", type=Path, required=True, help="model.pt from a run's output folder")
+    pr.add_argument("scans", type=Path, nargs="+", help="scans to score (each: mean probability over its slices)")
+    pr.add_argument("--csv", type=Path, default=None, help="also write the predictions to this CSV file")
+    pr.add_argument("--slice-axis", type=int, default=None, choices=(0, 1, 2),
+                    help="slice along this axis instead of the training run's data.slice_axis")
     return parser
 
 
 COMMANDS = {"keygen": _keygen, "party": _party, "dealer": _dealer, "keyservice": _keyservice,
-            "evaluator": _evaluator, "coordinator": _coordinator}
+            "evaluator": _evaluator, "coordinator": _coordinator, "predict": _predict}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "keygen":
+    if args.command not in ("keygen", "predict"):
         logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.command} %(levelname)s %(message)s")
         logging.getLogger("ppml_hybrid").setLevel(logging.INFO)
     try:
         return COMMANDS[args.command](args)
     except PPMLError as exc:
-        logging.getLogger("ppml_hybrid").error("%s %s: %s: %s", args.command, getattr(args, "role", ""),
-                                               type(exc).__name__, exc)
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if args.command in ("keygen", "predict"):
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        else:  # a role's log line (its log file on the one-machine run) names the role and the error
+            logging.getLogger("ppml_hybrid").error("%s %s: %s: %s", args.command, getattr(args, "role", ""),
+                                                   type(exc).__name__, exc)
         return exc.exit_code
 
 

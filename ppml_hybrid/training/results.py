@@ -36,13 +36,18 @@ def write_results(cfg: RunConfig, result: Any) -> Dict[str, Any]:
         out = Path(cfg.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2) + "\n")
-        torch.save(
-            {"state_dict": result.model.state_dict(), "model": asdict(cfg.model),
-             "image_size": cfg.data.image_size, "split_clip": getattr(result.model, "split_clip", None)},
-            out / "model.pt",
-        )
+        torch.save(model_file_contents(cfg, result.model), out / "model.pt")
         log.info("wrote %s and %s", out / "metrics.json", out / "model.pt")
     return metrics
+
+
+def model_file_contents(cfg: RunConfig, model: Any) -> Dict[str, Any]:
+    """What ``model.pt`` holds: the public weights, the model config, and the data geometry
+    (image size, slicing) that ``python -m ppml_hybrid predict`` applies to new scans."""
+    return {"state_dict": model.state_dict(), "model": asdict(cfg.model), "image_size": cfg.data.image_size,
+            "split_clip": getattr(model, "split_clip", None),
+            "data": {"slice_axis": cfg.data.slice_axis, "slice_range": list(cfg.data.slice_range),
+                     "slice_step": cfg.data.slice_step}}
 
 
 def _finite(value: Any) -> Any:

@@ -17,7 +17,8 @@ if str(TESTS / "he_stage") not in sys.path:
 from conv_helpers import smpc  # noqa: E402
 from he_helpers import dec, load_he, reference, small_model  # noqa: E402
 from ppml_hybrid.config import BlockConfig  # noqa: E402
-from ppml_hybrid.he_stage import HEHead, build_context, choose_layout, derive_params, generate_keys  # noqa: E402
+from ppml_hybrid.he_stage import HEHead, build_context, choose_layout, derive_params  # noqa: E402
+from ppml_hybrid.he_stage.keys import generate_keys  # noqa: E402
 from ppml_hybrid.he_stage.keys import load_public_material  # noqa: E402
 from ppml_hybrid.model import build_model  # noqa: E402
 from ppml_hybrid.protocols import ConversionParams  # noqa: E402

@@ -88,7 +88,7 @@ def _train_against_twin(cfg, *, n: int, steps: int, tmp_path: Path):
     return result, diffs
 
 
-@pytest.mark.parametrize("model_name", ["poly_cnn", "relu_cnn"])
+@pytest.mark.parametrize("model_name", [pytest.param("poly_cnn", marks=pytest.mark.slow), "relu_cnn"])
 def test_all_mpc_steps_track_plaintext_without_noise(model_name, tmp_path):
     steps, n = 5, 8
     cfg = _cfg("mode=hybrid", f"model={model_name}", "split_layer=5", "dp.noise_multiplier=0",
@@ -119,7 +119,7 @@ def test_rows_are_assigned_by_site_or_patient():
         assign_rows(_set(16, 4, sites), parties=3)
 
 
-@pytest.mark.parametrize("split", [3, 4])
+@pytest.mark.parametrize("split", [3, pytest.param(4, marks=pytest.mark.slow)])
 def test_hybrid_steps_with_he_blocks_track_plaintext_without_noise(split, tmp_path):
     """K and E as processes, he=insecure_test (small ring, for speed), 2 parties, full batch, 5 steps."""
     steps, n = 5, 8
@@ -138,6 +138,7 @@ def test_hybrid_steps_with_he_blocks_track_plaintext_without_noise(split, tmp_pa
     assert stages["he_forward"]["bytes_sent"] > 0
 
 
+@pytest.mark.slow  # dp=off through the same roles also runs in tests/roles (every role a command)
 def test_hybrid_dp_off_opens_exact_sums_and_tracks_plaintext(tmp_path):
     """dp=off (the speed benchmark's baseline): no clipping, no noise, no epsilon; same pipeline."""
     steps, n = 3, 8

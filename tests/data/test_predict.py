@@ -1,0 +1,79 @@
+"""``python -m ppml_hybrid predict``: a run's model.pt applied to new scans (real files shipped in
+nibabel and pydicom), the same numbers as the model on the training pipeline's slices, clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from ppml_hybrid.config import ModelConfig
+from ppml_hybrid.errors import ConfigError, DataError
+from ppml_hybrid.model import build_model
+from ppml_hybrid.roles.cli import main
+from ppml_hybrid.training.predict import load_saved_model, predict_scans
+from ppml_hybrid.training.results import model_file_contents
+
+
+def _model_cfg() -> ModelConfig:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from ppml_hybrid.config import parse_run_config
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        raw = compose(config_name="train", overrides=["data.image_size=16"])
+    return parse_run_config(OmegaConf.to_container(raw, resolve=True))
+
+
+@pytest.fixture
+def saved_model(tmp_path):
+    cfg = _model_cfg()
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, slice_range=(0.4, 0.6)))
+    model = build_model(cfg.model, image_size=16, seed=3, split_clip=(3, 16.0))
+    path = tmp_path / "model.pt"
+    torch.save(model_file_contents(cfg, model), path)
+    return cfg, model, path
+
+
+def test_predictions_are_the_models_mean_over_the_scans_slices(saved_model, nibabel_data, pydicom_data):
+    from ppml_hybrid.data.readers import read_image
+    from ppml_hybrid.data.transforms import slice_pipeline, volume_to_slices
+
+    cfg, model, path = saved_model
+    saved = load_saved_model(path)
+    assert saved.data.slice_range == (0.4, 0.6)  # the run's slicing travels with the model
+    scans = [nibabel_data / "anatomical.nii", pydicom_data / "MR_small.dcm"]
+    got = predict_scans(saved, scans)
+    model.eval()
+    for scan, p in zip(scans, got):
+        slices = volume_to_slices(read_image(scan), pipeline=slice_pipeline(image_size=16, slice_range=(0.4, 0.6)))
+        want = torch.softmax(model(slices).double(), dim=1).mean(dim=0)
+        assert p.slices == len(slices) and torch.allclose(torch.tensor(p.probabilities, dtype=torch.float64), want, atol=1e-9)
+        assert p.predicted == int(want.argmax())
+
+
+def test_the_command_prints_a_table_and_writes_csv(saved_model, nibabel_data, tmp_path, capsys):
+    _, _, path = saved_model
+    out = tmp_path / "pred.csv"
+    assert main(["predict", "--model", str(path), str(nibabel_data / "anatomical.nii"), "--csv", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "anatomical.nii" in printed and "predicted" in printed
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("scan,slices,predicted,p0,p1") and len(lines) == 2
+
+
+def test_bad_inputs_are_named(saved_model, tmp_path, capsys):
+    _, _, path = saved_model
+    bad = tmp_path / "broken.nii"
+    bad.write_bytes(b"not a nifti file")
+    assert main(["predict", "--model", str(path), str(bad)]) == DataError.exit_code
+    assert "broken.nii" in capsys.readouterr().err
+    assert main(["predict", "--model", str(tmp_path / "nope.pt"), str(bad)]) == ConfigError.exit_code
+    junk = tmp_path / "junk.pt"
+    torch.save({"hello": 1}, junk)
+    assert main(["predict", "--model", str(junk), str(bad)]) == ConfigError.exit_code
+    assert "not a model file" in capsys.readouterr().err
