@@ -3,7 +3,8 @@
 A thin Hydra entry point: compose the config, check it, call ``ppml_hybrid.pipeline.train``.
 Project errors print one clear line and exit non-zero. In a multirun a failed job writes
 ``error.json`` into its directory and the sweep goes on; the sweep summary lists the failure
-and the multirun exits with the first failed job's code (``ppml_hybrid.sweep``).
+and the multirun exits with the first failed job's code (``ppml_hybrid.sweep``). A failed or
+interrupted single run also leaves ``error.json`` (and no ``metrics.json``) in its folder.
 """
 
 from __future__ import annotations
@@ -36,10 +37,14 @@ def main(cfg: DictConfig) -> dict:
     except PPMLError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         hydra_cfg = HydraConfig.get()
+        # the run's folder says it failed (error.json, no metrics.json): it never looks like a result
+        record_failure(hydra_cfg.runtime.output_dir, exc)
         if hydra_cfg.mode == RunMode.MULTIRUN:
-            record_failure(hydra_cfg.runtime.output_dir, exc)
             return {"error": f"{type(exc).__name__}: {exc}"}
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        record_failure(HydraConfig.get().runtime.output_dir, InterruptedError("interrupted (Ctrl-C): no result"))
+        raise
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ ERROR_FILE = "error.json"
 
 
 def record_failure(output_dir: str, exc: Exception) -> None:
-    """A multirun job's project error, for the summary (type, message and exit code only)."""
+    """A failed run's error in its folder (type, message and exit code only): the multirun summary
+    reads it, and nobody mistakes the folder for a result."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / ERROR_FILE).write_text(json.dumps({"type": type(exc).__name__, "message": str(exc),

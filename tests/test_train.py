@@ -99,3 +99,7 @@ def test_cli_bad_data_exits_3_naming_the_file(tmp_path):
     assert proc.returncode == 3
     out = proc.stdout + proc.stderr
     assert "DataError" in out and "missing_scan.nii.gz" in out
+    # the failed run's folder says so, and holds no result
+    error = json.loads((tmp_path / "r" / "error.json").read_text())
+    assert error["type"] == "DataError" and error["exit_code"] == 3
+    assert not (tmp_path / "r" / "metrics.json").exists()

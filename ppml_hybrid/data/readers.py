@@ -22,21 +22,38 @@ DICOM_SUFFIX = ".dcm"
 
 
 def read_image(path: Path | str) -> np.ndarray:
-    """Read ``path`` by its kind and return a checked 2D or 3D float32 array."""
+    """Read ``path`` by its kind and return a checked 2D or 3D float32 array.
+
+    DICOM is recognised by its content (the ``DICM`` marker after the 128-byte preamble) as well
+    as by a ``.dcm`` name: PACS exports are often ``IM0001`` or bare numbers."""
     path = Path(path)
     if path.is_dir():
         data = read_dicom_series(path)
     elif _is_nifti(path):
         data = read_nifti(path)
-    elif path.suffix.lower() == DICOM_SUFFIX:
+    elif path.suffix.lower() == DICOM_SUFFIX or is_dicom_file(path):
         data = read_dicom_file(path)
     elif not path.exists():
         raise DataError(f"{path}: file does not exist")
     else:
         raise DataError(
-            f"{path}: unsupported file type; expected .nii, .nii.gz, .dcm or a folder of .dcm files"
+            f"{path}: unsupported file type; expected .nii, .nii.gz, a DICOM file (.dcm, or any name with the "
+            "DICM marker) or a folder holding one DICOM series"
         )
     return check_image(data, source=path)
+
+
+DICOM_MAGIC_OFFSET = 128
+
+
+def is_dicom_file(path: Path) -> bool:
+    """Whether ``path`` is a file with the DICOM Part 10 marker (``DICM`` after the preamble)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(DICOM_MAGIC_OFFSET + 4)
+    except OSError:
+        return False
+    return len(head) == DICOM_MAGIC_OFFSET + 4 and head[DICOM_MAGIC_OFFSET:] == b"DICM"
 
 
 def check_image(data: np.ndarray, *, source: Path | str) -> np.ndarray:
@@ -73,6 +90,11 @@ def check_image(data: np.ndarray, *, source: Path | str) -> np.ndarray:
         raise DataError(
             f"{source}: {bad} of {out.size} voxels are NaN or Inf; fix or mask them before training"
         )
+    if out.size > 1 and float(out.max()) == float(out.min()):
+        raise DataError(
+            f"{source}: every voxel has the same value ({float(out.min()):g}): an empty or failed export, "
+            "nothing to learn from; fix the file or drop its row"
+        )
     return out
 
 
@@ -101,15 +123,24 @@ def read_dicom_file(path: Path) -> np.ndarray:
 
 
 def read_dicom_series(folder: Path) -> np.ndarray:
-    """A folder holding one series of single-frame ``.dcm`` files -> ``[cols, rows, slices]``.
+    """A folder holding one series of single-frame DICOM files -> ``[cols, rows, slices]``.
+
+    Files count as DICOM by a ``.dcm`` name or by their content (``IM0001``, bare numbers);
+    ``DICOMDIR`` index files and hidden files are not slices.
 
     Slices are ordered by position along the slice normal (ImagePositionPatient projected on
     the cross product of ImageOrientationPatient), else by InstanceNumber, else by file name,
     because file names rarely follow anatomy. Rescale slope/intercept is applied per slice.
     """
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == DICOM_SUFFIX)
+    candidates = sorted(p for p in folder.iterdir()
+                        if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR")
+    files = [p for p in candidates if p.suffix.lower() == DICOM_SUFFIX or is_dicom_file(p)]
     if not files:
-        raise DataError(f"{folder}: folder holds no .dcm files; expected one DICOM series")
+        raise DataError(f"{folder}: folder holds no DICOM files (by .dcm name or DICM marker); expected one "
+                        "DICOM series")
+    others = [p.name for p in candidates if p not in files]
+    if others:
+        logger.warning("%s: %d file(s) that are not DICOM ignored (%s)", folder, len(others), ", ".join(others[:3]))
     datasets = [(f, _dcmread(f)) for f in files]
     series = {str(ds.get("SeriesInstanceUID", "")) for _, ds in datasets}
     if len(series) > 1:

@@ -26,6 +26,7 @@ def write_results(cfg: RunConfig, result: Any) -> Dict[str, Any]:
         "dp": asdict(cfg.dp),
         **result.metrics(),
     }
+    _warn_if_unmeasured(result.test)
     delta = metrics.get("privacy", {}).get("delta_total", cfg.dp.delta)
     log.info(
         "test: accuracy %.4f, AUC %.4f, loss %.4f%s", result.test.accuracy, result.test.auc,
@@ -39,6 +40,17 @@ def write_results(cfg: RunConfig, result: Any) -> Dict[str, Any]:
         torch.save(model_file_contents(cfg, result.model), out / "model.pt")
         log.info("wrote %s and %s", out / "metrics.json", out / "model.pt")
     return metrics
+
+
+def _warn_if_unmeasured(test: Any) -> None:
+    """Say so when the test metrics measure nothing (a run that 'succeeds' with AUC nan)."""
+    n = getattr(test, "n", None)
+    if n == 0:
+        log.warning("NO TEST METRICS: every site's test split has fewer than the minimum number of patients "
+                    "(its metrics are suppressed); add patients or raise data.test_fraction")
+    elif not math.isfinite(test.auc):
+        log.warning("test AUC is undefined: the test rows hold a single class (%d rows); the accuracy alone says "
+                    "little. Add patients of every class or raise data.test_fraction", n or 0)
 
 
 def model_file_contents(cfg: RunConfig, model: Any) -> Dict[str, Any]:

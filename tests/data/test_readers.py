@@ -31,8 +31,9 @@ def test_true_4d_is_rejected_with_shape(nibabel_data):
 
 
 def test_singleton_trailing_axes_are_squeezed(tmp_path, write_nifti):
-    assert read_image(write_nifti(tmp_path / "a.nii.gz", np.ones((6, 7, 5, 1), np.float32))).shape == (6, 7, 5)
-    assert read_image(write_nifti(tmp_path / "b.nii", np.ones((6, 7, 1), np.int16))).shape == (6, 7)
+    ramp = np.arange(6 * 7 * 5, dtype=np.float32)
+    assert read_image(write_nifti(tmp_path / "a.nii.gz", ramp.reshape(6, 7, 5, 1))).shape == (6, 7, 5)
+    assert read_image(write_nifti(tmp_path / "b.nii", ramp[:42].astype(np.int16).reshape(6, 7, 1))).shape == (6, 7)
 
 
 def test_1d_is_rejected(tmp_path, write_nifti):
@@ -132,7 +133,7 @@ def test_dicom_duplicate_positions_rejected(tmp_path, pydicom_data):
 
 def test_empty_dicom_folder(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="empty: folder holds no .dcm files"):
+    with pytest.raises(DataError, match="empty: folder holds no DICOM files"):
         read_image(tmp_path / "empty")
 
 
@@ -140,4 +141,29 @@ def test_corrupt_dicom(tmp_path):
     path = tmp_path / "broken.dcm"
     path.write_bytes(b"\x00" * 64)
     with pytest.raises(DataError, match="broken.dcm"):
+        read_image(path)
+
+
+def test_dicom_is_recognised_by_content_not_only_by_name(pydicom_data, tmp_path):
+    """pydicom's MR700 series has bare-number file names (as PACS exports do): a folder of them
+    is one series, and a single such file (or one renamed IM0001) reads as DICOM."""
+    series = pydicom_data / "dicomdirtests" / "98892003" / "MR700"
+    volume = read_image(series)
+    assert volume.ndim == 3 and volume.shape[2] == len(list(series.iterdir()))
+    single = tmp_path / "IM0001"
+    single.write_bytes((series / "4467").read_bytes())
+    assert read_image(single).shape == (16, 16)
+    not_dicom = tmp_path / "notes"
+    not_dicom.write_bytes(b"x" * 200)
+    with pytest.raises(DataError, match="notes: unsupported file type"):
+        read_image(not_dicom)
+
+
+def test_a_constant_volume_is_refused_naming_the_file(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    path = tmp_path / "blank.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), dtype=np.float32), np.eye(4)), str(path))
+    with pytest.raises(DataError, match="blank.nii.gz: every voxel has the same value"):
         read_image(path)
