@@ -99,11 +99,14 @@ def check_image(data: np.ndarray, *, source: Path | str) -> np.ndarray:
 
 
 def read_nifti(path: Path) -> np.ndarray:
-    """NIfTI-1/2 (``.nii``, ``.nii.gz``) via nibabel, scaling (scl_slope/inter) applied, as stored."""
+    """NIfTI-1/2 (``.nii``, ``.nii.gz``) via nibabel, scaling (scl_slope/inter) applied, in RAS
+    orientation: voxel axes reordered and flipped to the closest of right, anterior, superior
+    (``nibabel.as_closest_canonical``), so that scans stored LAS, RAS or LPS are not mirrored
+    against each other (the slicing axis then means the same anatomy in every file)."""
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
+        img = nib.as_closest_canonical(nib.load(str(path)))
         return np.asarray(img.get_fdata(dtype=np.float32, caching="unchanged"))
     except FileNotFoundError:
         raise DataError(f"{path}: file does not exist") from None

@@ -167,3 +167,19 @@ def test_a_constant_volume_is_refused_naming_the_file(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), dtype=np.float32), np.eye(4)), str(path))
     with pytest.raises(DataError, match="blank.nii.gz: every voxel has the same value"):
         read_image(path)
+
+
+def test_nifti_in_las_and_ras_read_the_same_anatomy(nibabel_data, tmp_path):
+    """nibabel's anatomical.nii is stored LAS; the same scan stored RAS (axis 0 flipped, affine
+    to match) must read voxel for voxel the same: no silent mirroring between sites' exports."""
+    import nibabel as nib
+
+    las = nib.load(str(nibabel_data / "anatomical.nii"))
+    assert nib.aff2axcodes(las.affine) == ("L", "A", "S")
+    ras = nib.as_closest_canonical(las)
+    assert nib.aff2axcodes(ras.affine) == ("R", "A", "S")
+    nib.save(nib.Nifti1Image(np.asarray(ras.dataobj), ras.affine), str(tmp_path / "ras.nii"))
+    a, b = read_image(nibabel_data / "anatomical.nii"), read_image(tmp_path / "ras.nii")
+    assert a.shape == b.shape and np.array_equal(a, b)
+    raw = np.asarray(las.get_fdata(dtype=np.float32))
+    assert np.array_equal(a, raw[::-1])  # LAS -> RAS flips the first axis
