@@ -16,6 +16,11 @@ from typing import Any, Mapping, Optional, Tuple, Union
 from ppml_hybrid.errors import ConfigError
 
 
+# The fixed-point encoding every role shares: CrypTen's fraction bits (x is stored as
+# round(x * 2^16) in Z_2^64), which the conversions and the exact clip assume too. Defined once.
+FIXED_POINT_BITS = 16
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """Shape of the built-in demo set (generated offline on first use; ppml_hybrid.data.demo).

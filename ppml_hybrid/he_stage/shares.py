@@ -15,9 +15,10 @@ import os
 
 import numpy as np
 
+from ppml_hybrid.config import FIXED_POINT_BITS
 from ppml_hybrid.he_stage.errors import HEError
 
-FRACTION_BITS = 16
+FRACTION_BITS = FIXED_POINT_BITS
 SCALE = float(1 << FRACTION_BITS)
 
 

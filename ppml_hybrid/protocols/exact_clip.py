@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ppml_hybrid.config import FIXED_POINT_BITS
 from ppml_hybrid.smpc_stage import exact
 from ppml_hybrid.smpc_stage.compare import ge_zero, gt_zero
 
@@ -37,7 +38,7 @@ _RANGE_BASE = 25.6
 _RANGE_STEP = 256
 _RANGES = 4
 _NEWTON_STEPS = 3
-F = 16  # CrypTen's fixed-point bits (smpc_stage.party.PRECISION_BITS)
+F = FIXED_POINT_BITS  # CrypTen's fixed-point bits
 # n_i at or above 2^NORM_BITS drops the sample: keeps c' n_i and c' up(c' n_i) below 2^62 at scale 2^32.
 NORM_BITS = 28
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ppml_hybrid.config import FIXED_POINT_BITS
 from ppml_hybrid.protocols.errors import ConversionParamsError
 
-CRYPTEN_FRACTION_BITS = 16
+CRYPTEN_FRACTION_BITS = FIXED_POINT_BITS
 MIN_SCALE_BITS = 50
 MAX_SCALE_BITS = 59
 # u_j / 2^f must be exact in float64 (53-bit mantissa) before CKKS encoding.

@@ -40,6 +40,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
+from ppml_hybrid.config import FIXED_POINT_BITS
 from ppml_hybrid.smpc_stage.crypten_compat import import_crypten
 
 import_crypten()  # at import: the orchestrator's fork server preloads this module
@@ -52,7 +53,7 @@ from ppml_hybrid.smpc_stage.world import join_as_party, leave, serve_as_dealer
 
 log = logging.getLogger(__name__)
 
-PRECISION_BITS = 16
+PRECISION_BITS = FIXED_POINT_BITS
 
 
 class ProgressBoard:
