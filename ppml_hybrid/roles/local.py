@@ -31,7 +31,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -73,16 +72,9 @@ def _role_process(argv: List[str], log_path: str, parent_pid: int, threads: int)
     os.dup2(fd, 2)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    from ppml_hybrid.smpc_stage.party import watch_parent
 
-    def watch() -> None:
-        while True:
-            try:
-                os.kill(parent_pid, 0)
-            except ProcessLookupError:
-                os._exit(70)
-            time.sleep(0.5)
-
-    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+    watch_parent(parent_pid)
     import torch
 
     torch.set_num_threads(1)

@@ -155,7 +155,7 @@ def _configure_crypten(rz: Rendezvous, *, orchestrated: bool) -> Any:
     return crypten
 
 
-def _watch_parent(parent_pid: int) -> None:
+def watch_parent(parent_pid: int) -> None:
     """Exit this process if the orchestrator that started it disappears (no orphans)."""
 
     def loop() -> None:
@@ -244,7 +244,7 @@ def party_main(rendezvous: Rendezvous, program: Any, inputs: Any, shaping: Any, 
                results: Any, parent_pid: int, setup: Any = None) -> None:
     """Entry point of an orchestrated party process: runs ``program`` (which reports its own
     results, see :class:`_ServeCommands`) and reports failures as ``(kind, rank, message)``."""
-    _watch_parent(parent_pid)
+    watch_parent(parent_pid)
     logging.basicConfig(level=logging.WARNING)
     rank = rendezvous.rank
     try:
@@ -299,7 +299,7 @@ def party_session_main(rendezvous: Rendezvous, inputs: Any, shaping: Any, board:
 
 def dealer_main(rendezvous: Rendezvous, parent_pid: int, results: Any = None, setup: Any = None) -> None:
     """Entry point of the orchestrated dealer process (failures reported like a party's)."""
-    _watch_parent(parent_pid)
+    watch_parent(parent_pid)
     logging.basicConfig(level=logging.WARNING)
     try:
         links = _orchestrated_links(rendezvous, results, setup)

@@ -109,23 +109,30 @@ def test_a_party_refuses_a_coordinator_other_than_the_pinned_one(identities):
         server.close()
 
 
-def test_the_coordinator_refuses_a_site_with_another_config_before_step_one(identities, tmp_path):
-    """A site whose run digest differs (another model, split, DP setting) is named and refused."""
+def _sites_and_links(identities, *, host: str):
+    """The coordinator's RemoteSites over a real server, and both parties' links to it."""
     from ppml_hybrid.consortium import parse_consortium
     from ppml_hybrid.roles.coordinator import RemoteSites
-    from ppml_hybrid.smpc_stage.errors import RendezvousError
 
     server = _server(identities)
-    roles = {n: {"host": "127.0.0.1", "port": 1000 + i, "cert": identities[n].cert_pem.decode()}
+    roles = {n: {"host": host % (i + 1), "port": 1000 + i, "cert": identities[n].cert_pem.decode()}
              for i, n in enumerate(("party-0", "party-1", "coordinator"))}
     roles["dealer"] = {"host": "127.0.0.1", "port": 999, "cert": make_link_identity("d").cert_pem.decode()}
     sites = RemoteSites(server=server, consortium=parse_consortium({"roles": roles}), timeout_s=10)
+    links = {n: CoordinatorLink(address=server.address, coordinator_cert_pem=identities["coordinator"].cert_pem,
+                                identity=identities[n], connect_timeout_s=10) for n in ("party-0", "party-1")}
+    return server, sites, links
+
+
+def test_the_coordinator_refuses_a_site_with_another_config_before_step_one(identities, tmp_path):
+    """A site whose run digest differs (another model, split, DP setting) is named and refused."""
+    from ppml_hybrid.smpc_stage.errors import RendezvousError
+
+    server, sites, links = _sites_and_links(identities, host="127.0.0.%d")
     try:
-        links = {n: CoordinatorLink(address=server.address, coordinator_cert_pem=identities["coordinator"].cert_pem,
-                                    identity=identities[n], connect_timeout_s=10) for n in ("party-0", "party-1")}
         links["party-0"].send(encode(m.Hello(role="party-0", run_digest="a" * 64, train_rows=5)))
         links["party-1"].send(encode(m.Hello(role="party-1", run_digest="b" * 64, train_rows=5)))
-        with pytest.raises(RendezvousError, match=r"party-1 \(127.0.0.1:1001\) runs another configuration"):
+        with pytest.raises(RendezvousError, match=r"party-1 \(127.0.0.2:1001\) runs another configuration"):
             sites.join(digest="a" * 64, timeout_s=10)
         for link in links.values():
             link.close()
@@ -134,18 +141,10 @@ def test_the_coordinator_refuses_a_site_with_another_config_before_step_one(iden
 
 
 def test_a_party_failure_is_reported_with_its_role_and_host_and_beats_the_peers_that_noticed(identities):
-    from ppml_hybrid.consortium import parse_consortium
-    from ppml_hybrid.roles.coordinator import RemoteSites
     from ppml_hybrid.smpc_stage.errors import PartyCrashedError
 
-    server = _server(identities)
-    roles = {n: {"host": "10.0.0.%d" % (i + 1), "port": 1000 + i, "cert": identities[n].cert_pem.decode()}
-             for i, n in enumerate(("party-0", "party-1", "coordinator"))}
-    roles["dealer"] = {"host": "127.0.0.1", "port": 999, "cert": make_link_identity("d").cert_pem.decode()}
-    sites = RemoteSites(server=server, consortium=parse_consortium({"roles": roles}), timeout_s=10)
+    server, sites, links = _sites_and_links(identities, host="10.0.0.%d")
     try:
-        links = {n: CoordinatorLink(address=server.address, coordinator_cert_pem=identities["coordinator"].cert_pem,
-                                    identity=identities[n], connect_timeout_s=10) for n in ("party-0", "party-1")}
         links["party-0"].send(encode(m.Failed(role="party-0", error="PeerCommunicationError", message="peer gone")))
         threading.Timer(0.2, links["party-1"].close).start()  # party-1's process dies
         with pytest.raises(PartyCrashedError, match=r"party-1 \(10.0.0.2:1001\) disconnected.*then party-0"):
