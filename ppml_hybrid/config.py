@@ -142,7 +142,7 @@ class HEConfig:
     insecure: bool = False
     # HE->SS: each round's values have a public bound |v| < 2^V (protocols/value_bounds.py) and
     # its mask R is uniform real in [-2^(V+H), 2^(V+H)): H bits of statistical hiding per slot.
-    # None: the smallest H >= 32 that keeps the run's union over every masked slot <= 2^-10.
+    # None: 38. K decrypts at most 2^(H-10) slots in its lifetime (union over them <= 2^-10).
     mask_hiding_bits: Optional[int] = None
     # V + H never exceeds this (modulus room: one spare level at scale 2^50 holds |v + R| < 2^58)
     max_mask_bits: int = 56

@@ -63,16 +63,16 @@ UNION_BITS = 10
 DEFAULT_HIDING_BITS = 38
 
 
-def masked_value_budget(hiding_bits: int) -> int:
-    """How many masked values K may decrypt in one lifetime with H bits of hiding: the union bound
-    ``values * 2^-H <= 2^-UNION_BITS`` (K refuses rounds beyond it; see keyservice.rounds)."""
+def masked_slot_budget(hiding_bits: int) -> int:
+    """How many masked slots K may decrypt in one lifetime with H bits of hiding: the union bound
+    ``slots * 2^-H <= 2^-UNION_BITS`` (K refuses submissions beyond it; see keyservice.rounds)."""
     return 2 ** max(0, hiding_bits - UNION_BITS)
 
 
 def resolved_hiding(run: HERunSpec) -> HERunSpec:
     """``run`` with ``he.mask_hiding_bits`` resolved from the config alone: the configured H, or
     :data:`DEFAULT_HIDING_BITS`. Every role computes the same spec without knowing the data
-    size; K enforces the matching lifetime budget (:func:`masked_value_budget`)."""
+    size; K enforces the matching lifetime budget (:func:`masked_slot_budget`)."""
     if run.he.mask_hiding_bits is not None:
         return run
     return dataclasses.replace(run, he=dataclasses.replace(run.he, mask_hiding_bits=DEFAULT_HIDING_BITS))

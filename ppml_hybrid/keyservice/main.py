@@ -57,7 +57,8 @@ def start_key_service(*, spec: Any, kms: Any = None, producer: Any = None,
     producer = producer if producer is not None else make_producer(keyservice=ks)
     vault, published = _load_or_make_keys(spec=spec, kms=kms, producer=producer)
     book = RoundBook(parties=spec.run.parties, round_quota=ks.round_quota, max_open_rounds=ks.max_open_rounds,
-                     hiding_bits=published.hiding_bits, max_mask_bits=published.max_mask_bits)
+                     hiding_bits=published.hiding_bits, max_mask_bits=published.max_mask_bits,
+                     slots_per_ciphertext=published.material.layout.slots)
     identity = server_identity or self_signed_server(common_name="ppml-hybrid key service")
     attestor = KeyAttestor.build(producer=producer, published=published, keyservice=ks,
                                  tls_trust_pem=identity.trust_pem, registry=spec.registry)

@@ -22,9 +22,11 @@ masked values v + R it decrypts; each party learns only its own share):
    are refused with RunStoppedError, so E never learns more than one bit per run about a
    value's range (no retry, no bisection).
 
-Budget: the union bound behind H bits of hiding covers at most 2^(H - 10) masked values over
-K's lifetime (``he_stage.runspec.masked_value_budget``); a round that would open beyond it is
-refused (``ValueBoundError``), so a run longer than its H allows stops instead of weakening.
+Budget: the union bound behind H bits of hiding covers at most 2^(H - 10) masked slots over
+K's lifetime (``he_stage.runspec.masked_slot_budget``). K decrypts every slot of every
+submitted ciphertext, padding included (junk a rotation left there is data-dependent too), so
+each submission is charged ciphertexts x slots; one that would go beyond the budget is refused
+(``ValueBoundError``), so a run longer than its H allows stops instead of weakening.
 
 Quota: every request of one caller naming one retained round counts (accepted or refused);
 the ``round_quota + 1``-th is RESOURCE_EXHAUSTED. A round is forgotten once all its shares
@@ -40,7 +42,7 @@ from typing import Dict, List, Optional, Set, Tuple
 import numpy as np
 
 from ppml_hybrid.errors import ConfigError
-from ppml_hybrid.he_stage.runspec import masked_value_budget
+from ppml_hybrid.he_stage.runspec import masked_slot_budget
 
 from ppml_hybrid.keyservice.errors import (
     AnnouncementMismatchError, OutOfOrderRoundError, QuotaExceededError, RoundMismatchError, RoundReplayError,
@@ -71,7 +73,7 @@ class RoundBook:
     """Thread-safe round state of one K process."""
 
     def __init__(self, *, parties: int, round_quota: int, max_open_rounds: int, hiding_bits: int,
-                 max_mask_bits: int) -> None:
+                 max_mask_bits: int, slots_per_ciphertext: int) -> None:
         if parties < 2 or round_quota < 1 or max_open_rounds < 1:
             raise ConfigError("keyservice needs parties >= 2, round_quota >= 1 and max_open_rounds >= 1")
         self._hiding = hiding_bits
@@ -85,8 +87,9 @@ class RoundBook:
         self._next_announce: Dict[int, int] = {j: 0 for j in range(1, parties + 1)}
         self._next_decrypt = 0
         self._counts: Dict[Tuple[str, int], int] = {}
-        self._value_budget = masked_value_budget(hiding_bits)
-        self._values_opened = 0
+        self._slots = slots_per_ciphertext
+        self._slot_budget = masked_slot_budget(hiding_bits)
+        self._slots_decrypted = 0
 
     @property
     def parties(self) -> int:
@@ -127,15 +130,6 @@ class RoundBook:
             rnd.announced.add(party)
             self._next_announce[party] = r + 1
             if len(rnd.announced) == self._parties:
-                values = int(np.prod(ref.shape)) if ref.shape else 1
-                if self._values_opened + values > self._value_budget:
-                    del self._rounds[r]
-                    raise ValueBoundError(
-                        f"round {r} would bring the masked values K decrypted to {self._values_opened + values}, "
-                        f"beyond the {self._value_budget} that {self._hiding} bits of hiding cover (statistical "
-                        "distance 2^-10 over the run): start K for a longer run with a larger he.mask_hiding_bits"
-                    )
-                self._values_opened += values
                 rnd.state = OPEN
             return AnnounceResult(round=ref, announced=len(rnd.announced), parties=self._parties)
 
@@ -169,6 +163,14 @@ class RoundBook:
                 raise RoundMismatchError(
                     f"round {r} (shape {rnd.ref.shape}) takes {expected_ciphertexts} ciphertexts; got {n_ciphertexts}"
                 )
+            slots = n_ciphertexts * self._slots
+            if self._slots_decrypted + slots > self._slot_budget:
+                raise ValueBoundError(
+                    f"round {r} would bring the masked slots K decrypted to {self._slots_decrypted + slots}, beyond "
+                    f"the {self._slot_budget} that {self._hiding} bits of hiding cover (statistical distance 2^-10 "
+                    "over K's lifetime): start K for a longer run with a larger he.mask_hiding_bits"
+                )
+            self._slots_decrypted += slots
             rnd.state = DECRYPTING
             return rnd.ref
 

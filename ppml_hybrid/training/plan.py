@@ -9,13 +9,14 @@ reads data, keys or the network.
 * :func:`he_run_spec` needs the config alone (K and E start before any party reports): the
   slot layout's batch capacity comes from ``train.batch_size`` (7 standard deviations above
   the padded Poisson batch) and H from ``he.mask_hiding_bits`` (default 38; K refuses rounds
-  beyond the masked-value budget that H covers, so a longer run stops instead of weakening);
+  beyond the masked-slot budget that H covers, so a longer run stops instead of weakening);
 * :func:`plan_run` needs the sites' training-row counts too (they set the sample rate);
 * :func:`step_program` builds the party program of one step (all-MPC or hybrid).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
@@ -139,6 +140,4 @@ def step_program(cfg: RunConfig, plan: RunPlan, *, step: int, state: Dict[str, t
                                           integer_bits=cfg.he.delta_clamp_bits),
         count_noise=plan.count_noise)
     # K accepts round ids in order only: every step uses the same number of rounds.
-    import dataclasses
-
     return dataclasses.replace(program, first_round=step * program.rounds_per_step())
