@@ -80,7 +80,7 @@ def load_splits(
     ``"demo"``: the built-in synthetic set (generated on first use, see :mod:`.demo`);
     ``"nifti"``: ``cfg.labels`` (a labels CSV) with paths under ``cfg.root`` (NIfTI or DICOM).
     """
-    root, labels = _locate(cfg, cache_dir=cache_dir)
+    root, labels = locate(cfg, cache_dir=cache_dir)
     return _load_folder(cfg, root=root, labels=labels, num_classes=num_classes, progress=progress)
 
 
@@ -91,12 +91,8 @@ def load_site_splits(cfg: DataConfig, *, num_classes: int = 2, progress: bool = 
     if cfg.root is None:
         raise ConfigError("a party reads only its own site's folder: set data.root=/path/to/this/site "
                           "(and data.labels=FILE if its labels CSV is not data.root/labels.csv)")
-    root = Path(cfg.root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"data.root={cfg.root!r} is not an existing folder")
-    labels = Path(cfg.labels).expanduser() if cfg.labels is not None else root / LABELS_FILE
-    if not labels.is_absolute() and not labels.exists() and (root / labels).exists():
-        labels = root / labels
+    root = _existing_root(cfg)
+    labels = _labels_file(root, cfg.labels) if cfg.labels is not None else root / LABELS_FILE
     return _load_folder(cfg, root=root, labels=labels, num_classes=num_classes, progress=progress)
 
 
@@ -129,7 +125,22 @@ def _load_folder(cfg: DataConfig, *, root: Path, labels: Path, num_classes: int,
     return splits
 
 
-def _locate(cfg: DataConfig, *, cache_dir: Path | None) -> tuple[Path, Path]:
+def _existing_root(cfg: DataConfig) -> Path:
+    root = Path(cfg.root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.root={cfg.root!r} is not an existing folder")
+    return root
+
+
+def _labels_file(root: Path, labels: str) -> Path:
+    """``data.labels`` relative to the working directory first, then to ``data.root``."""
+    path = Path(labels).expanduser()
+    if not path.is_absolute() and not path.exists() and (root / path).exists():
+        path = root / path
+    return path
+
+
+def locate(cfg: DataConfig, *, cache_dir: Path | None = None) -> tuple[Path, Path]:
     """(root, labels CSV) for ``cfg``; generates the demo set if needed."""
     if cfg.name == "demo":
         if cfg.labels is not None:
@@ -146,13 +157,8 @@ def _locate(cfg: DataConfig, *, cache_dir: Path | None) -> tuple[Path, Path]:
                 f"data=nifti needs {' and '.join(missing)}: the folder holding the images and the labels CSV "
                 f"(columns path,label[,patient_id][,site])"
             )
-        root = Path(cfg.root).expanduser()
-        if not root.is_dir():
-            raise DataError(f"data.root={cfg.root!r} is not an existing folder")
-        labels = Path(cfg.labels).expanduser()
-        if not labels.is_absolute() and not labels.exists() and (root / labels).exists():
-            labels = root / labels  # relative to the working directory first, then to data.root
-        return root, labels
+        root = _existing_root(cfg)
+        return root, _labels_file(root, cfg.labels)
     raise ConfigError(f"data.name={cfg.name!r} is not a known dataset; valid: {', '.join(DATASET_NAMES)}")
 
 

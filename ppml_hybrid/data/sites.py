@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from ppml_hybrid.config import DataConfig
+from ppml_hybrid.data.dataset import locate
 from ppml_hybrid.data.demo import LABELS_FILE, ensure_demo
 from ppml_hybrid.data.records import ImageRecord, read_labels_csv
 from ppml_hybrid.errors import ConfigError
@@ -95,12 +96,7 @@ def demo_site_folders(cfg: DataConfig, *, parties: int, cache_dir: Optional[Path
 
 def site_label_files(cfg: DataConfig, *, parties: int, out_dir: Path) -> List[Tuple[Path, Path]]:
     """(data.root, site J's labels CSV) per site for a user's labelled folder (module doc)."""
-    if cfg.root is None or cfg.labels is None:
-        raise ConfigError("data=nifti needs data.root and data.labels (the folder and its labels CSV)")
-    root = Path(cfg.root).expanduser()
-    labels = Path(cfg.labels).expanduser()
-    if not labels.is_absolute() and not labels.exists() and (root / labels).exists():
-        labels = root / labels
+    root, labels = locate(cfg)
     records: Sequence[ImageRecord] = read_labels_csv(labels, root=root)
     site = owners([r.site for r in records], [r.patient_id for r in records], parties=parties)
     base = root.resolve()

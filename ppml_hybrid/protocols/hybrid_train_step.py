@@ -431,10 +431,3 @@ def he_tensor_features(model: ModelConfig, split_layer: int, name: str, shapes: 
         return int(torch.tensor(shape.out_shape).prod())
     # pre.j, delta_pre.j, delta_post.j: before pooling
     return int(torch.tensor(_pre_shape(model.blocks[int(j) - 1], shape.in_shape)).prod())
-
-
-def masked_slots_per_step(*, model: ModelConfig, split_layer: int, image_size: int, layout: Any) -> int:
-    """Slots K decrypts per step (every slot of every ciphertext of every HE->SS round)."""
-    shapes = block_shapes(model, image_size)
-    names = ["logits"] + he_tensor_names(model, split_layer)
-    return sum(layout.num_ciphertexts(he_tensor_features(model, split_layer, n, shapes)) for n in names) * layout.slots

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 from ppml_hybrid.consortium import Consortium, party_role
 from ppml_hybrid.identity import IdentityError, LinkIdentity
@@ -42,3 +42,30 @@ def read_development_root(path: Path, *, timeout_s: float) -> bytes:
                               "service writes its development root with --development-root-out)")
         time.sleep(0.2)
     return path.read_bytes()
+
+
+def check_parties(consortium: Consortium, smpc_parties: int) -> None:
+    """The consortium file and the run config must agree on the number of parties."""
+    from ppml_hybrid.errors import ConfigError
+
+    if consortium.parties != smpc_parties:
+        raise ConfigError(f"{consortium.source} lists {consortium.parties} parties but smpc.parties={smpc_parties}")
+
+
+def when_reachable(call: Callable[[], Any], *, timeout_s: float, what: str,
+                   waiting: Optional[Callable[[], None]] = None) -> Any:
+    """``call()``, retried while the service it calls is not up yet (K may still be generating
+    keys); ``waiting`` runs between tries. After ``timeout_s`` the UnavailableError names ``what``."""
+    from ppml_hybrid.rpc.errors import UnavailableError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return call()
+        except UnavailableError:
+            if time.monotonic() > deadline:
+                raise UnavailableError(f"{what} did not answer within {timeout_s:g} s "
+                                       "(keyservice.startup_timeout_s)") from None
+            if waiting is not None:
+                waiting()
+            time.sleep(0.5)

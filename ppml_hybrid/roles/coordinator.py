@@ -31,14 +31,14 @@ import torch
 
 from ppml_hybrid.config import RunConfig, run_digest
 from ppml_hybrid.consortium import Consortium, party_role
-from ppml_hybrid.errors import ConfigError
 from ppml_hybrid.identity import LinkIdentity
 from ppml_hybrid.roles import messages as m
-from ppml_hybrid.roles.common import check_pinned
+from ppml_hybrid.roles.common import check_parties, check_pinned
 from ppml_hybrid.roles.party import plan_digest
 from ppml_hybrid.rpc.codec import WireFormatError, decode, encode
 from ppml_hybrid.rpc.coordination import CoordinatorServer
 from ppml_hybrid.smpc_stage.errors import PartyCrashedError, PartyTimeoutError, RendezvousError
+from ppml_hybrid.training.checks import check_privacy_for_data
 from ppml_hybrid.training.plan import RunPlan, plan_run
 from ppml_hybrid.training.secure import SecureResult, StepRun, coordinate
 from ppml_hybrid.training.site_metrics import SiteAggregate
@@ -188,8 +188,7 @@ def run_coordinator(*, cfg: RunConfig, consortium: Consortium, identity: LinkIde
     ``liveness`` (one-machine launcher): returns the role processes that died, by name."""
     check_pinned(identity, consortium, "coordinator")
     me = consortium.role("coordinator")
-    if consortium.parties != cfg.smpc.parties:
-        raise ConfigError(f"{consortium.source} lists {consortium.parties} parties but smpc.parties={cfg.smpc.parties}")
+    check_parties(consortium, cfg.smpc.parties)
     callers = {party_role(j): consortium.role(party_role(j)).cert_pem for j in range(consortium.parties)}
     server = CoordinatorServer(address=f"{bind_host or me.host}:{me.port}", identity=identity, callers=callers)
     sites = RemoteSites(server=server, consortium=consortium, timeout_s=cfg.smpc.timeout_s, liveness=liveness)
@@ -200,7 +199,7 @@ def run_coordinator(*, cfg: RunConfig, consortium: Consortium, identity: LinkIde
         log.info("sites hold %s training rows (their validation and test rows stay with them)",
                  ", ".join(str(r) for r in rows))
         plan = plan_run(cfg, train_rows=rows)
-        _check_privacy_for_rows(cfg, plan)
+        check_privacy_for_data(cfg, n_train=plan.n_train)
         development = sites.start(plan, timeout_s=cfg.smpc.timeout_s + cfg.keyservice.startup_timeout_s)
         if development:
             log.warning("the parties accepted a DEVELOPMENT attestation of the key service (no enclave): "
@@ -213,8 +212,3 @@ def run_coordinator(*, cfg: RunConfig, consortium: Consortium, identity: LinkIde
         time.sleep(0.3)  # let Stop reach the parties before the server closes
         server.close()
 
-
-def _check_privacy_for_rows(cfg: RunConfig, plan: RunPlan) -> None:
-    from ppml_hybrid.training.checks import check_privacy_for_data
-
-    check_privacy_for_data(cfg, n_train=plan.n_train)

@@ -14,9 +14,8 @@ from typing import Optional
 
 from ppml_hybrid.config import RunConfig, run_digest
 from ppml_hybrid.consortium import Consortium
-from ppml_hybrid.errors import ConfigError
 from ppml_hybrid.identity import LinkIdentity
-from ppml_hybrid.roles.common import check_pinned
+from ppml_hybrid.roles.common import check_parties, check_pinned
 
 log = logging.getLogger("ppml_hybrid.dealer")
 
@@ -28,8 +27,7 @@ def run_dealer_role(*, cfg: RunConfig, consortium: Consortium, identity: LinkIde
     from ppml_hybrid.smpc_stage.rendezvous import Rendezvous
 
     check_pinned(identity, consortium, "dealer")
-    if consortium.parties != cfg.smpc.parties:
-        raise ConfigError(f"{consortium.source} lists {consortium.parties} parties but smpc.parties={cfg.smpc.parties}")
+    check_parties(consortium, cfg.smpc.parties)
     links = LinkSetup(identity=identity, roster=Roster.from_consortium(consortium, run_digest=run_digest(cfg)),
                       bind_host=bind_host)
     rz = Rendezvous(master_addr="127.0.0.1", master_port=1, parties=consortium.parties, rank=consortium.parties,

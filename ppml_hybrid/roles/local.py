@@ -9,15 +9,16 @@ Steps of :func:`train_local`:
    the consortium file pinning every certificate;
 3. start ``keyservice`` (hybrid only; it writes its development root for the clients, whose
    ``--accept-development-attestation`` this launcher sets because it started that K itself),
-   ``evaluator``, ``dealer`` and one ``party`` per site, each through
-   ``ppml_hybrid.__main__.main`` with its own argv and its log in ``output_dir/logs/ROLE.log``;
+   ``evaluator``, ``dealer`` and one ``party`` per site, each through the command line's
+   ``ppml_hybrid.roles.cli.main`` with its own argv and its log in ``output_dir/logs/ROLE.log``;
 4. run the coordinator in this process (:func:`ppml_hybrid.roles.coordinator.run_coordinator`),
    checking meanwhile that no role process died (a dead one is named with its log's last line);
 5. stop every process (SIGTERM, then SIGKILL) and remove the work folder, on success and on
    failure: no process is left behind.
 
-The processes fork from a clean ``forkserver`` that imported torch and CrypTen once (the ~4 s
-import is paid once, not per role); nothing of this process's state is inherited.
+The parties and the dealer fork from a clean ``forkserver`` that imported torch, CrypTen and the
+data stack once (paid once, not per role; nothing of this process's state is inherited); K and
+E start as fresh interpreters (:meth:`LocalRoles.start_fresh`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from ppml_hybrid.training.secure import SecureResult
 
 log = logging.getLogger(__name__)
 
-PRELOAD = ["torch", "grpc", "ppml_hybrid.smpc_stage.party", "ppml_hybrid.roles.party", "ppml_hybrid.data", "ppml_hybrid.roles.cli"]
+PRELOAD = ["torch", "grpc", "ppml_hybrid.smpc_stage.party", "ppml_hybrid.roles.party", "ppml_hybrid.data",
+           "ppml_hybrid.roles.cli"]
 STOP_S = 5.0
 
 
@@ -64,13 +66,13 @@ def _free_ports(n: int, host: str = "127.0.0.1") -> List[int]:
     return ports
 
 
-def _role_process(argv: List[str], log_path: str, parent_pid: int, threads: int) -> None:
+def _role_process(argv: List[str], log_path: str, parent_pid: int) -> None:
     """Entry point of one role process: its log to a file, one thread per library, then the
     same ``main`` as the command line. Exits when the launcher disappears."""
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     from ppml_hybrid.smpc_stage.party import watch_parent
 
@@ -136,7 +138,7 @@ class LocalRoles:
     def start(self, name: str, argv: List[str]) -> None:
         """A role that runs torch and CrypTen (party, dealer): a child of the fork server."""
         path = self._log_dir / f"{name}.log"
-        p = self._ctx.Process(target=_role_process, args=(argv, str(path), os.getpid(), 1),
+        p = self._ctx.Process(target=_role_process, args=(argv, str(path), os.getpid()),
                               name=f"ppml-{name}", daemon=True)
         p.start()
         self._procs[name] = p
@@ -152,16 +154,11 @@ class LocalRoles:
                                                         stderr=subprocess.STDOUT, env=env,
                                                         preexec_fn=_die_with_parent))
 
-    def wait(self, name: str, *, timeout_s: float) -> int:
-        p = self._procs[name]
-        p.join(timeout_s)
-        return p.exitcode if p.exitcode is not None else -1
-
     def dead(self) -> Dict[str, str]:
         """Role processes that exited while the run goes on (every role stays up until the end)."""
         out = {}
         for name, p in self._procs.items():
-            if name.startswith("keygen-") or p.exitcode is None:
+            if p.exitcode is None:
                 continue
             how = f"was killed by signal {-p.exitcode}" if p.exitcode < 0 else f"exited with code {p.exitcode}"
             out[name] = f"{how} ({self.last_error(name)}; log: {self._log_dir / (name + '.log')})"
@@ -252,7 +249,6 @@ def train_local(cfg: RunConfig, *, splits: Any = None, networks: Sequence[Any] =
         write_consortium(consortium_file, names=names, ports=_free_ports(len(names)), keys=keys)
         run_file = work / "run.yaml"
         write_run_config(cfg, run_file)
-        overrides: List[str] = []
         common = ["--consortium", str(consortium_file), "--run-config", str(run_file)]
         dev_args: List[str] = []
         if hybrid:
@@ -263,16 +259,16 @@ def train_local(cfg: RunConfig, *, splits: Any = None, networks: Sequence[Any] =
                 ks_args += ["--development-root-out", str(dev_root)]
                 dev_args = ["--accept-development-attestation", str(dev_root)]
             log.info("starting the key service and the HE evaluator (%s) ...", cfg.he.name)
-            roles.start_fresh("keyservice", [*ks_args, *overrides])
-            roles.start_fresh("evaluator", ["evaluator", *common, "--identity", str(keys / "evaluator"), *dev_args,
-                                            *overrides], threads=cfg.he.evaluator_threads)
+            roles.start_fresh("keyservice", ks_args)
+            roles.start_fresh("evaluator", ["evaluator", *common, "--identity", str(keys / "evaluator"), *dev_args],
+                              threads=cfg.he.evaluator_threads)
         log.info("starting %d party processes (one per site folder) and the dealer; role logs in %s",
                  cfg.smpc.parties, log_dir)
-        roles.start("dealer", ["dealer", *common, "--identity", str(keys / "dealer"), *overrides])
+        roles.start("dealer", ["dealer", *common, "--identity", str(keys / "dealer")])
         for j, (root, labels) in enumerate(sites):
             site = [f"data.root={root}"] + ([f"data.labels={labels}"] if labels is not None else [])
             roles.start(parties[j], ["party", *common, "--identity", str(keys / parties[j]), "--role", parties[j],
-                                     *dev_args, *overrides, *site])
+                                     *dev_args, *site])
         if pids_out is not None:
             pids_out.extend(roles.pids)
         return run_coordinator(cfg=cfg, consortium=load_consortium(consortium_file),

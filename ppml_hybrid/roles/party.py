@@ -41,7 +41,9 @@ from ppml_hybrid.consortium import Consortium, party_role
 from ppml_hybrid.errors import ConfigError, PPMLError
 from ppml_hybrid.identity import LinkIdentity
 from ppml_hybrid.roles import messages as m
-from ppml_hybrid.roles.common import check_pinned, read_development_root, service_registry
+from ppml_hybrid.roles.common import (
+    check_parties, check_pinned, read_development_root, service_registry, when_reachable,
+)
 from ppml_hybrid.rpc.codec import decode, encode
 from ppml_hybrid.rpc.coordination import ControlChannelError, CoordinatorLink
 from ppml_hybrid.training.plan import HybridContext, RunPlan, is_all_mpc, plan_run, split_clip, step_program
@@ -145,9 +147,10 @@ class ServeCoordinator:
         verify = VerifyKeyService(endpoints=svc.endpoints, keyservice=self.cfg.keyservice, registry=svc.registry,
                                   development_root_pem=root, accept_development=root is not None,
                                   return_material=True)
-        digest, development, material = _when_reachable(lambda: verify(ctx, inputs), ctx=ctx,
-                                                        timeout_s=self.cfg.keyservice.startup_timeout_s,
-                                                        what=f"the key service at {svc.endpoints.key_address}")
+        digest, development, material = when_reachable(lambda: verify(ctx, inputs),
+                                                       timeout_s=self.cfg.keyservice.startup_timeout_s,
+                                                       what=f"the key service at {svc.endpoints.key_address}",
+                                                       waiting=ctx.heartbeat)
         return HybridContext(endpoints=svc.endpoints, material=material, spec=he_run_spec(self.cfg)), digest, \
             development
 
@@ -164,22 +167,6 @@ class ServeCoordinator:
             raise ProtocolOrderError(f"{self.role}: expected {kind.__name__} from the coordinator, got "
                                      f"{m.describe(msg)}")
         return msg
-
-
-def _when_reachable(call: Any, *, ctx: Any, timeout_s: float, what: str) -> Any:
-    """``call()``, retried while the service is not up yet (K may still be generating keys)."""
-    from ppml_hybrid.rpc.errors import UnavailableError
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return call()
-        except UnavailableError:
-            if time.monotonic() > deadline:
-                raise UnavailableError(f"{what} did not answer within {timeout_s:g} s "
-                                       "(keyservice.startup_timeout_s)") from None
-            ctx.heartbeat()
-            time.sleep(0.5)
 
 
 def run_party_role(*, cfg: RunConfig, consortium: Consortium, identity: LinkIdentity, role: str,
@@ -201,24 +188,22 @@ def run_party_role(*, cfg: RunConfig, consortium: Consortium, identity: LinkIden
     coordinator = consortium.role("coordinator")
     link = CoordinatorLink(address=coordinator.address, coordinator_cert_pem=coordinator.cert_pem, identity=identity,
                            connect_timeout_s=cfg.smpc.timeout_s)
+    digest = run_digest(cfg)
     try:
-        link.send(encode(m.Hello(role=role, run_digest=run_digest(cfg), train_rows=len(rows.labels))))
+        link.send(encode(m.Hello(role=role, run_digest=digest, train_rows=len(rows.labels))))
         services = None
         if not is_all_mpc(cfg):
             services = key_service_access(consortium, development_root=development_root)
         program = ServeCoordinator(cfg=cfg, link=link, role=role, train_rows=len(rows.labels), services=services)
-        links = LinkSetup(identity=identity, roster=Roster.from_consortium(consortium, run_digest=run_digest(cfg)),
+        links = LinkSetup(identity=identity, roster=Roster.from_consortium(consortium, run_digest=digest),
                           bind_host=bind_host)
         rz = Rendezvous(master_addr="127.0.0.1", master_port=1, parties=consortium.parties, rank=rank,
                         timeout_s=cfg.smpc.timeout_s)
         inputs = rows if is_all_mpc(cfg) else HybridPartyInputs(rows=rows)
         run_party(rendezvous=rz, program=program, inputs=inputs, links=links)
         return 0
-    except PPMLError as exc:
-        _report(link, role, exc, exc.exit_code)
-        raise
-    except BaseException as exc:
-        _report(link, role, exc, 1)
+    except BaseException as exc:  # tell the coordinator who failed and why, then fail here too
+        _report(link, role, exc, getattr(exc, "exit_code", 1))
         raise
     finally:
         time.sleep(0.2)  # let the last message (result or failure) leave before the channel closes
@@ -233,9 +218,8 @@ def _report(link: CoordinatorLink, role: str, exc: BaseException, code: int) -> 
 
 
 def _rank_of(role: str, consortium: Consortium, cfg: RunConfig) -> int:
+    check_parties(consortium, cfg.smpc.parties)
     parties = consortium.parties
-    if parties != cfg.smpc.parties:
-        raise ConfigError(f"{consortium.source} lists {parties} parties but smpc.parties={cfg.smpc.parties}")
     for j in range(parties):
         if party_role(j) == role:
             return j

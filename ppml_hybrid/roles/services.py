@@ -25,14 +25,13 @@ import dataclasses
 import logging
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ppml_hybrid.config import RunConfig
 from ppml_hybrid.consortium import Consortium, party_role
 from ppml_hybrid.identity import LinkIdentity
-from ppml_hybrid.roles.common import check_pinned, read_development_root, service_registry
+from ppml_hybrid.roles.common import check_pinned, read_development_root, service_registry, when_reachable
 
 log = logging.getLogger("ppml_hybrid.roles.services")
 
@@ -58,8 +57,7 @@ def _serve_until_signalled(stop_service: Callable[[], None]) -> int:
 
 
 def run_keyservice_role(*, cfg: RunConfig, consortium: Consortium, identity: LinkIdentity,
-                        bind_host: Optional[str] = None, development_root_out: Optional[Path] = None,
-                        ready: Optional[Callable[[Any], None]] = None) -> int:
+                        bind_host: Optional[str] = None, development_root_out: Optional[Path] = None) -> int:
     """Generate (or unseal) the keys and serve K until SIGTERM (module doc)."""
     from ppml_hybrid.keyservice.main import cli_kms_client, start_key_service
     from ppml_hybrid.keyservice.spec import KeyServiceSpec
@@ -79,8 +77,6 @@ def run_keyservice_role(*, cfg: RunConfig, consortium: Consortium, identity: Lin
             _write_public(development_root_out, running.attestation_root_pem)
     log.info("key service (%s) ready on %s; public material %s", cfg.he.name, running.address,
              running.public_material_sha256[:16])
-    if ready is not None:
-        ready(running)
     return _serve_until_signalled(running.stop)
 
 
@@ -89,7 +85,6 @@ def run_evaluator_role(*, cfg: RunConfig, consortium: Consortium, identity: Link
     """Wait for K, verify its attestation, serve E until SIGTERM (module doc)."""
     from ppml_hybrid.he_stage.evaluator.main import start_evaluator
     from ppml_hybrid.he_stage.evaluator.spec import EvaluatorSpec
-    from ppml_hybrid.rpc.errors import UnavailableError
     from ppml_hybrid.rpc.tls import Credential
     from ppml_hybrid.training.plan import he_run_spec
 
@@ -106,16 +101,8 @@ def run_evaluator_role(*, cfg: RunConfig, consortium: Consortium, identity: Link
         development_root_pem=development_root_pem or b"",
         key_registry=service_registry(consortium, with_evaluator=True),
         accept_development_attestation=development_root_pem is not None)
-    deadline = time.monotonic() + cfg.keyservice.startup_timeout_s
-    while True:
-        try:
-            running = start_evaluator(spec, server_identity=_server_identity(identity))
-            break
-        except UnavailableError:
-            if time.monotonic() > deadline:
-                raise UnavailableError(f"the key service at {k.address} did not answer within "
-                                       f"{cfg.keyservice.startup_timeout_s:g} s (keyservice.startup_timeout_s)") from None
-            time.sleep(0.5)
+    running = when_reachable(lambda: start_evaluator(spec, server_identity=_server_identity(identity)),
+                             timeout_s=cfg.keyservice.startup_timeout_s, what=f"the key service at {k.address}")
     log.info("HE evaluator ready on %s", running.address)
     return _serve_until_signalled(running.stop)
 

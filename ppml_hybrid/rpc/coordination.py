@@ -23,14 +23,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from concurrent import futures
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import grpc
 
 from ppml_hybrid.errors import PPMLError
 from ppml_hybrid.identity import LinkIdentity, cert_fingerprint
-from ppml_hybrid.rpc.options import CLIENT_OPTIONS, GRPC_OPTIONS
+from ppml_hybrid.rpc.options import CLIENT_OPTIONS
 from ppml_hybrid.rpc.server import start_server
 from ppml_hybrid.rpc.tls import peer_fingerprint
 
@@ -169,5 +168,3 @@ class CoordinatorLink:
         self._outgoing.put(_END)
         self._channel.close()
 
-
-__all__ = ["ControlChannelError", "CoordinatorLink", "CoordinatorServer", "GRPC_OPTIONS"]

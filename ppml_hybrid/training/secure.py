@@ -10,10 +10,10 @@ the public model and only aggregates come back (:mod:`.site_metrics`). ``dp=off`
 same pipeline without clipping or noise and opens exact gradient sums: a non-private
 reference (benchmarks), never for real data.
 
-The deployed roles (:mod:`ppml_hybrid.roles`) reach the parties over the control channel;
-:class:`LocalSites` reaches parties of an in-process
-:class:`~ppml_hybrid.smpc_stage.launcher.PartySession` (protocol tests and benchmarks that
-hand rows to the parties directly; :func:`step_factory` builds their programs).
+The deployed roles (:mod:`ppml_hybrid.roles`) reach the parties over the control channel.
+Protocol tests and benchmarks that hand rows to an in-process
+:class:`~ppml_hybrid.smpc_stage.launcher.PartySession` directly build their step programs
+with :func:`step_factory` and split rows with :func:`assign_rows`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
@@ -31,9 +30,8 @@ from opacus.accountants import create_accountant
 from tqdm import tqdm
 
 from ppml_hybrid.config import RunConfig
-from ppml_hybrid.data import DataSplits, ImageSet
+from ppml_hybrid.data import ImageSet
 from ppml_hybrid.data.sites import owners
-from ppml_hybrid.errors import ConfigError
 from ppml_hybrid.model import BlockModel, build_model
 from ppml_hybrid.protocols.mpc_train_step import PartyRows, StepOutput
 from ppml_hybrid.smpc_stage.errors import MPCError
@@ -42,7 +40,7 @@ from ppml_hybrid.smpc_stage.launcher import PartySession
 from ppml_hybrid.smpc_stage.transport import ChannelTraffic, Traffic
 from ppml_hybrid.training.evaluation import SplitMetrics
 from ppml_hybrid.training.site_metrics import (
-    DEFAULT_BINS, DEFAULT_MIN_PATIENTS, EvalRows, EvaluateAtSite, SiteAggregate, SiteRows, auc_max_error, pool,
+    DEFAULT_BINS, DEFAULT_MIN_PATIENTS, SiteAggregate, auc_max_error, pool,
 )
 from ppml_hybrid.training.optim import make_optimizer, make_schedule
 from ppml_hybrid.training.plan import HybridContext, RunPlan, he_run_spec, is_all_mpc, split_clip, step_program
@@ -51,38 +49,14 @@ log = logging.getLogger(__name__)
 ETA_AFTER_STEPS = 3  # log the run's expected duration after this many steps
 
 
-def _owners(data: ImageSet, *, parties: int) -> List[int]:
-    return owners(list(data.sites), list(data.patient_ids), parties=parties)
-
-
 def assign_rows(data: ImageSet, *, parties: int) -> List[PartyRows]:
-    """Split the training rows among the parties (:func:`_owners`)."""
-    owner = _owners(data, parties=parties)
+    """Split the training rows among the parties (by site or patient: ``data.sites.owners``)."""
+    owner = owners(list(data.sites), list(data.patient_ids), parties=parties)
     out = []
     for j in range(parties):
         idx = torch.tensor([i for i, o in enumerate(owner) if o == j], dtype=torch.long)
         out.append(PartyRows(images=data.images[idx], labels=data.labels[idx]))
     return out
-
-
-def assign_eval_rows(data: ImageSet, *, parties: int) -> List[EvalRows]:
-    """Each party's own rows of a validation or test split (same owners as for training)."""
-    owner = _owners(data, parties=parties)
-    out = []
-    for j in range(parties):
-        keep = [i for i, o in enumerate(owner) if o == j]
-        idx = torch.tensor(keep, dtype=torch.long)
-        out.append(EvalRows(images=data.images[idx], labels=data.labels[idx],
-                            patient_ids=tuple(data.patient_ids[i] for i in keep)))
-    return out
-
-
-def site_data(splits: DataSplits, *, parties: int) -> List[SiteRows]:
-    """What each party process holds: its own training, validation and test rows."""
-    train = assign_rows(splits.train, parties=parties)
-    val = assign_eval_rows(splits.val, parties=parties)
-    test = assign_eval_rows(splits.test, parties=parties)
-    return [SiteRows(images=train[j].images, labels=train[j].labels, val=val[j], test=test[j]) for j in range(parties)]
 
 
 @dataclass(frozen=True)
@@ -149,22 +123,6 @@ class StepRun:
     wall_s: float
 
 
-class LocalSites:
-    """:class:`SiteSession` over an in-process :class:`PartySession` (module doc)."""
-
-    def __init__(self, cfg: RunConfig, session: PartySession, make_program: Any) -> None:
-        self._cfg, self._session, self._make = cfg, session, make_program
-
-    def step(self, step: int, state: Dict[str, torch.Tensor]) -> StepRun:
-        run = self._session.run(self._make(step, state))
-        return StepRun(results=tuple(run.results), wall_s=run.wall_s)
-
-    def evaluate(self, split: str, state: Dict[str, torch.Tensor]) -> List[SiteAggregate]:
-        return list(self._session.run(EvaluateAtSite(model=self._cfg.model, state_dict=state,
-                                                     image_size=self._cfg.data.image_size, split=split,
-                                                     split_clip=split_clip(self._cfg))).results)
-
-
 def coordinate(cfg: RunConfig, sites: SiteSession, plan: RunPlan, *, networks: Sequence[Any] = ()) -> SecureResult:
     """Train under encryption through ``sites`` (module doc); ``networks`` are extra profiles to
     project step time onto."""
@@ -214,7 +172,7 @@ def party_inputs_for(cfg: RunConfig, rows: List[PartyRows]) -> List[Any]:
 
 
 def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, session: PartySession, plan: RunPlan) -> Any:
-    """The per-step party program of an in-process session (:class:`LocalSites`); when blocks run
+    """The per-step party program of an in-process session (module doc); when blocks run
     under HE, starts K and E on this machine (pinning each party's own certificate) and has every
     party verify K's attestation itself."""
     if is_all_mpc(cfg):
