@@ -97,6 +97,15 @@ class DPConfig:
     # encrypted modes: std (rows) of the Gaussian noise on each party's released batch size
     # (privacy/batch_count.py); the accountant counts it
     count_noise: float = 4.0
+    # encrypted modes: who draws the gradient noise. "enclave": the key service, one exact
+    # discrete Gaussian per step, secret-shared to the parties (the accountant's sigma is the
+    # noise released). "parties": each party adds N(0, sigma^2 C^2 / (n-1)) itself, so the
+    # released noise is sqrt(n/(n-1)) sigma C while only sigma is credited (no enclave trusted
+    # with noise). keyservice/noise.py, docs/privacy.md.
+    noise_source: str = "enclave"
+
+
+NOISE_SOURCES = ("enclave", "parties")
 
 
 @dataclass(frozen=True)
@@ -252,6 +261,7 @@ def _check_ranges(cfg: RunConfig) -> None:
         ("dp.max_grad_norm", cfg.dp.max_grad_norm > 0, "must be positive"),
         ("dp.delta", 0 < cfg.dp.delta < 1, "must be in (0, 1)"),
         ("dp.accountant", cfg.dp.accountant in ("rdp", "prv"), "must be 'rdp' or 'prv'"),
+        ("dp.noise_source", cfg.dp.noise_source in NOISE_SOURCES, f"must be one of {', '.join(NOISE_SOURCES)}"),
         ("dp.count_noise", cfg.dp.count_noise > 0, "must be positive (each party's row count is released with it)"),
         (
             "dp.noise_multiplier",

@@ -46,6 +46,7 @@ def start_key_service(*, spec: Any, kms: Any = None, producer: Any = None,
     attestation binds it.
     """
     from ppml_hybrid.keyservice.attestor import KeyAttestor, make_producer
+    from ppml_hybrid.keyservice.noise import NoiseBook
     from ppml_hybrid.keyservice.rounds import RoundBook
     from ppml_hybrid.keyservice.server import KeyServiceServicer
     from ppml_hybrid.rpc import keyservice_pb2_grpc as pb_grpc
@@ -64,6 +65,8 @@ def start_key_service(*, spec: Any, kms: Any = None, producer: Any = None,
                                  tls_trust_pem=identity.trust_pem, registry=spec.registry)
     servicer = KeyServiceServicer(vault=vault, book=book, registry=spec.registry, published=published,
                                   tls_cert_pem=identity.leaf.cert_pem, share_wait_s=ks.share_wait_s,
+                                  noise=NoiseBook(parties=spec.run.parties, request_quota=ks.round_quota,
+                                                  max_open_steps=ks.max_open_rounds),
                                   attestor=attestor)
     server, address = start_server_at(
         address=ks.address, credentials=server_credentials(identity=identity, client_ca_pem=spec.client_ca_pem),

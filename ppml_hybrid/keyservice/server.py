@@ -10,7 +10,10 @@ GetPublicMaterial  any registered               context, public + evaluation key
 Announce           parties                      how many parties announced the round
 DecryptAndShare    E                            a receipt (round id, count) only
 FetchShare         parties (own share only)     the caller's share of the round
+FetchNoise         parties (own share only)     the caller's share of a step's DP noise
 =================  ===========================  ====================================
+
+Nothing here logs a share, a decrypted value or noise: only round and step ids, kinds and shapes.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from ppml_hybrid.keyservice.attestor import KeyAttestor
 from ppml_hybrid.keyservice.errors import NotRegisteredError, RoundMismatchError
 from ppml_hybrid.keyservice.hazmat import KeyVault
 from ppml_hybrid.keyservice.material import PublishedMaterial, to_chunks
+from ppml_hybrid.keyservice.noise import NoiseBook
 from ppml_hybrid.keyservice.rounds import RoundBook
 from ppml_hybrid.rpc import keyservice_pb2 as pb
 from ppml_hybrid.rpc import keyservice_pb2_grpc as pb_grpc
 from ppml_hybrid.rpc.errors import InvalidCiphertext, PermissionDeniedError
-from ppml_hybrid.rpc.messages import RoundRef
+from ppml_hybrid.rpc import common_pb2
+from ppml_hybrid.rpc.messages import NoiseRequest, RoundRef, int64_to_pb
 from ppml_hybrid.rpc.server import refusals
 from ppml_hybrid.rpc.tls import EVALUATOR, PARTY, Registry, fingerprint
 
@@ -40,7 +45,9 @@ DEV_NOTE = ("DEVELOPMENT attestation stub: not signed, not produced by an enclav
 
 class KeyServiceServicer(pb_grpc.KeyServiceServicer):
     def __init__(self, *, vault: KeyVault, book: RoundBook, registry: Registry, published: PublishedMaterial,
-                 tls_cert_pem: bytes, share_wait_s: float, attestor: Optional[KeyAttestor] = None) -> None:
+                 tls_cert_pem: bytes, share_wait_s: float, noise: NoiseBook,
+                 attestor: Optional[KeyAttestor] = None) -> None:
+        self._noise = noise
         self._attestor = attestor
         self._vault = vault
         self._book = book
@@ -121,3 +128,11 @@ class KeyServiceServicer(pb_grpc.KeyServiceServicer):
         log.info("round %d: share delivered to %s", share.round.round_id, role)
         return share.to_pb()
 
+    @refusals
+    def FetchNoise(self, request, context: grpc.ServicerContext) -> common_pb2.NoiseShare:
+        role = self._role(context, PARTY, op="FetchNoise")
+        req = NoiseRequest.from_pb(request)
+        share = self._noise.fetch(party=role.party, request=req)
+        log.info("step %d: noise share (%d values in %d sums) delivered to %s", req.step, share.size,
+                 len(req.slots), role)
+        return common_pb2.NoiseShare(step=req.step, share=int64_to_pb(share))

@@ -32,15 +32,17 @@ between the per-sample gradients and the opening is exact ring arithmetic on BOU
    c' up(c' n_i) < C^2`` for every sample, exactly;
 5. clipped sums ``sum_i f_i g_i`` by exact Beaver products, with no truncation after step 4:
    conv and bias sums at scale 2^32, dense weights at 2^48;
-6. noise: each party adds ``N(0, sigma^2 C^2 / (n - 1))`` from ``os.urandom``, rounded at the
-   sum's scale, to its own share (no communication). With one corrupted party the honest
-   parties' noise alone has variance ``sigma^2 C^2``; the accountant is given ``sigma``;
+6. noise (``protocols/dp_noise.py``), added by each party to its own share, at the sum's own
+   scale: with ``dp.noise_source: enclave`` its share of K's one exact discrete Gaussian draw
+   for the step (``N_Z(0, (sigma C 2^b)^2)``: the noise released is what the accountant
+   credits); with ``parties`` its own ``N(0, sigma^2 C^2 / (n - 1))`` from ``os.urandom``
+   (with one corrupted party the honest parties' noise alone has variance ``sigma^2 C^2``);
 7. the noised sums are opened (the only values this protocol reveals) and divided by their
    public scale.
 
 Who learns what: every party learns the noised gradient sums; the pieces, ``n_i``, ``c_i``,
 ``f_i``, the flags, the clipped sums and each party's noise stay secret (shares, or local to the
-party that drew it). The reductions and comparisons open only values masked by fresh dealer
+party that drew it; K's noise: each party only its uniform share). The reductions and comparisons open only values masked by fresh dealer
 randomness (uniform).
 """
 
@@ -53,21 +55,24 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from ppml_hybrid.errors import ConfigError
-from ppml_hybrid.privacy.csprng import csprng_normal
+from ppml_hybrid.protocols.dp_noise import NoiseShares, OwnNoise
 from ppml_hybrid.protocols.exact_clip import (  # noqa: F401  (CLIP_MARGIN_BITS: tests read it here)
     CLIP_MARGIN_BITS, F, Exact, approximate_clip_factors, bits_for, checked_factors,
 )
+from ppml_hybrid.rpc.messages import NoiseSlot
 from ppml_hybrid.smpc_stage import exact
 
 
 
 @dataclass(frozen=True)
 class DPStepParams:
-    """What one DP step needs: clipping norm, noise multiplier, number of parties."""
+    """What one DP step needs: clipping norm, noise multiplier, number of parties, and who draws
+    the noise (``enclave``: K, one draw per step; ``parties``: each party its own share)."""
 
     max_grad_norm: float
     noise_multiplier: float
     parties: int
+    noise_source: str = "parties"
 
     def __post_init__(self) -> None:
         if not self.max_grad_norm > 0:
@@ -79,6 +84,15 @@ class DPStepParams:
             raise ConfigError(f"dp.noise_multiplier must be non-negative, got {self.noise_multiplier}")
         if self.parties < 2:
             raise ConfigError(f"distributed noise needs at least 2 parties, got {self.parties}")
+        if self.noise_source not in ("enclave", "parties"):
+            raise ConfigError(f"dp.noise_source must be 'enclave' or 'parties', got {self.noise_source!r}")
+
+    @property
+    def released_noise_multiplier(self) -> float:
+        """The noise the opening really carries, in units of C (the accountant credits ``noise_multiplier``)."""
+        if self.noise_source == "enclave":
+            return self.noise_multiplier
+        return self.noise_multiplier * math.sqrt(self.parties / (self.parties - 1))
 
     @property
     def noise_std_per_party(self) -> float:
@@ -362,12 +376,22 @@ def clip_factors(sq_norms: Any, *, params: DPStepParams, crypten: Any) -> Any:
 # ------------------------------------------------------------------ steps 5-7: sums, noise, opening
 
 
-def add_noise_share(raw: torch.Tensor, *, std: float, scale_bits: int) -> torch.Tensor:
-    """Step 6: this party's noise, rounded at scale 2^scale_bits, added to its own raw share."""
-    if std == 0.0:
-        return raw
-    noise = csprng_normal(tuple(raw.size()), std=std)
-    return raw + torch.round(noise * 2.0 ** scale_bits).long()
+def noise_for(params: DPStepParams, noise: Optional[NoiseShares]) -> NoiseShares:
+    """The step's noise source; K's noise must be given (never a silent fall-back to the parties')."""
+    if noise is not None:
+        return noise
+    if params.noise_source == "enclave" and params.noise_multiplier > 0:
+        raise ConfigError("dp.noise_source=enclave: this step was given no channel to K's noise (the party must "
+                          "verify K first); refusing to open the sums without it")
+    return OwnNoise(std=params.noise_std_per_party)
+
+
+def add_noise_shares(raws: Mapping[str, torch.Tensor], scale_bits: Mapping[str, int], *,
+                     noise: NoiseShares) -> Dict[str, torch.Tensor]:
+    """Step 6: this party's noise share of every sum, at the sum's own scale, added to its own raw share."""
+    slots = [NoiseSlot(name=name, count=int(raw.numel()), scale_bits=int(scale_bits[name])) for name, raw in raws.items()]
+    shares = noise(slots)
+    return {name: raw + shares[name].reshape(raw.shape) for name, raw in raws.items()}
 
 
 def _open_all(raws: Mapping[str, torch.Tensor], scale_bits: Mapping[str, int], *,
@@ -383,10 +407,12 @@ def _open_all(raws: Mapping[str, torch.Tensor], scale_bits: Mapping[str, int], *
 
 
 def noised_gradient_sums(sites: Sequence[TrainableSite], *, params: DPStepParams, crypten: Any,
-                         bounds: PieceBounds = PieceBounds(), row_weights: Optional[Any] = None) -> DPStepResult:
+                         bounds: PieceBounds = PieceBounds(), row_weights: Optional[Any] = None,
+                         noise: Optional[NoiseShares] = None) -> DPStepResult:
     """Steps 1-7 for one batch; returns the opened noised sums (and the unopened norms/factors).
 
     ``row_weights``: secret 0/1 per row (scale 1); padding rows (weight 0) get factor 0.
+    ``noise``: this party's noise shares (required for ``dp.noise_source: enclave``).
     """
     sq_norm, pieces = per_sample_pieces(sites, crypten=crypten, bounds=bounds)
     MPCTensor = crypten.mpc.MPCTensor
@@ -396,20 +422,21 @@ def noised_gradient_sums(sites: Sequence[TrainableSite], *, params: DPStepParams
     if row_weights is not None:
         f = exact.mul(f, row_weights.share, crypten=crypten)  # 0/1 at scale 1: exact
     sums = clipped_sums(pieces, f, crypten=crypten)
-    raws = {name: add_noise_share(t.raw, std=params.noise_std_per_party, scale_bits=t.scale_bits)
-            for name, t in sums.items()}
-    opened = _open_all(raws, {name: t.scale_bits for name, t in sums.items()}, crypten=crypten)
+    scales = {name: t.scale_bits for name, t in sums.items()}
+    raws = add_noise_shares({name: t.raw for name, t in sums.items()}, scales, noise=noise_for(params, noise))
+    opened = _open_all(raws, scales, crypten=crypten)
     opened = {name: opened[name].float().reshape(t.shape) for name, t in sums.items()}
     return DPStepResult(noised_sums=opened, sq_norms=n, clip_factors=MPCTensor.from_shares(f, precision=F))
 
 
 def noise_only_sums(shapes: Mapping[str, Tuple[int, ...]], *, params: Optional[DPStepParams],
-                    crypten: Any) -> Dict[str, torch.Tensor]:
-    """An empty batch still releases a step: each party's noise alone, opened (steps 6-7)."""
-    std = params.noise_std_per_party if params is not None else 0.0
-    raws = {name: add_noise_share(torch.zeros(tuple(shape), dtype=torch.long), std=std, scale_bits=2 * F)
-            for name, shape in shapes.items()}
-    opened = _open_all(raws, {name: 2 * F for name in raws}, crypten=crypten)
+                    crypten: Any, noise: Optional[NoiseShares] = None) -> Dict[str, torch.Tensor]:
+    """An empty batch still releases a step: the noise alone, opened (steps 6-7)."""
+    raws = {name: torch.zeros(tuple(shape), dtype=torch.long) for name, shape in shapes.items()}
+    scales = {name: 2 * F for name in raws}
+    if params is not None:
+        raws = add_noise_shares(raws, scales, noise=noise_for(params, noise))
+    opened = _open_all(raws, scales, crypten=crypten)
     return {name: value.float() for name, value in opened.items()}
 
 
@@ -432,11 +459,13 @@ def exact_batch_sums(sites: Sequence[TrainableSite]) -> Dict[str, Any]:
 
 
 def open_gradient_sums(sites: Sequence[TrainableSite], *, params: Optional[DPStepParams],
-                       crypten: Any, row_weights: Optional[Any] = None) -> Dict[str, torch.Tensor]:
+                       crypten: Any, row_weights: Optional[Any] = None,
+                       noise: Optional[NoiseShares] = None) -> Dict[str, torch.Tensor]:
     """The step's released gradient sums: noised (steps 1-7), or with ``params=None`` (``dp=off``,
     non-private runs and benchmarks only) the exact batch sums, opened without clipping or noise."""
     if params is not None:
-        return dict(noised_gradient_sums(sites, params=params, crypten=crypten, row_weights=row_weights).noised_sums)
+        return dict(noised_gradient_sums(sites, params=params, crypten=crypten, row_weights=row_weights,
+                                         noise=noise).noised_sums)
     if row_weights is not None:
         raise ConfigError("padding rows are for DP runs only (dp=off opens exact sums without row weights)")
     return {name: share.get_plain_text() for name, share in exact_batch_sums(sites).items()}

@@ -52,6 +52,7 @@ from ppml_hybrid.protocols.dp_step import DPStepParams, TrainableSite, open_grad
 from ppml_hybrid.protocols.errors import BatchCapacityError, KeyServiceNotVerifiedError, MaskWidthError
 from ppml_hybrid.protocols.exact_clip import clip_rows, clipped_row_norm_bound
 from ppml_hybrid.protocols.he_to_ss import share_to_mpc
+from ppml_hybrid.protocols.key_access import VERIFIED_KEY_SERVICE, KeyEndpoint, own_credential, step_noise
 from ppml_hybrid.protocols.messages import EncryptedShare
 from ppml_hybrid.protocols.dp_step import noise_only_sums
 from ppml_hybrid.protocols.mpc_train_step import PartyRows, StageClock, StepOutput, share_own_sample, trainable_shapes
@@ -82,20 +83,6 @@ class HybridPartyInputs:
 
     rows: PartyRows
     credential: Optional[Credential] = None
-
-
-VERIFIED_KEY_SERVICE = "verified_key_service"  # ctx.session entry: (K's address, trust pem, material digest)
-
-
-def own_credential(ctx: Any, inputs: Any) -> Credential:
-    """This party's client credential for K and E: its own key (never one made by someone else)."""
-    given = getattr(inputs, "credential", None)
-    if given is not None:
-        return given
-    identity = getattr(ctx, "identity", None)
-    if identity is None:
-        raise KeyServiceNotVerifiedError(f"party {ctx.rank} has no key of its own to call K and E with")
-    return Credential(cert_pem=identity.cert_pem, key_pem=identity.key_pem)
 
 
 @dataclass(frozen=True)
@@ -236,7 +223,8 @@ class HybridTrainStep:
             raise BatchCapacityError(f"a batch of {batch} rows exceeds the HE layout's capacity {self.batch_capacity} "
                                      "(fixed for the run far above the expected batch); the step cannot run")
         if batch == 0:  # an empty Poisson batch still releases a (noise-only) step, as the accountant assumes
-            sums = noise_only_sums(trainable_shapes(self.model, self.state_dict), params=self.dp, crypten=crypten)
+            sums = noise_only_sums(trainable_shapes(self.model, self.state_dict), params=self.dp, crypten=crypten,
+                                   noise=self._noise(ctx, inputs))
             clock.lap("dp_step")
             return StepOutput(noised_sums=sums, batch_size=0, seconds=time.perf_counter() - start,
                               traffic=ctx.transport.snapshot() - before, stages=clock.stages())
@@ -296,11 +284,16 @@ class HybridTrainStep:
 
         # 9-10. DP step over MPC and HE layers
         sites = trainable_sites(stage.layers, trace, back) + self._he_sites(a, delta_z, he, shapes)
-        sums = open_gradient_sums(sites, params=self.dp, crypten=crypten, row_weights=shared.weights)
+        sums = open_gradient_sums(sites, params=self.dp, crypten=crypten, row_weights=shared.weights,
+                                  noise=self._noise(ctx, inputs))
         clock.lap("dp_step")
         return StepOutput(noised_sums=dict(sums), batch_size=batch, seconds=time.perf_counter() - start,
                           traffic=ctx.transport.snapshot() - before, layer_costs=trace.costs + back.costs,
                           stages=clock.stages())
+
+    def _noise(self, ctx: Any, inputs: HybridPartyInputs) -> Any:
+        key = KeyEndpoint(address=self.endpoints.key_address, trust_pem=self.endpoints.key_trust_pem)
+        return step_noise(ctx, inputs, dp=self.dp, key=key, step=self.step_id)
 
     def _session_objects(self, ctx: Any, inputs: HybridPartyInputs) -> Tuple[Any, Any, Any]:
         """Deserialized keys and the mTLS clients (the driver's E client or None), made once per

@@ -30,6 +30,7 @@ import torch
 from ppml_hybrid.config import ModelConfig
 from ppml_hybrid.privacy.batch_count import CountNoise
 from ppml_hybrid.protocols.dp_step import DPStepParams, noise_only_sums, open_gradient_sums, trainable_sites
+from ppml_hybrid.protocols.key_access import KeyEndpoint, step_noise
 from ppml_hybrid.smpc_stage.stage import MPCBlocks
 from ppml_hybrid.smpc_stage.transport import Traffic
 
@@ -145,6 +146,8 @@ class MPCTrainStep:
     sample_rate: float
     dp: Optional[DPStepParams]  # None: dp=off (exact sums are opened; non-private runs only)
     count_noise: Optional[CountNoise] = None  # pads each party's batch (dp on); None with dp=off
+    key_service: Optional[KeyEndpoint] = None  # K, verified by this party (dp.noise_source: enclave)
+    step_id: int = 0  # K draws each step's noise once
 
     def __call__(self, ctx: Any, rows: PartyRows) -> StepOutput:
         torch.set_num_threads(1)
@@ -157,7 +160,7 @@ class MPCTrainStep:
         clock.lap("share_inputs")
         costs: Tuple[Any, ...] = ()
         if batch == 0:
-            sums = self._noise_only(ctx)
+            sums = self._noise_only(ctx, rows)
             clock.lap("dp_step")
         else:
             stage = MPCBlocks.build(model=self.model, state_dict=self.state_dict, image_size=self.image_size,
@@ -168,15 +171,19 @@ class MPCTrainStep:
             back = stage.backward(trace, delta, crypten=crypten, transport=ctx.transport, weight_grads=False)
             clock.lap("mpc_backward")
             sums = open_gradient_sums(trainable_sites(stage.layers, trace, back), params=self.dp, crypten=crypten,
-                                      row_weights=shared.weights)
+                                      row_weights=shared.weights, noise=self._noise(ctx, rows))
             clock.lap("dp_step")
             costs = trace.costs + back.costs
         return StepOutput(noised_sums=dict(sums), batch_size=batch, seconds=time.perf_counter() - start,
                           traffic=ctx.transport.snapshot() - before, layer_costs=costs, stages=clock.stages())
 
-    def _noise_only(self, ctx: Any) -> Dict[str, torch.Tensor]:
+    def _noise_only(self, ctx: Any, rows: PartyRows) -> Dict[str, torch.Tensor]:
         """An empty Poisson batch still releases (noise-only) sums, as the accountant assumes."""
-        return noise_only_sums(trainable_shapes(self.model, self.state_dict), params=self.dp, crypten=ctx.crypten)
+        return noise_only_sums(trainable_shapes(self.model, self.state_dict), params=self.dp, crypten=ctx.crypten,
+                               noise=self._noise(ctx, rows))
+
+    def _noise(self, ctx: Any, rows: PartyRows) -> Any:
+        return step_noise(ctx, rows, dp=self.dp, key=self.key_service, step=self.step_id)
 
 
 def trainable_shapes(model: ModelConfig, state_dict: Mapping[str, torch.Tensor]) -> Dict[str, Tuple[int, ...]]:

@@ -75,3 +75,44 @@ class HEToSSProgram:
         if not self.reveal:
             return None
         return x.get_plain_text().double().numpy(), y.get_plain_text().double().numpy()
+
+
+@dataclass(frozen=True)
+class OpenEnclaveNoise:
+    """Every party fetches its share of K's noise for ``steps`` steps of one sum of ``count``
+    values (``dp.noise_source: enclave``) and the parties open it through the DP step's own
+    noise-only path (:func:`~ppml_hybrid.protocols.dp_step.noise_only_sums`). Returns, per step,
+    the opened noise in lattice units (scale 2^32) as int64 (the DP audit's real path)."""
+
+    key_address: str
+    key_trust_pem: bytes
+    credentials: Tuple[Any, ...]  # one per party (each party's own)
+    noise_multiplier: float
+    max_grad_norm: float
+    count: int
+    steps: int = 1
+    first_step: int = 0  # K draws each step id once: later runs against the same K go on from here
+
+    def __call__(self, ctx: Any, inputs: Any) -> list:
+        import torch
+
+        from ppml_hybrid.keyservice.client import PartyKeyClient
+        from ppml_hybrid.protocols.dp_noise import EnclaveNoise
+        from ppml_hybrid.protocols.dp_step import DPStepParams, noise_only_sums
+
+        torch.set_num_threads(1)
+        params = DPStepParams(max_grad_norm=self.max_grad_norm, noise_multiplier=self.noise_multiplier,
+                              parties=ctx.parties, noise_source="enclave")
+        client = PartyKeyClient(address=self.key_address, server_trust_pem=self.key_trust_pem,
+                                credential=self.credentials[ctx.rank])
+        out = []
+        try:
+            for step in range(self.first_step, self.first_step + self.steps):
+                noise = EnclaveNoise(key_client=client, step=step, noise_multiplier=self.noise_multiplier,
+                                     max_grad_norm=self.max_grad_norm)
+                opened = noise_only_sums({"audit.noise": (self.count,)}, params=params, crypten=ctx.crypten,
+                                         noise=noise)["audit.noise"]
+                out.append(np.round(opened.double().numpy() * 2.0 ** 32).astype(np.int64))
+        finally:
+            client.close()
+        return out

@@ -7,7 +7,7 @@ Steps of :func:`train_local`:
 2. a private work folder (mode 0700, removed afterwards): each role's key pair is made by its
    own ``keygen`` process (the launcher reads only the certificates), free loopback ports, and
    the consortium file pinning every certificate;
-3. start ``keyservice`` (hybrid only; it writes its development root for the clients, whose
+3. start ``keyservice`` (hybrid, or DP noise from K; it writes its development root for the clients, whose
    ``--accept-development-attestation`` this launcher sets because it started that K itself),
    ``evaluator``, ``dealer`` and one ``party`` per site, each through the command line's
    ``ppml_hybrid.roles.cli.main`` with its own argv and its log in ``output_dir/logs/ROLE.log``;
@@ -42,7 +42,7 @@ from ppml_hybrid.config import RunConfig
 from ppml_hybrid.consortium import load_consortium, party_role
 from ppml_hybrid.errors import PPMLError
 from ppml_hybrid.roles.runconfig import write_run_config
-from ppml_hybrid.training.plan import is_all_mpc
+from ppml_hybrid.training.plan import is_all_mpc, needs_key_service
 from ppml_hybrid.training.secure import SecureResult
 
 log = logging.getLogger(__name__)
@@ -233,6 +233,7 @@ def train_local(cfg: RunConfig, *, splits: Any = None, networks: Sequence[Any] =
     from ppml_hybrid.roles.coordinator import run_coordinator
 
     hybrid = not is_all_mpc(cfg)
+    with_k = needs_key_service(cfg)
     work = Path(tempfile.mkdtemp(prefix="ppml-consortium-"))
     os.chmod(work, 0o700)
     log_dir = Path(cfg.output_dir) / "logs" if cfg.output_dir else work / "logs"
@@ -242,7 +243,8 @@ def train_local(cfg: RunConfig, *, splits: Any = None, networks: Sequence[Any] =
     try:
         sites = _site_folders(cfg, work, splits)
         parties = [party_role(j) for j in range(cfg.smpc.parties)]
-        names = parties + ["dealer", "coordinator"] + (["keyservice", "evaluator"] if hybrid else [])
+        names = parties + ["dealer", "coordinator"] + (["keyservice"] if with_k else []) + \
+            (["evaluator"] if hybrid else [])
         keys = work / "keys"
         _keygen(names, keys, log_dir, timeout_s=cfg.smpc.timeout_s)
         consortium_file = work / "consortium.yaml"
@@ -251,15 +253,17 @@ def train_local(cfg: RunConfig, *, splits: Any = None, networks: Sequence[Any] =
         write_run_config(cfg, run_file)
         common = ["--consortium", str(consortium_file), "--run-config", str(run_file)]
         dev_args: List[str] = []
-        if hybrid:
+        if with_k:
             dev_root = work / "keyservice-development-root.pem"
             ks_args = ["keyservice", *common, "--identity", str(keys / "keyservice")]
             if cfg.keyservice.attestation == "development":
                 # this launcher started this K itself, on this host: it alone accepts K's development documents
                 ks_args += ["--development-root-out", str(dev_root)]
                 dev_args = ["--accept-development-attestation", str(dev_root)]
-            log.info("starting the key service and the HE evaluator (%s) ...", cfg.he.name)
+            log.info("starting the key service%s ...", f" and the HE evaluator ({cfg.he.name})" if hybrid else
+                     " (it draws the DP noise)")
             roles.start_fresh("keyservice", ks_args)
+        if hybrid:
             roles.start_fresh("evaluator", ["evaluator", *common, "--identity", str(keys / "evaluator"), *dev_args],
                               threads=cfg.he.evaluator_threads)
         log.info("starting %d party processes (one per site folder) and the dealer; role logs in %s",

@@ -46,7 +46,9 @@ from ppml_hybrid.roles.common import (
 )
 from ppml_hybrid.rpc.codec import decode, encode
 from ppml_hybrid.rpc.coordination import ControlChannelError, CoordinatorLink
-from ppml_hybrid.training.plan import HybridContext, RunPlan, is_all_mpc, plan_run, split_clip, step_program
+from ppml_hybrid.training.plan import (
+    HybridContext, RunPlan, is_all_mpc, needs_key_service, plan_run, split_clip, step_program,
+)
 
 log = logging.getLogger("ppml_hybrid.party")
 
@@ -74,13 +76,17 @@ class KeyServiceAccess:
     development_root: Optional[Path] = None
 
 
-def key_service_access(consortium: Consortium, *, development_root: Optional[Path]) -> KeyServiceAccess:
+def key_service_access(consortium: Consortium, *, development_root: Optional[Path],
+                       with_evaluator: bool = True) -> KeyServiceAccess:
+    """K (and E when blocks run under HE: ``with_evaluator``) from the consortium file; K's
+    registry names E exactly when the run has one, at K and at every party alike."""
     from ppml_hybrid.protocols.hybrid_train_step import ServiceEndpoints
 
-    k, e = consortium.role("keyservice"), consortium.role("evaluator")
-    endpoints = ServiceEndpoints(key_address=k.address, key_trust_pem=k.cert_pem, evaluator_address=e.address,
-                                 evaluator_trust_pem=e.cert_pem)
-    return KeyServiceAccess(endpoints=endpoints, registry=service_registry(consortium, with_evaluator=True),
+    k = consortium.role("keyservice")
+    e = consortium.role("evaluator") if with_evaluator else None
+    endpoints = ServiceEndpoints(key_address=k.address, key_trust_pem=k.cert_pem,
+                                 evaluator_address=e.address if e else "", evaluator_trust_pem=e.cert_pem if e else b"")
+    return KeyServiceAccess(endpoints=endpoints, registry=service_registry(consortium, with_evaluator=with_evaluator),
                             development_root=development_root)
 
 
@@ -101,10 +107,11 @@ class ServeCoordinator:
             raise ProtocolOrderError(f"{self.role}: the coordinator's row counts {start.train_rows} do not list "
                                      f"this site's {self.train_rows} training rows at rank {ctx.rank}")
         plan = plan_run(self.cfg, train_rows=start.train_rows)
-        hybrid, key_digest, development = self._verify_key_service(ctx, inputs)
-        log.info("%s: plan of %d steps at sample rate %.4f, noise multiplier %.4f%s", self.role,
+        hybrid, key, key_digest, development = self._verify_key_service(ctx, inputs)
+        log.info("%s: plan of %d steps at sample rate %.4f, noise multiplier %.4f (noise from %s)%s", self.role,
                  plan.schedule.total_steps, plan.schedule.sample_rate, plan.sigma,
-                 "; K's attestation verified" if hybrid is not None else "")
+                 self.cfg.dp.noise_source if plan.dp is not None else "nobody: dp=off",
+                 "; K's attestation verified" if key is not None else "")
         self.link.send(encode(m.Ready(plan_digest=plan_digest(plan), key_material_digest=key_digest,
                                       development_attestation=development)))
         next_step = 0
@@ -118,7 +125,8 @@ class ServeCoordinator:
                 if msg.step != next_step or msg.step >= plan.schedule.total_steps:
                     raise ProtocolOrderError(f"{self.role}: step {msg.step} asked; the next is {next_step} of "
                                              f"{plan.schedule.total_steps} planned")
-                program = step_program(self.cfg, plan, step=msg.step, state=dict(msg.state), hybrid=hybrid)
+                program = step_program(self.cfg, plan, step=msg.step, state=dict(msg.state), hybrid=hybrid,
+                                       key_service=key)
                 self.link.send(encode(m.StepDone(output=program(ctx, inputs))))
                 next_step += 1
             elif isinstance(msg, m.Evaluate):
@@ -132,14 +140,16 @@ class ServeCoordinator:
                 raise ProtocolOrderError(f"{self.role}: unexpected {m.describe(msg)} from the coordinator")
 
     def _verify_key_service(self, ctx: Any, inputs: Any):
-        if is_all_mpc(self.cfg):
-            return None, "", False
+        if not needs_key_service(self.cfg):
+            return None, None, "", False
         from ppml_hybrid.protocols.hybrid_train_step import VerifyKeyService
+        from ppml_hybrid.protocols.key_access import KeyEndpoint
         from ppml_hybrid.training.plan import he_run_spec
 
         if self.services is None:
-            raise ConfigError(f"split_layer={self.cfg.split_layer} needs K and E: the consortium file must list "
-                              "keyservice and evaluator")
+            raise ConfigError(f"split_layer={self.cfg.split_layer} with dp.noise_source={self.cfg.dp.noise_source} "
+                              "needs the key service: the consortium file must list keyservice (and evaluator when "
+                              "blocks run under HE)")
         svc = self.services
         root = None
         if svc.development_root is not None:
@@ -151,7 +161,10 @@ class ServeCoordinator:
                                                        timeout_s=self.cfg.keyservice.startup_timeout_s,
                                                        what=f"the key service at {svc.endpoints.key_address}",
                                                        waiting=ctx.heartbeat)
-        return HybridContext(endpoints=svc.endpoints, material=material, spec=he_run_spec(self.cfg)), digest, \
+        key = KeyEndpoint(address=svc.endpoints.key_address, trust_pem=svc.endpoints.key_trust_pem)
+        if is_all_mpc(self.cfg):
+            return None, key, digest, development
+        return HybridContext(endpoints=svc.endpoints, material=material, spec=he_run_spec(self.cfg)), key, digest, \
             development
 
     def _next(self) -> Any:
@@ -192,8 +205,9 @@ def run_party_role(*, cfg: RunConfig, consortium: Consortium, identity: LinkIden
     try:
         link.send(encode(m.Hello(role=role, run_digest=digest, train_rows=len(rows.labels))))
         services = None
-        if not is_all_mpc(cfg):
-            services = key_service_access(consortium, development_root=development_root)
+        if needs_key_service(cfg):
+            services = key_service_access(consortium, development_root=development_root,
+                                          with_evaluator=not is_all_mpc(cfg))
         program = ServeCoordinator(cfg=cfg, link=link, role=role, train_rows=len(rows.labels), services=services)
         links = LinkSetup(identity=identity, roster=Roster.from_consortium(consortium, run_digest=digest),
                           bind_host=bind_host)

@@ -61,14 +61,16 @@ def run_keyservice_role(*, cfg: RunConfig, consortium: Consortium, identity: Lin
     """Generate (or unseal) the keys and serve K until SIGTERM (module doc)."""
     from ppml_hybrid.keyservice.main import cli_kms_client, start_key_service
     from ppml_hybrid.keyservice.spec import KeyServiceSpec
-    from ppml_hybrid.training.plan import he_run_spec
+    from ppml_hybrid.training.plan import is_all_mpc, key_service_run_spec
 
     check_pinned(identity, consortium, "keyservice")
     me = consortium.role("keyservice")
     keyservice = dataclasses.replace(cfg.keyservice, address=f"{bind_host or me.host}:{me.port}")
-    spec = KeyServiceSpec(run=he_run_spec(cfg), keyservice=keyservice,
-                          client_ca_pem=_party_certs(consortium) + consortium.role("evaluator").cert_pem,
-                          registry=service_registry(consortium, with_evaluator=True))
+    hybrid = not is_all_mpc(cfg)  # all-MPC runs use K for the DP noise only: no E to register
+    spec = KeyServiceSpec(run=key_service_run_spec(cfg), keyservice=keyservice,
+                          client_ca_pem=_party_certs(consortium) + (consortium.role("evaluator").cert_pem
+                                                                    if hybrid else b""),
+                          registry=service_registry(consortium, with_evaluator=hybrid))
     running = start_key_service(spec=spec, kms=cli_kms_client(spec), server_identity=_server_identity(identity))
     if running.attestation_root_pem:
         log.warning("K attests with a DEVELOPMENT signer (no enclave): clients refuse it unless their host "

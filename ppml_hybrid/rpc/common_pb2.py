@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cppml_hybrid/rpc/common.proto\x12\x0fppml_hybrid.rpc\"M\n\x08RoundRef\x12\x10\n\x08round_id\x18\x01 \x01(\x04\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x12\n\nvalue_bits\x18\x04 \x01(\r\"*\n\x0bInt64Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\":\n\rFloat64Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"d\n\x0bShareTensor\x12(\n\x05round\x18\x01 \x01(\x0b\x32\x19.ppml_hybrid.rpc.RoundRef\x12+\n\x05share\x18\x02 \x01(\x0b\x32\x1c.ppml_hybrid.rpc.Int64Tensor\"%\n\x11\x46\x65tchShareRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cppml_hybrid/rpc/common.proto\x12\x0fppml_hybrid.rpc\"M\n\x08RoundRef\x12\x10\n\x08round_id\x18\x01 \x01(\x04\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x12\n\nvalue_bits\x18\x04 \x01(\r\"*\n\x0bInt64Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\":\n\rFloat64Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"d\n\x0bShareTensor\x12(\n\x05round\x18\x01 \x01(\x0b\x32\x19.ppml_hybrid.rpc.RoundRef\x12+\n\x05share\x18\x02 \x01(\x0b\x32\x1c.ppml_hybrid.rpc.Int64Tensor\"%\n\x11\x46\x65tchShareRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x04\"<\n\tNoiseSlot\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x12\n\nscale_bits\x18\x03 \x01(\r\"x\n\x0cNoiseRequest\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12)\n\x05slots\x18\x02 \x03(\x0b\x32\x1a.ppml_hybrid.rpc.NoiseSlot\x12\x18\n\x10noise_multiplier\x18\x03 \x01(\x01\x12\x15\n\rmax_grad_norm\x18\x04 \x01(\x01\"G\n\nNoiseShare\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12+\n\x05share\x18\x02 \x01(\x0b\x32\x1c.ppml_hybrid.rpc.Int64Tensorb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,4 +41,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SHARETENSOR']._serialized_end=332
   _globals['_FETCHSHAREREQUEST']._serialized_start=334
   _globals['_FETCHSHAREREQUEST']._serialized_end=371
+  _globals['_NOISESLOT']._serialized_start=373
+  _globals['_NOISESLOT']._serialized_end=433
+  _globals['_NOISEREQUEST']._serialized_start=435
+  _globals['_NOISEREQUEST']._serialized_end=555
+  _globals['_NOISESHARE']._serialized_start=557
+  _globals['_NOISESHARE']._serialized_end=628
 # @@protoc_insertion_point(module_scope)

@@ -60,6 +60,11 @@ class KeyServiceStub:
                 request_serializer=ppml__hybrid_dot_rpc_dot_common__pb2.FetchShareRequest.SerializeToString,
                 response_deserializer=ppml__hybrid_dot_rpc_dot_common__pb2.ShareTensor.FromString,
                 _registered_method=True)
+        self.FetchNoise = channel.unary_unary(
+                '/ppml_hybrid.rpc.KeyService/FetchNoise',
+                request_serializer=ppml__hybrid_dot_rpc_dot_common__pb2.NoiseRequest.SerializeToString,
+                response_deserializer=ppml__hybrid_dot_rpc_dot_common__pb2.NoiseShare.FromString,
+                _registered_method=True)
 
 
 class KeyServiceServicer:
@@ -101,6 +106,13 @@ class KeyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchNoise(self, request, context):
+        """Parties only (dp.noise_source=enclave): the caller's share of one step's DP noise, once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +140,11 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     servicer.FetchShare,
                     request_deserializer=ppml__hybrid_dot_rpc_dot_common__pb2.FetchShareRequest.FromString,
                     response_serializer=ppml__hybrid_dot_rpc_dot_common__pb2.ShareTensor.SerializeToString,
+            ),
+            'FetchNoise': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchNoise,
+                    request_deserializer=ppml__hybrid_dot_rpc_dot_common__pb2.NoiseRequest.FromString,
+                    response_serializer=ppml__hybrid_dot_rpc_dot_common__pb2.NoiseShare.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +282,33 @@ class KeyService:
             '/ppml_hybrid.rpc.KeyService/FetchShare',
             ppml__hybrid_dot_rpc_dot_common__pb2.FetchShareRequest.SerializeToString,
             ppml__hybrid_dot_rpc_dot_common__pb2.ShareTensor.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchNoise(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ppml_hybrid.rpc.KeyService/FetchNoise',
+            ppml__hybrid_dot_rpc_dot_common__pb2.NoiseRequest.SerializeToString,
+            ppml__hybrid_dot_rpc_dot_common__pb2.NoiseShare.FromString,
             options,
             channel_credentials,
             insecure,

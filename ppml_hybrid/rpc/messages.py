@@ -109,3 +109,65 @@ class ShareTensor:
 def weights_to_pb(state: Mapping[str, np.ndarray]) -> list:
     return [float64_to_pb(name=k, value=np.asarray(v.detach().cpu().double().numpy() if hasattr(v, "detach") else v))
             for k, v in state.items()]
+
+
+MAX_NOISE_VALUES = 1 << 24
+MAX_NOISE_SCALE_BITS = 56  # sigma C 2^b must leave room in the 64-bit ring (checked below)
+
+
+@dataclass(frozen=True)
+class NoiseSlot:
+    """One released gradient sum: its name, element count and fixed-point scale 2^scale_bits."""
+
+    name: str
+    count: int
+    scale_bits: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _KIND.match(self.name):
+            raise InvalidArgumentError(f"noise slot name must match {_KIND.pattern}; got {self.name!r}")
+        if not isinstance(self.count, int) or not 1 <= self.count <= MAX_NOISE_VALUES:
+            raise InvalidArgumentError(f"noise slot {self.name}: count must be in [1, {MAX_NOISE_VALUES}]; "
+                                       f"got {self.count!r}")
+        if not isinstance(self.scale_bits, int) or not 0 <= self.scale_bits <= MAX_NOISE_SCALE_BITS:
+            raise InvalidArgumentError(f"noise slot {self.name}: scale_bits must be in [0, {MAX_NOISE_SCALE_BITS}]; "
+                                       f"got {self.scale_bits!r}")
+
+
+@dataclass(frozen=True)
+class NoiseRequest:
+    """A party's request for its share of one step's DP noise (``keyservice/noise.py``)."""
+
+    step: int
+    slots: Tuple[NoiseSlot, ...]
+    noise_multiplier: float
+    max_grad_norm: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.step, int) or self.step < 0:
+            raise InvalidArgumentError(f"noise step must be an integer >= 0; got {self.step!r}")
+        object.__setattr__(self, "slots", tuple(self.slots))
+        names = [s.name for s in self.slots]
+        if len(set(names)) != len(names):
+            raise InvalidArgumentError("noise slots must have distinct names")
+        if sum(s.count for s in self.slots) > MAX_NOISE_VALUES:
+            raise InvalidArgumentError(f"a step's noise holds at most {MAX_NOISE_VALUES} values")
+        for label, v in (("noise_multiplier", self.noise_multiplier), ("max_grad_norm", self.max_grad_norm)):
+            if not isinstance(v, float) or not (0.0 < v < 2.0 ** 20):
+                raise InvalidArgumentError(f"noise {label} must be a float in (0, 2^20); got {v!r}")
+        for s in self.slots:
+            if self.noise_multiplier * self.max_grad_norm * 2.0 ** s.scale_bits > 2.0 ** 56:
+                raise InvalidArgumentError(f"noise slot {s.name}: sigma C 2^{s.scale_bits} exceeds 2^56, too wide "
+                                           "for the 64-bit ring")
+
+    def to_pb(self) -> common_pb2.NoiseRequest:
+        return common_pb2.NoiseRequest(
+            step=self.step, noise_multiplier=self.noise_multiplier, max_grad_norm=self.max_grad_norm,
+            slots=[common_pb2.NoiseSlot(name=s.name, count=s.count, scale_bits=s.scale_bits) for s in self.slots])
+
+    @classmethod
+    def from_pb(cls, pb: common_pb2.NoiseRequest) -> "NoiseRequest":
+        return cls(step=int(pb.step), noise_multiplier=float(pb.noise_multiplier),
+                   max_grad_norm=float(pb.max_grad_norm),
+                   slots=tuple(NoiseSlot(name=str(s.name), count=int(s.count), scale_bits=int(s.scale_bits))
+                               for s in pb.slots))

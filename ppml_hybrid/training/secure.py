@@ -43,7 +43,11 @@ from ppml_hybrid.training.site_metrics import (
     DEFAULT_BINS, DEFAULT_MIN_PATIENTS, SiteAggregate, auc_max_error, pool,
 )
 from ppml_hybrid.training.optim import make_optimizer, make_schedule
-from ppml_hybrid.training.plan import HybridContext, RunPlan, he_run_spec, is_all_mpc, split_clip, step_program
+from ppml_hybrid.privacy.accounting import epsilon_options
+from ppml_hybrid.training.plan import (
+    HybridContext, RunPlan, enclave_noise, is_all_mpc, key_service_run_spec, needs_key_service, split_clip,
+    step_program,
+)
 
 log = logging.getLogger(__name__)
 ETA_AFTER_STEPS = 3  # log the run's expected duration after this many steps
@@ -136,11 +140,13 @@ def coordinate(cfg: RunConfig, sites: SiteSession, plan: RunPlan, *, networks: S
     accountant = None
     if plan.dp is not None:
         accountant = create_accountant(cfg.dp.accountant)
-        log.info("DP-SGD with %s: %d parties + dealer, noise multiplier %.4f (each party adds std %.4g), "
-                 "clip %.3g, sample rate %.4f, %d steps; batch sizes released with noise std %g rows, so the "
-                 "accountant counts noise multiplier %.4f", stages, cfg.smpc.parties, plan.sigma,
-                 plan.dp.noise_std_per_party, cfg.dp.max_grad_norm, plan.schedule.sample_rate,
-                 plan.schedule.total_steps, cfg.dp.count_noise, plan.sigma_eff)
+        source = ("drawn by the key service: one exact discrete Gaussian per step" if plan.dp.noise_source == "enclave"
+                  else f"each party adds std {plan.dp.noise_std_per_party:.4g}, so the release carries "
+                  f"{plan.dp.released_noise_multiplier:.4f}")
+        log.info("DP-SGD with %s: %d parties + dealer, noise multiplier %.4f (%s), clip %.3g, sample rate %.4f, "
+                 "%d steps; batch sizes released with noise std %g rows, so the accountant counts noise multiplier "
+                 "%.4f", stages, cfg.smpc.parties, plan.sigma, source, cfg.dp.max_grad_norm,
+                 plan.schedule.sample_rate, plan.schedule.total_steps, cfg.dp.count_noise, plan.sigma_eff)
     else:
         log.warning("dp=off: NON-PRIVATE run (%s): every step opens the exact gradient sums, which leak the "
                     "batch. For reference runs and benchmarks only, never for real patients' data.", stages)
@@ -174,23 +180,27 @@ def party_inputs_for(cfg: RunConfig, rows: List[PartyRows]) -> List[Any]:
 def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, session: PartySession, plan: RunPlan) -> Any:
     """The per-step party program of an in-process session (module doc); when blocks run
     under HE, starts K and E on this machine (pinning each party's own certificate) and has every
-    party verify K's attestation itself."""
-    if is_all_mpc(cfg):
+    party verify K's attestation itself (also all-MPC when K draws the DP noise: K alone)."""
+    if not needs_key_service(cfg):
         return lambda step, state: step_program(cfg, plan, step=step, state=state)
     from ppml_hybrid.protocols.hybrid_train_step import ServiceEndpoints
+    from ppml_hybrid.protocols.key_access import KeyEndpoint
     from ppml_hybrid.rpc.local import start_local_he_services
 
-    run = he_run_spec(cfg)
-    log.info("starting the key service and the HE evaluator (%s, batch capacity %d, HE->SS masks with %d bits of "
-             "hiding per slot) ...", cfg.he.name, run.batch_capacity, run.he.mask_hiding_bits)
+    run, hybrid_mode = key_service_run_spec(cfg), not is_all_mpc(cfg)
+    log.info("starting the key service%s ...", " and the HE evaluator (%s, batch capacity %d, HE->SS masks with %d "
+             "bits of hiding per slot)" % (cfg.he.name, run.batch_capacity, run.he.mask_hiding_bits)
+             if hybrid_mode else " (it draws the DP noise)")
     svc = stack.enter_context(start_local_he_services(
-        run=run, keyservice=cfg.keyservice, party_certs=session.party_certificates(),
+        run=run, keyservice=cfg.keyservice, party_certs=session.party_certificates(), with_evaluator=hybrid_mode,
         accept_development_attestation=cfg.keyservice.attestation == "development", log_dir=cfg.output_dir))
     endpoints = ServiceEndpoints(key_address=svc.key_service.address, key_trust_pem=svc.key_service.trust_pem,
-                                 evaluator_address=svc.evaluator.address, evaluator_trust_pem=svc.evaluator.trust_pem)
+                                 evaluator_address=svc.evaluator.address if hybrid_mode else "",
+                                 evaluator_trust_pem=svc.evaluator.trust_pem if hybrid_mode else b"")
     material = _verified_at_every_party(cfg, svc, session, endpoints)
-    hybrid = HybridContext(endpoints=endpoints, material=material, spec=run)
-    return lambda step, state: step_program(cfg, plan, step=step, state=state, hybrid=hybrid)
+    key = KeyEndpoint(address=endpoints.key_address, trust_pem=endpoints.key_trust_pem)
+    hybrid = HybridContext(endpoints=endpoints, material=material, spec=run) if hybrid_mode else None
+    return lambda step, state: step_program(cfg, plan, step=step, state=state, hybrid=hybrid, key_service=key)
 
 
 def _verified_at_every_party(cfg: RunConfig, svc: Any, session: PartySession, endpoints: Any) -> Any:
@@ -258,7 +268,8 @@ def _loop(cfg: RunConfig, model: BlockModel, optimizer: torch.optim.Optimizer, s
         bar.close()
         val_sites = _evaluate_at_sites(sites, model, "val")
         val = pool(val_sites)
-        eps = float(accountant.get_epsilon(delta=cfg.dp.delta)) if accountant is not None else None
+        eps = (float(accountant.get_epsilon(delta=cfg.dp.delta, **epsilon_options(discrete=enclave_noise(cfg))))
+               if accountant is not None else None)
         epochs.append(SecureEpoch(epoch, step, val, eps, time.perf_counter() - start))
         log.info("epoch %d: %d steps, val acc %.4f, val AUC %.4f, %s, %.1f s/step", epoch, step,
                  val.accuracy, val.auc, f"epsilon {eps:.3f}" if eps is not None else "dp=off",

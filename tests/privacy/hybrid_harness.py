@@ -158,16 +158,17 @@ SERVICE_PLANTS: Dict[str, Callable[[Any], None]] = {
 
 def _install_party_plant(name: str, ctx: Any) -> None:
     """Change this party process's protocol code (the planted leak)."""
-    from ppml_hybrid.protocols import dp_step
+    from ppml_hybrid.protocols import dp_noise, dp_step
 
     if name == "unnoised_sums_opened":
-        add = dp_step.add_noise_share
+        add = dp_step.add_noise_shares
 
-        def open_then_noise(raw: Any, *, std: float, scale_bits: int) -> Any:
-            ctx.crypten.mpc.MPCTensor.from_shares(raw, precision=0).reveal()  # the clipped sum, un-noised
-            return add(raw, std=std, scale_bits=scale_bits)
+        def open_then_noise(raws: Any, scale_bits: Any, **kwargs: Any) -> Any:
+            for raw in raws.values():
+                ctx.crypten.mpc.MPCTensor.from_shares(raw, precision=0).reveal()  # the clipped sum, un-noised
+            return add(raws, scale_bits, **kwargs)
 
-        dp_step.add_noise_share = open_then_noise
+        dp_step.add_noise_shares = open_then_noise
     elif name == "clip_factors_opened":
         checked = dp_step.checked_factors
 
@@ -182,7 +183,7 @@ def _install_party_plant(name: str, ctx: Any) -> None:
             g = torch.Generator().manual_seed(1234)  # a public seed: every party draws the same "noise"
             return torch.randn(shape, generator=g, dtype=torch.float64) * std
 
-        dp_step.csprng_normal = seeded
+        dp_noise.csprng_normal = seeded
     elif name is not None:
         raise ValueError(f"unknown party plant {name!r}")
 
@@ -204,10 +205,11 @@ class RecordingHybridSteps:
 
     def __call__(self, ctx: Any, inputs: RecordingInputs) -> Dict[str, Any]:
         from ppml_hybrid.he_stage.evaluator.party import PartyConversionClient
-        from ppml_hybrid.protocols import dp_step
+        from ppml_hybrid.protocols import dp_noise, dp_step
 
         # every plant and recorder is undone after the run: the session's next program sees clean code
-        saved = [(dp_step, n, getattr(dp_step, n)) for n in ("add_noise_share", "checked_factors", "csprng_normal")]
+        saved = [(dp_step, n, getattr(dp_step, n)) for n in ("add_noise_shares", "checked_factors")]
+        saved.append((dp_noise, "csprng_normal", dp_noise.csprng_normal))
         saved += [(HybridTrainStep, "value_bits", HybridTrainStep.value_bits),
                   (PartyConversionClient, "receive", PartyConversionClient.receive)]
         try:
@@ -233,15 +235,16 @@ class RecordingHybridSteps:
 
         PartyConversionClient.receive = receive  # this party process only
         _install_party_plant(self.plant, ctx)
-        add = dp_step.add_noise_share
+        add = dp_step.add_noise_shares
 
-        def recorded_noise(raw: Any, *, std: float, scale_bits: int) -> Any:
-            out = add(raw, std=std, scale_bits=scale_bits)
+        def recorded_noise(raws: Any, scale_bits: Any, **kwargs: Any) -> Any:
+            out = add(raws, scale_bits, **kwargs)
             ctx.transport.recorder = None  # what follows is the opening of the noised sums (the DP release)
-            noise.append(((out - raw).double() / 2.0 ** scale_bits).numpy())
+            for name, raw in raws.items():
+                noise.append(((out[name] - raw).double() / 2.0 ** scale_bits[name]).numpy())
             return out
 
-        dp_step.add_noise_share = recorded_noise
+        dp_step.add_noise_shares = recorded_noise
         out: Dict[str, Any] = {}
         per_step = self.step.rounds_per_step()
         for i, (label, rows) in enumerate(inputs.batches):

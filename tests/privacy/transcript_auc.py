@@ -48,22 +48,23 @@ class StepTranscripts:
     observer: int = 1
 
     def __call__(self, ctx: Any, batches: Sequence[Any]) -> Optional[List[Tuple[int, np.ndarray]]]:
-        from ppml_hybrid.protocols import dp_step
+        from ppml_hybrid.protocols import dp_noise, dp_step
         from ppml_hybrid.protocols.dp_step import DPStepParams
         from ppml_hybrid.protocols.mpc_train_step import MPCTrainStep
 
         torch.set_num_threads(1)
-        saved = [(n, getattr(dp_step, n)) for n in ("add_noise_share", "checked_factors", "csprng_normal")]
+        saved = [(dp_step, n, getattr(dp_step, n)) for n in ("add_noise_shares", "checked_factors")]
+        saved.append((dp_noise, "csprng_normal", dp_noise.csprng_normal))
         try:
             _install_party_plant(self.plant, ctx)
-            add = dp_step.add_noise_share
+            add = dp_step.add_noise_shares
 
-            def stop_at_release(raw: Any, *, std: float, scale_bits: int) -> Any:
-                out = add(raw, std=std, scale_bits=scale_bits)
+            def stop_at_release(raws: Any, scale_bits: Any, **kwargs: Any) -> Any:
+                out = add(raws, scale_bits, **kwargs)
                 ctx.transport.recorder = None  # next: the opening of the noised sums (the DP release)
                 return out
 
-            dp_step.add_noise_share = stop_at_release
+            dp_step.add_noise_shares = stop_at_release
             dp = DPStepParams(max_grad_norm=1.0, noise_multiplier=1.0, parties=ctx.parties)
             step = MPCTrainStep(model=MODEL, state_dict=self.state_dict, image_size=IMAGE, sample_rate=1.0, dp=dp)
             out = []
@@ -77,8 +78,8 @@ class StepTranscripts:
                 out.append((label, recorder.take().numpy()))
             return out if ctx.rank == self.observer else None
         finally:
-            for name, value in saved:
-                setattr(dp_step, name, value)
+            for owner, name, value in saved:
+                setattr(owner, name, value)
 
 
 def features(opened: np.ndarray) -> np.ndarray:

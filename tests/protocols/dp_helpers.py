@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
@@ -19,6 +19,19 @@ class DPProgram:
     image_size: int
     max_grad_norm: float
     noise_multipliers: tuple
+    # dp.noise_source=enclave: K's address, its pinned certificate, and each party's credential
+    enclave: Optional[Tuple[str, bytes, tuple]] = None
+
+    def _noise(self, ctx: Any, step: int) -> Any:
+        if self.enclave is None:
+            return None
+        from ppml_hybrid.keyservice.client import PartyKeyClient
+        from ppml_hybrid.protocols.dp_noise import EnclaveNoise
+
+        address, trust, creds = self.enclave
+        client = PartyKeyClient(address=address, server_trust_pem=trust, credential=creds[ctx.rank])
+        return EnclaveNoise(key_client=client, step=step, noise_multiplier=self.noise_multipliers[step],
+                            max_grad_norm=self.max_grad_norm)
 
     def __call__(self, ctx: Any, inputs: Any) -> Dict[str, Any]:
         torch.set_num_threads(1)
@@ -32,9 +45,11 @@ class DPProgram:
         back = stage.backward(trace, d, crypten=crypten)
         sites = trainable_sites(stage.layers, trace, back)
         out: Dict[str, Any] = {}
-        for sigma in self.noise_multipliers:
-            params = DPStepParams(max_grad_norm=self.max_grad_norm, noise_multiplier=sigma, parties=ctx.parties)
-            result = noised_gradient_sums(sites, params=params, crypten=crypten)
+        for step, sigma in enumerate(self.noise_multipliers):
+            params = DPStepParams(max_grad_norm=self.max_grad_norm, noise_multiplier=sigma, parties=ctx.parties,
+                                  noise_source="enclave" if self.enclave else "parties")
+            noise = self._noise(ctx, step) if sigma > 0 else None
+            result = noised_gradient_sums(sites, params=params, crypten=crypten, noise=noise)
             # Opened here for the test only: the protocol never opens norms or clip factors.
             out[sigma] = {
                 "sums": {k: v.tolist() for k, v in result.noised_sums.items()},

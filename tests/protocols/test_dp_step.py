@@ -95,6 +95,47 @@ def test_dp_step_matches_plaintext_clipping_and_bounds_every_contribution(model_
     assert abs(float(noise.mean())) < 0.1 * expected_std
 
 
+def test_enclave_noise_is_one_draw_of_sigma_c_shared_by_k():
+    """dp.noise_source=enclave through a real K (gRPC, mTLS) and real parties: the opened sums carry
+    noise of std sigma C (not sqrt(n/(n-1)) sigma C: nobody's noise is wasted), fresh per step;
+    without K's shares the step refuses to open anything."""
+    import sys
+
+    sys.path.append(str(Path(__file__).resolve().parents[1] / "keyservice"))
+    from ks_helpers import keyservice_config, run_spec
+    from ppml_hybrid.rpc.local import party_name, start_local_he_services
+
+    torch.manual_seed(2)
+    model_cfg = _model("narrowing")
+    state = {k: v.detach().clone() for k, v in build_model(model_cfg, image_size=IMAGE, seed=0).state_dict().items()}
+    x = torch.randn(BATCH, 1, IMAGE, IMAGE)
+    delta = torch.softmax(torch.randn(BATCH, 2), 1) - torch.nn.functional.one_hot(torch.randint(0, 2, (BATCH,)), 2)
+    clip = 0.5
+    with start_local_he_services(run=run_spec(parties=2), keyservice=keyservice_config(),
+                                 with_evaluator=False) as svc:
+        enclave = (svc.key_service.address, svc.key_service.trust_pem,
+                   tuple(svc.credential(party_name(j)) for j in (1, 2)))
+        program = DPProgram(model_cfg, state, IMAGE, clip, (0.0, 1.0, 1.000001), enclave=enclave)
+        run = run_parties(smpc=SMPCConfig(master_port=0, timeout_s=120), program=program,
+                          party_inputs=[(x, delta), None])
+    seen = run.results[0]
+    assert run.results[1] == seen
+    names = list(seen[0.0]["sums"])
+    exact = torch.cat([torch.tensor(seen[0.0]["sums"][k]).flatten() for k in names])
+    noise = torch.cat([torch.tensor(seen[1.0]["sums"][k]).flatten() for k in names]) - exact
+    assert noise.numel() > 2000
+    assert abs(float(noise.std()) / clip - 1) < 0.1
+    assert abs(float(noise.mean())) < 0.1 * clip
+    again = torch.cat([torch.tensor(seen[1.000001]["sums"][k]).flatten() for k in names]) - exact
+    assert float((again - noise).abs().min()) > 0 or float(torch.corrcoef(torch.stack([again, noise]))[0, 1]) < 0.1
+
+    params = DPStepParams(max_grad_norm=clip, noise_multiplier=1.0, parties=2, noise_source="enclave")
+    from ppml_hybrid.protocols.dp_step import noise_for
+
+    with pytest.raises(ConfigError, match="no channel to K"):
+        noise_for(params, None)  # never a silent fall-back to the parties' own noise
+
+
 def test_csprng_normal_moments_and_freshness():
     a = csprng_normal((20000,), std=2.0)
     b = csprng_normal((20000,), std=2.0)

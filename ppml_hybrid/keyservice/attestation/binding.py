@@ -49,6 +49,9 @@ class DecryptionPolicy:
     # registered as that party), so a client sees exactly whom K serves
     registry_sha384: bytes = b""
     operation: str = "decrypt-and-share masked rounds only"
+    # dp.noise_source=enclave: what K does for the DP noise (keyservice/noise.py)
+    noise: str = ("one exact discrete Gaussian draw per step id, split into uniform additive shares, each "
+                  "delivered once to its own party, none kept, logged or written")
 
     def canonical(self) -> bytes:
         return cbor2.dumps(asdict(self), canonical=True)
