@@ -9,16 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-import numpy as np
-
 from ppml_hybrid.keyservice import errors as _errors  # noqa: F401 - registers the typed refusals
 from ppml_hybrid.keyservice.material import PublishedMaterial, from_chunks
 from ppml_hybrid.rpc import common_pb2
 from ppml_hybrid.rpc import keyservice_pb2 as pb
 from ppml_hybrid.rpc import keyservice_pb2_grpc as pb_grpc
 from ppml_hybrid.rpc.client import ServiceChannel
-from ppml_hybrid.rpc.errors import InvalidArgumentError
-from ppml_hybrid.rpc.messages import NoiseRequest, RoundRef, ShareTensor, int64_from_pb
+from ppml_hybrid.rpc.messages import RoundRef, ShareTensor
 
 
 @dataclass(frozen=True)
@@ -71,15 +68,6 @@ class PartyKeyClient(_KeyServiceClient):
 
     def fetch_share(self, *, round_id: int) -> ShareTensor:
         return ShareTensor.from_pb(self.call(self._stub.FetchShare, common_pb2.FetchShareRequest(round_id=round_id)))
-
-    def fetch_noise(self, *, request: NoiseRequest) -> np.ndarray:
-        """This party's additive share (int64, the slots concatenated) of the step's DP noise."""
-        r = self.call(self._stub.FetchNoise, request.to_pb())
-        share = int64_from_pb(r.share)
-        if int(r.step) != request.step or share.shape != (sum(s.count for s in request.slots),):
-            raise InvalidArgumentError(f"K answered step {int(r.step)} with {share.shape} values for a request of "
-                                       f"step {request.step}")
-        return share
 
 
 class EvaluatorKeyClient(_KeyServiceClient):

@@ -48,7 +48,7 @@ class OwnNoise:
 class EnclaveNoise:
     """``dp.noise_source: enclave``: this party's share of K's noise for step ``step``."""
 
-    key_client: Any  # PartyKeyClient over this party's own mTLS channel to K
+    key_client: Any  # rpc.noise_client.NoiseClient over this party's own mTLS channel to K
     step: int
     noise_multiplier: float
     max_grad_norm: float

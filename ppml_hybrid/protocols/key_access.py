@@ -13,6 +13,7 @@ from typing import Any, Optional
 from ppml_hybrid.protocols.dp_noise import EnclaveNoise
 from ppml_hybrid.protocols.dp_step import DPStepParams
 from ppml_hybrid.protocols.errors import KeyServiceNotVerifiedError
+from ppml_hybrid.rpc.noise_client import NoiseClient
 from ppml_hybrid.rpc.tls import Credential
 
 VERIFIED_KEY_SERVICE = "verified_key_service"  # ctx.session entry: (K's address, trust pem, material digest)
@@ -54,14 +55,12 @@ def step_noise(ctx: Any, inputs: Any, *, dp: Optional[DPStepParams], key: Option
     if key is None:
         raise KeyServiceNotVerifiedError("dp.noise_source=enclave: the step names no key service to draw the noise")
     require_verified(ctx, key)
-    from ppml_hybrid.keyservice.client import PartyKeyClient
-
     cred = own_credential(ctx, inputs)
     cached = ctx.session.get(_NOISE_CLIENT)
     if cached is None or cached[0] != (key, cred):
         if cached is not None:
             cached[1].close()
-        cached = ((key, cred), PartyKeyClient(address=key.address, server_trust_pem=key.trust_pem, credential=cred))
+        cached = ((key, cred), NoiseClient(address=key.address, server_trust_pem=key.trust_pem, credential=cred))
         ctx.session[_NOISE_CLIENT] = cached
     return EnclaveNoise(key_client=cached[1], step=step, noise_multiplier=dp.noise_multiplier,
                         max_grad_norm=dp.max_grad_norm)

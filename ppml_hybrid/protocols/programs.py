@@ -96,14 +96,15 @@ class OpenEnclaveNoise:
     def __call__(self, ctx: Any, inputs: Any) -> list:
         import torch
 
-        from ppml_hybrid.keyservice.client import PartyKeyClient
         from ppml_hybrid.protocols.dp_noise import EnclaveNoise
         from ppml_hybrid.protocols.dp_step import DPStepParams, noise_only_sums
 
         torch.set_num_threads(1)
         params = DPStepParams(max_grad_norm=self.max_grad_norm, noise_multiplier=self.noise_multiplier,
                               parties=ctx.parties, noise_source="enclave")
-        client = PartyKeyClient(address=self.key_address, server_trust_pem=self.key_trust_pem,
+        from ppml_hybrid.rpc.noise_client import NoiseClient
+
+        client = NoiseClient(address=self.key_address, server_trust_pem=self.key_trust_pem,
                                 credential=self.credentials[ctx.rank])
         out = []
         try:

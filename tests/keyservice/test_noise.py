@@ -14,7 +14,9 @@ from ppml_hybrid.keyservice.errors import AnnouncementMismatchError, NotRegister
 from ppml_hybrid.keyservice.noise import NoiseBook, additive_shares, discrete_gaussian, lattice_scale
 from ppml_hybrid.privacy.audit import discrete_gaussian_fit
 from ppml_hybrid.privacy.csprng import csprng_normal
-from ppml_hybrid.rpc.errors import InvalidArgumentError
+from ppml_hybrid.rpc.errors import (
+    FailedPreconditionError, InvalidArgumentError, PermissionDeniedError, UnavailableError,
+)
 from ppml_hybrid.rpc.messages import NoiseRequest, NoiseSlot
 
 LAYOUT = (NoiseSlot(name="blocks.0.conv.weight", count=300, scale_bits=32), NoiseSlot(name="blocks.3.bias", count=20,
@@ -127,16 +129,25 @@ def test_malformed_requests_are_refused_before_any_draw(bad):
 def test_over_grpc_each_party_gets_its_own_share_and_no_noise_is_logged(k, caplog):
     """Real K over mTLS: parties only; the two shares sum to a Gaussian of the right size; K's log
     holds no share and no noise value (planted leak: logging the noise)."""
+    from ppml_hybrid.rpc.local import party_name
+    from ppml_hybrid.rpc.noise_client import NoiseClient
+    from ppml_hybrid.rpc.tls import EVALUATOR
+
+    def client(name):
+        return NoiseClient(address=k.running.address, server_trust_pem=k.running.trust_pem,
+                           credential=k.pki.clients[name], timeout_s=30.0)
+
     caplog.set_level(logging.DEBUG)
-    with pytest.raises(NotRegisteredError):
-        k.evaluator().call(k.evaluator()._stub.FetchNoise, request(1).to_pb())
-    a = k.party(1).fetch_noise(request=request(1))
-    b = k.party(2).fetch_noise(request=request(1))
+    for outsider in (EVALUATOR, "stranger"):  # E, and a certificate nobody registered
+        with pytest.raises((NotRegisteredError, PermissionDeniedError, UnavailableError)):
+            client(outsider).fetch_noise(request=request(1))
+    a = client(party_name(1)).fetch_noise(request=request(1))
+    b = client(party_name(2)).fetch_noise(request=request(1))
     noise = joined([a, b])
     assert noise.shape == (320,)
     assert 0.8 < np.std(noise[:300] / 2.0 ** 32) / 1.2 < 1.2
-    with pytest.raises(RoundReplayError):
-        k.party(2).fetch_noise(request=request(1))
+    with pytest.raises(FailedPreconditionError):  # RoundReplayError at K: the same step again
+        client(party_name(2)).fetch_noise(request=request(1))
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "noise share" in logged  # K did log the deliveries ...
     for value in np.concatenate([a, b, noise])[:50]:

@@ -25,11 +25,11 @@ class DPProgram:
     def _noise(self, ctx: Any, step: int) -> Any:
         if self.enclave is None:
             return None
-        from ppml_hybrid.keyservice.client import PartyKeyClient
+        from ppml_hybrid.rpc.noise_client import NoiseClient
         from ppml_hybrid.protocols.dp_noise import EnclaveNoise
 
         address, trust, creds = self.enclave
-        client = PartyKeyClient(address=address, server_trust_pem=trust, credential=creds[ctx.rank])
+        client = NoiseClient(address=address, server_trust_pem=trust, credential=creds[ctx.rank])
         return EnclaveNoise(key_client=client, step=step, noise_multiplier=self.noise_multipliers[step],
                             max_grad_norm=self.max_grad_norm)
 
