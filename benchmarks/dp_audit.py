@@ -25,6 +25,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -105,6 +106,7 @@ def main() -> int:
     parser.add_argument("--sigma", type=float, default=1.2)
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="where the results go")
     parser.add_argument("--smoke", action="store_true", help="10^4 draws, 1 audit per arm (the suite runs it)")
     args = parser.parse_args()
     if args.smoke:
@@ -131,7 +133,7 @@ def main() -> int:
               f"{'ok' if aud['control_flagged'] else 'MISSED'}"]
     print("\n".join(lines))
     if not args.smoke:
-        results = ROOT / "benchmarks" / "results"
+        results = args.out
         (results / "dp_audit.txt").write_text("\n".join(lines) + "\n")
         (results / "dp_audit.json").write_text(json.dumps({"noise_path": path, "audit": aud}, indent=2) + "\n")
     ok = all(r["ok"] for r in path.values()) and aud["mechanism_ok"] and aud["control_flagged"]

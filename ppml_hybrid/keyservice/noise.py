@@ -55,13 +55,17 @@ def discrete_gaussian(count: int, *, scale: float) -> np.ndarray:
     Exact (Canonne, Kamath, Steinke 2020, as OpenDP implements it, with the float scale taken as
     the exact rational it is), from OpenSSL's CSPRNG in this process. Not a rounded float Gaussian.
     """
-    import opendp.prelude as dp
+    # the submodules, not opendp.prelude: that one also imports pandas and scikit-learn, which K's
+    # enclave image does not carry
+    from opendp.domains import atom_domain, vector_domain
+    from opendp.measurements import make_gaussian
+    from opendp.metrics import l2_distance
+    from opendp.mod import enable_features
 
     if count == 0:
         return np.zeros(0, dtype=np.int64)
-    dp.enable_features("contrib")  # OpenDP's flag for mechanisms outside its vetted set
-    measurement = dp.m.make_gaussian(dp.vector_domain(dp.atom_domain(T="i64")), dp.l2_distance(T="i64"),
-                                     scale=float(scale))
+    enable_features("contrib")  # OpenDP's flag for mechanisms outside its vetted set
+    measurement = make_gaussian(vector_domain(atom_domain(T="i64")), l2_distance(T="i64"), scale=float(scale))
     return np.asarray(measurement([0] * count), dtype=np.int64)
 
 

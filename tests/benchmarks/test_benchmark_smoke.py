@@ -17,3 +17,14 @@ def test_benchmark_smoke_run(script):
                          text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "ratio" in out.stdout
+
+
+@pytest.mark.slow
+def test_dp_audit_meets_its_targets(tmp_path):
+    """The enclave noise's full audit (benchmarks/dp_audit.py --check, about 1.5 min): 10^5 draws
+    per setting through K and the parties' opening fit the discrete Gaussian, std within 1%;
+    the canary audit stays below the accounted epsilon and flags the quarter-noise control."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "dp_audit.py"), "--check", "--repeats", "5",
+                          "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=1200, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -47,7 +47,8 @@ class Ctx:
 
 def _serve(script, *, train_rows=10, steps=2):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        raw = compose(config_name="train", overrides=["split_layer=5", f"train.max_steps={steps}",
+        # noise from the parties: this test drives the party alone, with no key service to draw it
+        raw = compose(config_name="train", overrides=["split_layer=5", "dp.noise_source=parties", f"train.max_steps={steps}",
                                                        "data.image_size=8"])
     cfg = parse_run_config(OmegaConf.to_container(raw, resolve=True))
     link = ScriptedCoordinator(script=list(script))
@@ -73,7 +74,7 @@ def test_a_replayed_step_is_refused(monkeypatch):
 
     ran = []
 
-    def fake_program(cfg, plan, *, step, state, hybrid=None):
+    def fake_program(cfg, plan, *, step, state, hybrid=None, key_service=None):
         ran.append(step)
         return lambda ctx, inputs: None
 
