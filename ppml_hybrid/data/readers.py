@@ -225,10 +225,15 @@ def _modality_pixels(ds, path: Path) -> np.ndarray:
     except MemoryError:
         raise
     except Exception as exc:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", None) or str(syntax or "unknown")
+        # every line of pydicom's message: the decoder's own reason (or the packages that would
+        # decode it) comes after the first
+        detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         raise DataError(
-            f"{path}: cannot decode DICOM pixel data (transfer syntax "
-            f"{getattr(getattr(ds, 'file_meta', None), 'TransferSyntaxUID', 'unknown')}; "
-            f"{type(exc).__name__}: {_short(exc)})"
+            f"{path}: cannot decode DICOM pixel data (transfer syntax {name}; {type(exc).__name__}: "
+            f"{detail[:600]}). The lock ships decoders for JPEG, JPEG-LS, JPEG 2000 and RLE "
+            "(pylibjpeg); a stream they refuse is not standard-conforming: re-export it uncompressed"
         ) from exc
     return np.asarray(pixels, dtype=np.float32)
 
