@@ -117,12 +117,43 @@ def read_nifti(path: Path) -> np.ndarray:
 
 
 def read_dicom_file(path: Path) -> np.ndarray:
-    """One DICOM file: a 2D image, or a 3D volume for multi-frame files (frames on the last axis)."""
+    """One DICOM file: a 2D image, or a 3D volume for multi-frame files (frames on the last axis),
+    reoriented to RAS like NIfTI (:func:`to_ras`) when the file states its orientation."""
     ds = _dcmread(path)
     pixels = _modality_pixels(ds, path)
     if pixels.ndim == 3:  # multi-frame: [frames, rows, cols] -> [cols, rows, frames]
-        return np.transpose(pixels, (2, 1, 0))
-    return pixels.T
+        return to_ras(np.transpose(pixels, (2, 1, 0)), ds.get("ImageOrientationPatient"))
+    return to_ras(pixels.T, ds.get("ImageOrientationPatient"))
+
+
+def to_ras(volume: np.ndarray, orientation) -> np.ndarray:
+    """``volume`` ([columns, rows(, slices)], slices ordered along the slice normal) with its axes
+    reordered and flipped to the closest of right, anterior, superior, as NIfTI is read
+    (``nibabel.as_closest_canonical``): a DICOM series stored head-first and one stored feet-first,
+    or with mirrored rows, give the same array, and the same anatomy as a NIfTI of the scan.
+
+    DICOM's patient axes are L, P, S: the column index runs along ImageOrientationPatient's row
+    direction, the row index along its column direction, the slice index along their cross
+    product. Without ImageOrientationPatient (secondary captures) the array is returned as stored."""
+    from nibabel.orientations import apply_orientation, io_orientation
+
+    if orientation is None or len(orientation) != 6:
+        return volume
+    row, col = np.asarray(orientation[:3], dtype=np.float64), np.asarray(orientation[3:], dtype=np.float64)
+    normal = np.cross(row, col)
+    axes = np.stack([row, col, normal], axis=1) * np.array([[-1.0], [-1.0], [1.0]])  # LPS -> RAS
+    affine = np.eye(4)
+    affine[:3, :3] = axes
+    ornt = io_orientation(affine)
+    if volume.ndim == 3:
+        return apply_orientation(volume, ornt)
+    # a single image: flip each in-plane axis to its positive direction, and put the one closer
+    # to an earlier RAS axis first (a sagittal slice keeps its two axes, A then S)
+    image = volume
+    for axis in (0, 1):
+        if ornt[axis, 1] < 0:
+            image = np.flip(image, axis=axis)
+    return np.ascontiguousarray(image.T if ornt[0, 0] > ornt[1, 0] else image)
 
 
 def read_dicom_series(folder: Path) -> np.ndarray:
@@ -133,7 +164,8 @@ def read_dicom_series(folder: Path) -> np.ndarray:
 
     Slices are ordered by position along the slice normal (ImagePositionPatient projected on
     the cross product of ImageOrientationPatient), else by InstanceNumber, else by file name,
-    because file names rarely follow anatomy. Rescale slope/intercept is applied per slice.
+    because file names rarely follow anatomy. Rescale slope/intercept is applied per slice. The
+    volume is then reoriented to RAS (:func:`to_ras`).
     """
     candidates = sorted(p for p in folder.iterdir()
                         if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR")
@@ -165,7 +197,14 @@ def read_dicom_series(folder: Path) -> np.ndarray:
         raise DataError(f"{folder}: slices have different sizes {sorted(shapes)}; expected one series")
     order = _slice_order(folder, [f for f, _ in datasets], [ds for _, ds in datasets])
     volume = np.stack([slices[i] for i in order], axis=0)  # [slices, rows, cols]
-    return np.transpose(volume, (2, 1, 0))
+    orientations = {tuple(round(float(v), 4) for v in ds.get("ImageOrientationPatient") or ()) for _, ds in datasets}
+    if len(orientations) > 1:  # e.g. a localiser whose slices turn: no volume, each slice on its own
+        logger.warning("%s: slices have %d different ImageOrientationPatient: not one volume; each slice is "
+                       "reoriented in its own plane (slice along data.slice_axis=2 for these images)", folder,
+                       len(orientations))
+        ordered = [datasets[i][1] for i in order]
+        return np.stack([to_ras(s.T, ds.get("ImageOrientationPatient")) for s, ds in zip(volume, ordered)], axis=2)
+    return to_ras(np.transpose(volume, (2, 1, 0)), datasets[0][1].get("ImageOrientationPatient"))
 
 
 def _slice_order(folder: Path, files: list[Path], datasets: list) -> list[int]:

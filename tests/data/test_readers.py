@@ -81,8 +81,49 @@ def test_dicom_single_files(pydicom_data):
     mr = read_image(pydicom_data / "MR_small.dcm")
     assert ct.shape == (128, 128) and mr.shape == (64, 64)
     raw = pydicom.dcmread(pydicom_data / "CT_small.dcm").pixel_array
-    # Rescale intercept -1024 applied; array transposed to [columns, rows] (NIfTI order).
-    np.testing.assert_allclose(ct, raw.T.astype(np.float32) - 1024.0)
+    # Rescale intercept -1024 applied; [columns, rows] (NIfTI order) reoriented to RAS: an axial
+    # slice (rows along L, columns along P) has both axes flipped
+    np.testing.assert_allclose(ct, raw.T[::-1, ::-1].astype(np.float32) - 1024.0)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm"])
+def test_dicom_is_oriented_as_nibabel_orients_it(pydicom_data, name):
+    """Against an independent reference: nibabel's own DICOM affine (LPS, made RAS) and its
+    closest-canonical reorientation, the rule NIfTI files are read by."""
+    import warnings
+
+    import nibabel as nib
+    from nibabel.nicom import dicomwrappers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nibabel calls its DICOM wrappers experimental
+        w = dicomwrappers.wrapper_from_file(str(pydicom_data / name))
+        affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ w.affine
+        ref = np.asarray(nib.as_closest_canonical(nib.Nifti1Image(w.get_data()[:, :, None], affine)).dataobj)
+    np.testing.assert_allclose(read_image(pydicom_data / name), ref[:, :, 0], rtol=1e-6)
+
+
+def test_a_mirrored_or_feet_first_series_reads_as_the_same_anatomy(tmp_path, pydicom_data):
+    """The same slices stored with the rows mirrored (row direction negated) and in reverse slice
+    order along a negated normal give the same RAS volume."""
+    def write(folder: Path, mirror: bool) -> None:
+        folder.mkdir()
+        for n in range(3):
+            ds = pydicom.dcmread(pydicom_data / "MR_small.dcm")
+            pixels = ds.pixel_array + 10 * n
+            orient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+            if mirror:  # columns stored right-to-left; the normal flips with the row direction
+                pixels = pixels[:, ::-1]
+                orient = [-1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+            ds.PixelData = np.ascontiguousarray(pixels).astype(ds.pixel_array.dtype).tobytes()
+            ds.ImageOrientationPatient = orient
+            ds.ImagePositionPatient = [0.0, 0.0, 5.0 * n]
+            ds.InstanceNumber = n + 1
+            ds.save_as(folder / f"s{n}.dcm")
+
+    write(tmp_path / "plain", mirror=False)
+    write(tmp_path / "mirrored", mirror=True)
+    np.testing.assert_array_equal(read_image(tmp_path / "plain"), read_image(tmp_path / "mirrored"))
 
 
 def _series(folder: Path, source: Path, offsets: list[int]) -> None:
