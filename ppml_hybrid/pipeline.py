@@ -44,4 +44,9 @@ def train(cfg: RunConfig) -> Dict[str, Any]:
         from ppml_hybrid.roles.local import train_local
 
         result = train_local(cfg)
-    return write_results(cfg, result)
+    metrics = write_results(cfg, result)
+    if cfg.output_dir is not None:
+        from ppml_hybrid.report import write_report
+
+        log.info("report: %s (plots beside it)", write_report(cfg, metrics, cfg.output_dir))
+    return metrics

@@ -44,6 +44,13 @@ def test_short_dp_run_beats_chance_and_intensity_statistics(tmp_path):
     assert len(written["epochs"]) == 5 and all(e["epsilon"] > 0 for e in written["epochs"])
     assert written["epochs"][0]["epsilon"] < written["epochs"][-1]["epsilon"]
     assert (tmp_path / "run" / "model.pt").is_file()
+    # the report: plots and report.md beside metrics.json, the confusion counts from the test rows
+    report = (tmp_path / "run" / "report.md").read_text()
+    for image in ("curves.png", "test.png"):
+        assert (tmp_path / "run" / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image in report
+    hist = written["test_score_histograms"]
+    assert sum(map(sum, hist[1])) == written["test"]["n"]
+    assert "balanced accuracy" in report and "majority-class rate" in report
 
 
 def test_dp_off_reports_no_epsilon_and_target_epsilon_is_met(tmp_path):

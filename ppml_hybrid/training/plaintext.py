@@ -54,11 +54,13 @@ class PlaintextResult:
     noise_multiplier: Optional[float]
     sample_rate: float
     steps: int
+    test_histograms: tuple = ()  # score_histograms of the test rows
 
     def metrics(self) -> dict:
         seconds = [e.seconds for e in self.epochs]
         return {
             "test": self.test.as_dict(),
+            "test_score_histograms": [list(map(list, h)) for h in self.test_histograms],
             "val": self.val.as_dict(),
             "epsilon": self.epsilon,
             "noise_multiplier": self.noise_multiplier,
@@ -131,7 +133,24 @@ def train_plaintext(cfg: RunConfig, splits: DataSplits) -> PlaintextResult:
         model=model, epochs=tuple(records), test=test, val=records[-1].val,
         epsilon=records[-1].epsilon, noise_multiplier=noise_multiplier,
         sample_rate=sample_rate, steps=records[-1].steps,
+        test_histograms=_test_histograms(model, splits, cfg.model.num_classes),
     )
+
+
+@torch.no_grad()
+def _test_histograms(model: BlockModel, splits: DataSplits, num_classes: int) -> tuple:
+    """The test rows' class-score histograms, as encrypted runs' sites release them (the report's
+    ROC curve and confusion matrix are drawn from these in every mode)."""
+    from ppml_hybrid.training.site_metrics import score_histograms
+
+    was_training = model.training
+    model.eval()
+    try:
+        images = splits.test.images
+        logits = torch.cat([model(images[i:i + 512]) for i in range(0, len(images), 512)])
+    finally:
+        model.train(was_training)
+    return score_histograms(torch.softmax(logits.double(), dim=1), splits.test.labels, num_classes=num_classes)
 
 
 def _run_epochs(cfg: RunConfig, model: BlockModel, train_module: nn.Module, optimizer: torch.optim.Optimizer,

@@ -121,14 +121,22 @@ def site_aggregate(model: nn.Module, rows: Optional[EvalRows], *, site: int, num
     labels = rows.labels
     loss_sum = float(nn.functional.cross_entropy(logits.double(), labels, reduction="sum"))
     correct = int((probs.argmax(dim=1) == labels).sum())
+    return SiteAggregate(site=site, suppressed=False, rows=len(labels), patients=len(set(rows.patient_ids)),
+                         correct=correct, loss_sum=loss_sum,
+                         hist=score_histograms(probs, labels, num_classes=num_classes, bins=bins))
+
+
+def score_histograms(probs: torch.Tensor, labels: torch.Tensor, *, num_classes: int,
+                     bins: int = DEFAULT_BINS) -> Tuple[Tuple[Tuple[int, ...], ...], ...]:
+    """hist[c][k][b]: rows with (k=1) or without (k=0) label c whose P(c) fell into bin b of
+    ``bins`` equal bins of [0, 1] (what a site releases for AUC and ROC, and the report plots)."""
     bin_of = torch.clamp((probs * bins).long(), max=bins - 1)
     hist = []
     for c in range(num_classes):
         is_c = labels == c
         hist.append(tuple(tuple(int(v) for v in torch.bincount(bin_of[mask, c], minlength=bins))
                           for mask in (~is_c, is_c)))
-    return SiteAggregate(site=site, suppressed=False, rows=len(labels), patients=len(set(rows.patient_ids)),
-                         correct=correct, loss_sum=loss_sum, hist=tuple(hist))
+    return tuple(hist)
 
 
 def _binned_auc(neg: Sequence[int], pos: Sequence[int]) -> float:

@@ -19,6 +19,7 @@ LAYERS: Tuple[Tuple[str, int], ...] = (
     ("ppml_hybrid.__main__", 7),
     ("ppml_hybrid.pipeline", 7),
     ("ppml_hybrid.sweep", 7),
+    ("ppml_hybrid.report", 7),  # the run report (plots from metrics.json)
     ("ppml_hybrid.roles", 6),  # the deployable roles (party, dealer, K, E, coordinator) and their launcher
     ("ppml_hybrid.training", 5),  # the coordinator's training loop, the run plan, site metrics
     ("ppml_hybrid.keyservice", 5),  # role K
