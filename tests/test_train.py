@@ -110,3 +110,25 @@ def test_cli_bad_data_exits_3_naming_the_file(tmp_path):
     error = json.loads((tmp_path / "r" / "error.json").read_text())
     assert error["type"] == "DataError" and error["exit_code"] == 3
     assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_a_diverging_run_stops_naming_the_learning_rate(tmp_path):
+    """A learning rate far too high: the plaintext run watches its training loss and stops with an
+    error naming train.lr (it used to end "successfully" with a loss of 1e12)."""
+    from ppml_hybrid.errors import TrainingDivergedError
+
+    with pytest.raises(TrainingDivergedError, match=r"train.lr \(now 5000\)"):
+        train(_cfg(tmp_path, "dp=off", "train.lr=5000", "train.epochs=2"))
+
+
+def test_divergence_rule_and_the_short_schedule_warning(tmp_path, caplog):
+    from ppml_hybrid.errors import TrainingDivergedError
+    from ppml_hybrid.training.checks import check_divergence, check_schedule
+
+    cfg = _cfg(tmp_path)
+    check_divergence(6.0, first=0.7, num_classes=2, what="loss", cfg=cfg)  # below 10 x max(0.7, ln 2)
+    for bad in (7.5, float("nan"), float("inf")):
+        with pytest.raises(TrainingDivergedError, match="Lower train.lr"):
+            check_divergence(bad, first=0.7, num_classes=2, what="loss", cfg=cfg)
+    check_schedule(cfg, total_steps=8, n_train=14)
+    assert "only 8 optimiser steps" in caplog.text and "train.epochs" in caplog.text

@@ -38,7 +38,7 @@ from ppml_hybrid.roles.party import plan_digest
 from ppml_hybrid.rpc.codec import WireFormatError, decode, encode
 from ppml_hybrid.rpc.coordination import CoordinatorServer
 from ppml_hybrid.smpc_stage.errors import PartyCrashedError, PartyTimeoutError, RendezvousError
-from ppml_hybrid.training.checks import check_privacy_for_data
+from ppml_hybrid.training.checks import check_privacy_for_data, check_schedule
 from ppml_hybrid.training.plan import RunPlan, plan_run
 from ppml_hybrid.training.secure import SecureResult, StepRun, coordinate
 from ppml_hybrid.training.site_metrics import SiteAggregate
@@ -200,6 +200,7 @@ def run_coordinator(*, cfg: RunConfig, consortium: Consortium, identity: LinkIde
                  ", ".join(str(r) for r in rows))
         plan = plan_run(cfg, train_rows=rows)
         check_privacy_for_data(cfg, n_train=plan.n_train)
+        check_schedule(cfg, total_steps=plan.schedule.total_steps, n_train=plan.n_train)
         development = sites.start(plan, timeout_s=cfg.smpc.timeout_s + cfg.keyservice.startup_timeout_s)
         if development:
             log.warning("the parties accepted a DEVELOPMENT attestation of the key service (no enclave): "

@@ -6,7 +6,7 @@ import logging
 import math
 
 from ppml_hybrid.config import RunConfig
-from ppml_hybrid.errors import ConfigError
+from ppml_hybrid.errors import ConfigError, TrainingDivergedError
 from ppml_hybrid.model import block_shapes, validate_split
 
 log = logging.getLogger(__name__)
@@ -17,6 +17,34 @@ def check_run(cfg: RunConfig) -> None:
     block_shapes(cfg.model, cfg.data.image_size)
     if cfg.mode == "hybrid":
         validate_split(cfg.model, cfg.split_layer)
+
+
+# a loss this many times above the larger of its first value and chance (ln K) is divergence
+DIVERGENCE_FACTOR = 10.0
+# fewer steps than this rarely train a DP model: said, with the keys that change it
+FEW_STEPS = 100
+
+
+def check_divergence(loss: float, *, first: float, num_classes: int, what: str, cfg: RunConfig) -> None:
+    """Stop a run whose ``loss`` (what the run may see: the training loss in plaintext mode, the
+    public model's pooled validation loss in encrypted modes) has blown up, naming train.lr."""
+    bound = DIVERGENCE_FACTOR * max(first, math.log(num_classes))
+    if math.isfinite(loss) and loss <= bound:
+        return
+    raise TrainingDivergedError(
+        f"training diverged: the {what} reached {loss:.4g} (started at {first:.4g}; the limit is {bound:.3g}). "
+        f"Lower train.lr (now {cfg.train.lr:g}); with larger train.epochs or a smaller train.batch_size a "
+        "learning rate that worked before can diverge")
+
+
+def check_schedule(cfg: RunConfig, *, total_steps: int, n_train: int) -> None:
+    """Say when the schedule gives the model few steps (small data sets with the demo's defaults);
+    not when the user capped them with train.max_steps."""
+    if total_steps < FEW_STEPS and cfg.train.max_steps is None:
+        log.warning("this run takes only %d optimiser steps (%d training rows, train.batch_size=%d, train.epochs=%d"
+                    "): DP-SGD usually needs a few hundred. Raise train.epochs or lower train.batch_size (and "
+                    "check epsilon), or expect a model close to chance", total_steps, n_train,
+                    cfg.train.batch_size, cfg.train.epochs)
 
 
 def check_privacy_for_data(cfg: RunConfig, *, n_train: int) -> None:

@@ -27,6 +27,7 @@ from ppml_hybrid.config import RunConfig
 from ppml_hybrid.data import DataSplits
 from ppml_hybrid.model import BlockModel, build_model
 from ppml_hybrid.privacy.accounting import resolve_noise_multiplier
+from ppml_hybrid.training.checks import check_divergence, check_schedule
 from ppml_hybrid.training.evaluation import SplitMetrics, evaluate
 from ppml_hybrid.training.optim import make_optimizer, make_schedule
 from ppml_hybrid.training.sampling import PoissonSchedule
@@ -90,6 +91,7 @@ def train_plaintext(cfg: RunConfig, splits: DataSplits) -> PlaintextResult:
     # Opacus samples at q = 1 / ceil(n / batch_size) (sampling.PoissonSchedule documents it).
     plan = PoissonSchedule.of(rows=n, batch_size=batch_size, epochs=cfg.train.epochs, max_steps=cfg.train.max_steps)
     total_steps, sample_rate = plan.total_steps, plan.sample_rate
+    check_schedule(cfg, total_steps=total_steps, n_train=len(train_labels))
 
     if cfg.dp.enabled:
         loader = DataLoader(TensorDataset(train_images, train_labels), batch_size=batch_size,
@@ -159,6 +161,7 @@ def _run_epochs(cfg: RunConfig, model: BlockModel, train_module: nn.Module, opti
     loss_fn = nn.CrossEntropyLoss()
     records = []
     step = 0
+    first_loss: Optional[float] = None
     # train.max_steps can end the run before train.epochs: the bar counts the epochs that run
     epochs_run = min(cfg.train.epochs, -(-total_steps // max(len(loader), 1))) if total_steps else cfg.train.epochs
     for epoch in range(1, cfg.train.epochs + 1):
@@ -182,8 +185,12 @@ def _run_epochs(cfg: RunConfig, model: BlockModel, train_module: nn.Module, opti
                 loss_sum += loss.item()
                 loss_batches += 1
                 bar.set_postfix(loss=f"{loss_sum / loss_batches:.4f}")
+                first_loss = loss.item() if first_loss is None else first_loss
         bar.close()
         seconds = time.perf_counter() - start
+        if first_loss is not None:  # the plaintext run may watch its own training loss (encrypted: val only)
+            check_divergence(loss_sum / max(loss_batches, 1), first=first_loss, num_classes=cfg.model.num_classes,
+                             what=f"mean training loss of epoch {epoch}", cfg=cfg)
         val = evaluate(model, splits.val.images, splits.val.labels)
         epsilon = engine.get_epsilon(cfg.dp.delta) if engine is not None else None
         record = EpochRecord(epoch=epoch, steps=step, train_loss=loss_sum / max(loss_batches, 1),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import logging
 import time
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from ppml_hybrid.training.site_metrics import (
 )
 from ppml_hybrid.training.optim import make_optimizer, make_schedule
 from ppml_hybrid.privacy.accounting import epsilon_options
+from ppml_hybrid.training.checks import check_divergence
 from ppml_hybrid.training.plan import (
     HybridContext, RunPlan, enclave_noise, is_all_mpc, key_service_run_spec, needs_key_service, split_clip,
     step_program,
@@ -237,6 +239,7 @@ def _loop(cfg: RunConfig, model: BlockModel, optimizer: torch.optim.Optimizer, s
     traffic_sum = [Traffic() for _ in range(cfg.smpc.parties)]
     layer_sum: Dict[Tuple[int, str, str], List[float]] = {}
     stage_sum: Dict[str, List[float]] = {}
+    first_val: Optional[float] = None
     for epoch in range(1, cfg.train.epochs + 1):
         start = time.perf_counter()
         todo = min(steps_per_epoch, total_steps - step)
@@ -268,6 +271,10 @@ def _loop(cfg: RunConfig, model: BlockModel, optimizer: torch.optim.Optimizer, s
         bar.close()
         val_sites = _evaluate_at_sites(sites, model, "val")
         val = pool(val_sites)
+        if val.n and math.isfinite(val.loss):  # the public model's pooled val loss: all the run may watch
+            first_val = val.loss if first_val is None else first_val
+        check_divergence(val.loss if val.n else 0.0, first=first_val or 0.0, num_classes=cfg.model.num_classes,
+                         what=f"pooled validation loss of the public model after epoch {epoch}", cfg=cfg)
         eps = (float(accountant.get_epsilon(delta=cfg.dp.delta, **epsilon_options(discrete=enclave_noise(cfg))))
                if accountant is not None else None)
         epochs.append(SecureEpoch(epoch, step, val, eps, time.perf_counter() - start))
