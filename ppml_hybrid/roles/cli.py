@@ -97,7 +97,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     from ppml_hybrid.training.predict import as_rows, load_saved_model, predict_scans
 
-    rows = as_rows(predict_scans(load_saved_model(args.model), args.scans, slice_axis=args.slice_axis))
+    rows = as_rows(predict_scans(load_saved_model(args.model), args.scans, slice_axis=args.slice_axis,
+                                 saliency_dir=args.saliency))
     width = max(len("scan"), *(len(r["scan"]) for r in rows))
     classes = [k for k in rows[0] if k.startswith("p") and k[1:].isdigit()]
     print(f"{'scan':<{width}}  slices  predicted  " + "  ".join(f"{'P(' + k[1:] + ')':>8}" for k in classes))
@@ -110,6 +111,8 @@ def _predict(args: argparse.Namespace) -> int:
             w.writeheader()
             w.writerows(rows)
         print(f"wrote {args.csv}")
+    if args.saliency is not None:
+        print(f"class-activation overlays (one PNG per slice) in {args.saliency}")
     return 0
 
 
@@ -150,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--csv", type=Path, default=None, help="also write the predictions to this CSV file")
     pr.add_argument("--slice-axis", type=int, default=None, choices=(0, 1, 2),
                     help="slice along this axis instead of the training run's data.slice_axis")
+    pr.add_argument("--saliency", type=Path, default=None, metavar="DIR",
+                    help="write one PNG per slice with a class-activation (Grad-CAM) overlay into DIR")
     return parser
 
 

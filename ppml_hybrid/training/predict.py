@@ -7,7 +7,10 @@ Steps, on the host that holds the scans (the model is public, the scans never le
 2. read each scan (NIfTI, a DICOM file, or a folder holding one DICOM series) through the same
    readers and slicing transforms as training;
 3. score every slice; a scan's probability of class c is the mean over its slices, its
-   prediction the most probable class.
+   prediction the most probable class;
+4. with ``saliency_dir``: one PNG per slice with a class-activation overlay
+   (:mod:`ppml_hybrid.training.saliency`). The weights are the run's DP-released model, so all of
+   this runs in plaintext on the host holding the scans.
 
 Unreadable files are errors naming the file (nothing skipped); the model file is loaded with
 ``weights_only=True`` (a model file from elsewhere cannot run code).
@@ -69,8 +72,8 @@ def load_saved_model(path: Path) -> SavedModel:
 
 
 @torch.no_grad()
-def predict_scans(saved: SavedModel, scans: Sequence[Path], *,
-                  slice_axis: Optional[int] = None) -> List[ScanPrediction]:
+def predict_scans(saved: SavedModel, scans: Sequence[Path], *, slice_axis: Optional[int] = None,
+                  saliency_dir: Optional[Path] = None) -> List[ScanPrediction]:
     """Steps 2-3 of the module doc for every scan, in order."""
     from ppml_hybrid.data.readers import read_image
     from ppml_hybrid.data.transforms import slice_pipeline, volume_to_slices
@@ -86,6 +89,10 @@ def predict_scans(saved: SavedModel, scans: Sequence[Path], *,
         except DataError as exc:
             raise DataError(f"{scan}: {exc}") from exc
         probs = torch.softmax(saved.model(slices).double(), dim=1).mean(dim=0)
+        if saliency_dir is not None:
+            from ppml_hybrid.training.saliency import overlay_all
+
+            overlay_all(saved.model, Path(scan), slices, saliency_dir)
         out.append(ScanPrediction(scan=str(scan), slices=len(slices), probabilities=tuple(float(p) for p in probs)))
     return out
 

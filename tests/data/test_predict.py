@@ -77,3 +77,38 @@ def test_bad_inputs_are_named(saved_model, tmp_path, capsys):
     torch.save({"hello": 1}, junk)
     assert main(["predict", "--model", str(junk), str(bad)]) == ConfigError.exit_code
     assert "not a model file" in capsys.readouterr().err
+
+
+def test_saliency_writes_one_overlay_per_slice_that_points_at_the_evidence(saved_model, nibabel_data, tmp_path):
+    """Grad-CAM on the last conv block: one PNG per slice; the map is in [0, 1] and, for a model
+    whose class-1 logit reads one quadrant only, lights up that quadrant."""
+    from ppml_hybrid.training.saliency import class_activation_maps
+
+    cfg, model, path = saved_model
+    out = tmp_path / "saliency"
+    assert main(["predict", "--model", str(path), str(nibabel_data / "anatomical.nii"), "--saliency", str(out)]) == 0
+    pngs = sorted(out.glob("anatomical_slice*.png"))
+    n = predict_scans(load_saved_model(path), [nibabel_data / "anatomical.nii"])[0].slices
+    assert len(pngs) == n and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+    # a planted "lesion" detector: every conv passes channel 0 through unchanged (centre tap 1), the
+    # hidden layer averages the last conv block, and class 1's logit sums the hidden units; an
+    # image bright in its top-left quadrant must light the map up there
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".conv." in name or ".linear." in name:  # (the polynomial activation keeps a x^2 + b x)
+                p.zero_()
+        for block in model.blocks:
+            if "conv" in block:
+                w = block["conv"].weight  # (out, in, k, k)
+                w[:, 0, w.shape[2] // 2, w.shape[3] // 2] = 1.0
+        hidden, out = model.blocks[-2]["linear"], model.blocks[-1]["linear"]
+        hidden.weight.fill_(1.0 / hidden.weight.shape[1])
+        out.weight[1].fill_(1.0)
+    model.eval()
+    x = torch.zeros(2, 1, 16, 16)
+    x[:, :, :8, :8] = 1.0
+    maps, probs = class_activation_maps(model, x)
+    assert maps.shape == (2, 16, 16) and float(maps.min()) >= 0 and float(maps.max()) <= 1 + 1e-6
+    assert bool((probs.argmax(dim=1) == 1).all())
+    assert float(maps[:, :8, :8].mean()) > 3 * float(maps[:, 8:, 8:].mean())
