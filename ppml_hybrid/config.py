@@ -103,6 +103,9 @@ class DPConfig:
     # released noise is sqrt(n/(n-1)) sigma C while only sigma is credited (no enclave trusted
     # with noise). keyservice/noise.py, docs/privacy.md.
     noise_source: str = "enclave"
+    # stop before a release would take epsilon beyond this (null: no cap). In encrypted runs each
+    # party enforces it from its own privacy ledger (training/ledger.py), the coordinator stops there
+    max_epsilon: Optional[float] = None
 
 
 NOISE_SOURCES = ("enclave", "parties")
@@ -261,6 +264,7 @@ def _check_ranges(cfg: RunConfig) -> None:
         ("dp.max_grad_norm", cfg.dp.max_grad_norm > 0, "must be positive"),
         ("dp.delta", 0 < cfg.dp.delta < 1, "must be in (0, 1)"),
         ("dp.accountant", cfg.dp.accountant in ("rdp", "prv"), "must be 'rdp' or 'prv'"),
+        ("dp.max_epsilon", cfg.dp.max_epsilon is None or cfg.dp.max_epsilon > 0, "must be positive or null"),
         ("dp.noise_source", cfg.dp.noise_source in NOISE_SOURCES, f"must be one of {', '.join(NOISE_SOURCES)}"),
         ("dp.count_noise", cfg.dp.count_noise > 0, "must be positive (each party's row count is released with it)"),
         (

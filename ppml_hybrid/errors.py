@@ -33,3 +33,9 @@ class TrainingDivergedError(PPMLError):
     """The trained model's outputs are not finite (the learning rate is too high for the run)."""
 
     exit_code = 7
+
+
+class PrivacyBudgetError(PPMLError):
+    """The next release would take this party's privacy ledger beyond ``dp.max_epsilon``."""
+
+    exit_code = 8

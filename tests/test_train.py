@@ -132,3 +132,9 @@ def test_divergence_rule_and_the_short_schedule_warning(tmp_path, caplog):
             check_divergence(bad, first=0.7, num_classes=2, what="loss", cfg=cfg)
     check_schedule(cfg, total_steps=8, n_train=14)
     assert "only 8 optimiser steps" in caplog.text and "train.epochs" in caplog.text
+
+
+def test_max_epsilon_stops_a_plaintext_run_before_the_cap(tmp_path):
+    metrics = train(_cfg(tmp_path, "dp.max_epsilon=2.0", "train.epochs=4"))
+    assert metrics["epsilon"] <= 2.0 and metrics["steps"] < 56
+    assert all(e["steps"] > 0 for e in metrics["epochs"])

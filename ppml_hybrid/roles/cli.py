@@ -56,7 +56,8 @@ def _party(args: argparse.Namespace) -> int:
 
     cfg, consortium, identity = _role_inputs(args)
     return run_party_role(cfg=cfg, consortium=consortium, identity=identity, role=args.role,
-                          development_root=args.accept_development_attestation, bind_host=args.bind)
+                          development_root=args.accept_development_attestation, bind_host=args.bind,
+                          ledger_path=args.ledger)
 
 
 def _dealer(args: argparse.Namespace) -> int:
@@ -139,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     party = _role_parser(sub, "party", "one hospital: trains on this site's own scans")
     party.add_argument("--role", required=True, help="party-0 .. party-{n-1}")
     party.add_argument("--accept-development-attestation", type=Path, default=None, metavar="ROOT_PEM", help=dev_help)
+    party.add_argument("--ledger", type=Path, default=None, metavar="FILE",
+                       help="this site's privacy ledger (default ~/.ppml_hybrid/ledgers/ROLE-RUNDIGEST.jsonl): every "
+                            "release is entered there before it is opened; dp.max_epsilon is enforced from it")
     _role_parser(sub, "dealer", "serves the parties' correlated randomness")
     ks = _role_parser(sub, "keyservice", "K: holds the CKKS secret key (in an enclave in production)")
     ks.add_argument("--development-root-out", type=Path, default=None,

@@ -271,8 +271,9 @@ def train_local(cfg: RunConfig, *, splits: Any = None, networks: Sequence[Any] =
         roles.start("dealer", ["dealer", *common, "--identity", str(keys / "dealer")])
         for j, (root, labels) in enumerate(sites):
             site = [f"data.root={root}"] + ([f"data.labels={labels}"] if labels is not None else [])
+            ledger = (Path(cfg.output_dir) if cfg.output_dir else work) / "ledgers" / f"{parties[j]}.jsonl"
             roles.start(parties[j], ["party", *common, "--identity", str(keys / parties[j]), "--role", parties[j],
-                                     *dev_args, *site])
+                                     "--ledger", str(ledger), *dev_args, *site])
         if pids_out is not None:
             pids_out.extend(roles.pids)
         return run_coordinator(cfg=cfg, consortium=load_consortium(consortium_file),

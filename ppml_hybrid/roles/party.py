@@ -99,6 +99,7 @@ class ServeCoordinator:
     role: str
     train_rows: int
     services: Optional[KeyServiceAccess] = None
+    ledger: Any = None  # PrivacyLedger: every step is entered (and the cap checked) before it runs
 
     def __call__(self, ctx: Any, inputs: Any) -> None:
         torch.set_num_threads(1)
@@ -125,6 +126,7 @@ class ServeCoordinator:
                 if msg.step != next_step or msg.step >= plan.schedule.total_steps:
                     raise ProtocolOrderError(f"{self.role}: step {msg.step} asked; the next is {next_step} of "
                                              f"{plan.schedule.total_steps} planned")
+                self._enter_in_ledger(plan, msg.step)
                 program = step_program(self.cfg, plan, step=msg.step, state=dict(msg.state), hybrid=hybrid,
                                        key_service=key)
                 self.link.send(encode(m.StepDone(output=program(ctx, inputs))))
@@ -138,6 +140,20 @@ class ServeCoordinator:
                 self.link.send(encode(m.Evaluated(aggregate=program(ctx, inputs))))
             else:
                 raise ProtocolOrderError(f"{self.role}: unexpected {m.describe(msg)} from the coordinator")
+
+    def _enter_in_ledger(self, plan: RunPlan, step: int) -> None:
+        """This site's ledger entry for ``step``, durable before the step opens anything."""
+        if plan.dp is None:
+            return
+        if self.ledger is None:
+            raise ConfigError(f"{self.role}: a DP run needs this party's privacy ledger (--ledger)")
+        from ppml_hybrid.training.ledger import Release
+        from ppml_hybrid.training.plan import enclave_noise
+
+        self.ledger.before_opening(
+            Release(run=self.ledger.run, step=step, sample_rate=plan.schedule.sample_rate,
+                    noise_multiplier=plan.sigma_eff),
+            max_epsilon=self.cfg.dp.max_epsilon, delta=self.cfg.dp.delta, discrete=enclave_noise(self.cfg))
 
     def _verify_key_service(self, ctx: Any, inputs: Any):
         if not needs_key_service(self.cfg):
@@ -182,8 +198,15 @@ class ServeCoordinator:
         return msg
 
 
+def default_ledger_path(role: str, digest: str) -> Path:
+    """Where a party keeps its ledger unless ``--ledger`` says: per run digest, in the user's home
+    (a re-run of the same config over the same data adds to the same ledger)."""
+    return Path.home() / ".ppml_hybrid" / "ledgers" / f"{role}-{digest[:16]}.jsonl"
+
+
 def run_party_role(*, cfg: RunConfig, consortium: Consortium, identity: LinkIdentity, role: str,
-                   development_root: Optional[Path] = None, bind_host: Optional[str] = None) -> int:
+                   development_root: Optional[Path] = None, bind_host: Optional[str] = None,
+                   ledger_path: Optional[Path] = None) -> int:
     """Steps 1-6 of the module doc for ``role`` (``party-J``); returns the exit code."""
     from ppml_hybrid.data import load_site_splits
     from ppml_hybrid.protocols.hybrid_train_step import HybridPartyInputs
@@ -208,7 +231,13 @@ def run_party_role(*, cfg: RunConfig, consortium: Consortium, identity: LinkIden
         if needs_key_service(cfg):
             services = key_service_access(consortium, development_root=development_root,
                                           with_evaluator=not is_all_mpc(cfg))
-        program = ServeCoordinator(cfg=cfg, link=link, role=role, train_rows=len(rows.labels), services=services)
+        from ppml_hybrid.training.ledger import PrivacyLedger
+
+        ledger = PrivacyLedger(ledger_path or default_ledger_path(role, digest), run_digest=digest)
+        log.info("%s: privacy ledger %s (%d earlier releases of this run)", role, ledger.path,
+                 len(ledger.releases()))
+        program = ServeCoordinator(cfg=cfg, link=link, role=role, train_rows=len(rows.labels), services=services,
+                                   ledger=ledger)
         links = LinkSetup(identity=identity, roster=Roster.from_consortium(consortium, run_digest=digest),
                           bind_host=bind_host)
         rz = Rendezvous(master_addr="127.0.0.1", master_port=1, parties=consortium.parties, rank=rank,

@@ -14,7 +14,7 @@ import secrets
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from opacus import PrivacyEngine
@@ -25,6 +25,7 @@ from tqdm import tqdm
 import ppml_hybrid.privacy.grad_samplers  # noqa: F401  (fills Opacus's grad-sampler registry)
 from ppml_hybrid.config import RunConfig
 from ppml_hybrid.data import DataSplits
+from ppml_hybrid.errors import PrivacyBudgetError
 from ppml_hybrid.model import BlockModel, build_model
 from ppml_hybrid.privacy.accounting import resolve_noise_multiplier
 from ppml_hybrid.training.checks import check_divergence, check_schedule
@@ -128,7 +129,8 @@ def train_plaintext(cfg: RunConfig, splits: DataSplits) -> PlaintextResult:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         schedule = make_schedule(cfg, optimizer, total_steps)
-        records = _run_epochs(cfg, model, train_module, optimizer, schedule, loader, engine, splits, total_steps)
+        records = _run_epochs(cfg, model, train_module, optimizer, schedule, loader, engine, splits, total_steps,
+                              sample_rate)
 
     test = evaluate(model, splits.test.images, splits.test.labels)
     return PlaintextResult(
@@ -157,21 +159,23 @@ def _test_histograms(model: BlockModel, splits: DataSplits, num_classes: int) ->
 
 def _run_epochs(cfg: RunConfig, model: BlockModel, train_module: nn.Module, optimizer: torch.optim.Optimizer,
                 schedule: torch.optim.lr_scheduler.LRScheduler, loader: DataLoader, engine: Optional[PrivacyEngine], splits: DataSplits,
-                total_steps: int) -> list:
+                total_steps: int, sample_rate: float) -> list:
     loss_fn = nn.CrossEntropyLoss()
     records = []
     step = 0
+    capped = False
     first_loss: Optional[float] = None
     # train.max_steps can end the run before train.epochs: the bar counts the epochs that run
     epochs_run = min(cfg.train.epochs, -(-total_steps // max(len(loader), 1))) if total_steps else cfg.train.epochs
     for epoch in range(1, cfg.train.epochs + 1):
         start = time.perf_counter()
         train_module.train()
-        loss_sum, loss_batches = 0.0, 0
+        loss_sum, loss_batches, epoch_start = 0.0, 0, step
         bar = tqdm(loader, desc=f"epoch {epoch}/{epochs_run}", unit="step", total=min(len(loader), total_steps - step),
                    disable=not cfg.train.progress, leave=False)
         for images, labels in bar:
-            if step >= total_steps:
+            if step >= total_steps or (engine is not None and _cap_reached(cfg, engine, optimizer, step, total_steps, sample_rate)):
+                capped = step < total_steps
                 break
             optimizer.zero_grad(set_to_none=True)
             # Poisson sampling can draw an empty batch: Opacus then steps with noise only (its
@@ -187,6 +191,8 @@ def _run_epochs(cfg: RunConfig, model: BlockModel, train_module: nn.Module, opti
                 bar.set_postfix(loss=f"{loss_sum / loss_batches:.4f}")
                 first_loss = loss.item() if first_loss is None else first_loss
         bar.close()
+        if capped and step == epoch_start:
+            break  # the cap stopped the run before this epoch took a step: nothing to report for it
         seconds = time.perf_counter() - start
         if first_loss is not None:  # the plaintext run may watch its own training loss (encrypted: val only)
             check_divergence(loss_sum / max(loss_batches, 1), first=first_loss, num_classes=cfg.model.num_classes,
@@ -199,6 +205,25 @@ def _run_epochs(cfg: RunConfig, model: BlockModel, train_module: nn.Module, opti
         log.info("epoch %d: train loss %.4f, val acc %.4f, val AUC %.4f%s, %.1f s", epoch,
                  record.train_loss, val.accuracy, val.auc,
                  f", epsilon {epsilon:.3f}" if epsilon is not None else "", seconds)
-        if step >= total_steps:
+        if step >= total_steps or capped:
             break
+    if step == 0:
+        raise PrivacyBudgetError(f"dp.max_epsilon={cfg.dp.max_epsilon} does not allow a single step of this run")
     return records
+
+
+def _cap_reached(cfg: RunConfig, engine: PrivacyEngine, optimizer: Any, step: int, total_steps: int,
+                 sample_rate: float) -> bool:
+    """``dp.max_epsilon``: stop before a step that would take epsilon beyond it (Opacus's history)."""
+    if cfg.dp.max_epsilon is None:
+        return False
+    from ppml_hybrid.training.ledger import Release, would_exceed
+
+    done = [Release(run="", step=0, sample_rate=q, noise_multiplier=sigma)
+            for sigma, q, n in engine.accountant.history for _ in range(n)]
+    nxt = Release(run="", step=step, sample_rate=sample_rate, noise_multiplier=optimizer.noise_multiplier)
+    over = would_exceed(done, nxt, max_epsilon=cfg.dp.max_epsilon, delta=cfg.dp.delta, discrete=False)
+    if over is not None:
+        log.warning("stopping after %d of %d steps: the next would take epsilon to %.3f, beyond dp.max_epsilon=%g",
+                    step, total_steps, over, cfg.dp.max_epsilon)
+    return over is not None

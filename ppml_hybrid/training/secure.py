@@ -45,6 +45,7 @@ from ppml_hybrid.training.site_metrics import (
 )
 from ppml_hybrid.training.optim import make_optimizer, make_schedule
 from ppml_hybrid.privacy.accounting import epsilon_options
+from ppml_hybrid.errors import PrivacyBudgetError
 from ppml_hybrid.training.checks import check_divergence
 from ppml_hybrid.training.plan import (
     HybridContext, RunPlan, enclave_noise, is_all_mpc, key_service_run_spec, needs_key_service, split_clip,
@@ -156,6 +157,24 @@ def coordinate(cfg: RunConfig, sites: SiteSession, plan: RunPlan, *, networks: S
     return dataclasses.replace(result, privacy=dict(plan.privacy))
 
 
+def _budget_reached(cfg: RunConfig, plan: RunPlan, releases: List[Any], step: int) -> bool:
+    """The parties' ledger rule, applied here first: stop before a step that would take epsilon
+    beyond ``dp.max_epsilon`` (each party refuses such a step anyway)."""
+    if plan.dp is None:
+        return False
+    from ppml_hybrid.training.ledger import Release, would_exceed
+
+    nxt = Release(run="", step=step, sample_rate=plan.schedule.sample_rate, noise_multiplier=plan.sigma_eff)
+    over = would_exceed(releases, nxt, max_epsilon=cfg.dp.max_epsilon, delta=cfg.dp.delta,
+                        discrete=enclave_noise(cfg))
+    if over is not None:
+        log.warning("stopping after %d of %d steps: the next would take epsilon to %.3f, beyond dp.max_epsilon=%g",
+                    step, plan.schedule.total_steps, over, cfg.dp.max_epsilon)
+        return True
+    releases.append(nxt)
+    return False
+
+
 def _state(model: BlockModel) -> Dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -240,12 +259,17 @@ def _loop(cfg: RunConfig, model: BlockModel, optimizer: torch.optim.Optimizer, s
     layer_sum: Dict[Tuple[int, str, str], List[float]] = {}
     stage_sum: Dict[str, List[float]] = {}
     first_val: Optional[float] = None
+    releases: List[Any] = []  # what each party's ledger holds too (training/ledger.py)
+    capped = False
     for epoch in range(1, cfg.train.epochs + 1):
-        start = time.perf_counter()
+        start, epoch_start = time.perf_counter(), step
         todo = min(steps_per_epoch, total_steps - step)
         bar = tqdm(range(todo), desc=f"epoch {epoch}/{epochs_run} (split {cfg.split_layer})", unit="step",
                    disable=not cfg.train.progress, leave=False)
         for _ in bar:
+            if _budget_reached(cfg, plan, releases, step):
+                capped = True
+                break
             run = sites.step(step, _state(model))
             out = _agree(run.results)
             _apply(model, optimizer, out, expected_batch=plan.schedule.expected_batch)
@@ -269,6 +293,8 @@ def _loop(cfg: RunConfig, model: BlockModel, optimizer: torch.optim.Optimizer, s
                 log.info("about %.1f s per step: the remaining %d steps need about %.0f min",
                          per_step, total_steps - step, per_step * (total_steps - step) / 60)
         bar.close()
+        if capped and step == epoch_start:
+            break  # the cap stopped the run before this epoch took a step
         val_sites = _evaluate_at_sites(sites, model, "val")
         val = pool(val_sites)
         if val.n and math.isfinite(val.loss):  # the public model's pooled val loss: all the run may watch
@@ -281,8 +307,10 @@ def _loop(cfg: RunConfig, model: BlockModel, optimizer: torch.optim.Optimizer, s
         log.info("epoch %d: %d steps, val acc %.4f, val AUC %.4f, %s, %.1f s/step", epoch, step,
                  val.accuracy, val.auc, f"epsilon {eps:.3f}" if eps is not None else "dp=off",
                  sum(step_seconds[-todo:]) / max(todo, 1))
-        if step >= total_steps:
+        if step >= total_steps or capped:
             break
+    if step == 0:
+        raise PrivacyBudgetError(f"dp.max_epsilon={cfg.dp.max_epsilon} does not allow a single step of this run")
 
     mean_traffic = [
         {"party": j, "bytes_sent": t.bytes_sent / step, "rounds": t.rounds / step,

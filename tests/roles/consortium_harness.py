@@ -112,7 +112,7 @@ class Consortium:
         argv = [role, "--consortium", str(self.consortium_file), "--identity", str(self.keys / name / name),
                 "--run-config", str(self.run_file)]
         if role == "party":
-            argv += ["--role", name]
+            argv += ["--role", name, "--ledger", str(self.root / f"ledger-{name}.jsonl")]
         if role == "coordinator":
             argv += ["--output-dir", str(self.out)]
         if name in ("party-0", "party-1", "party-2") and not any(e.startswith("data.root=") for e in extra):

@@ -74,3 +74,38 @@ def test_a_party_killed_mid_step_stops_the_run_naming_it_and_leaves_no_process(m
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [p for p in pids if _alive(p)], "a role process was left behind"
+
+
+def test_all_mpc_run_draws_noise_at_k_keeps_a_ledger_per_party_and_stops_at_the_cap(tmp_path):
+    """The default noise source in an all-MPC run: K (no E) draws the noise; each party's ledger
+    holds one entry per step it took; with dp.max_epsilon between one step's and two steps'
+    epsilon (sample rate 1) the run stops after one step and reports that epsilon."""
+    import json
+
+    from ppml_hybrid.training.ledger import Release, epsilon_of
+    from ppml_hybrid.training.plan import plan_run
+
+    overrides = ["train.progress=false", f"data.image_size={IMAGE}", "split_layer=5", "he=insecure_test",
+                 "train.batch_size=64", "train.max_steps=3", "smpc.timeout_s=120"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        raw = compose(config_name="train", overrides=overrides)
+    container = OmegaConf.to_container(raw, resolve=True)
+    container["output_dir"] = str(tmp_path)
+    cfg = parse_run_config(container)
+    splits = DataSplits(train=random_set(12, 0, IMAGE), val=random_set(10, 1, IMAGE), test=random_set(10, 2, IMAGE))
+    plan = plan_run(cfg, train_rows=(6, 6))
+    assert plan.schedule.sample_rate == 1.0
+    one = [Release("", 0, 1.0, plan.sigma_eff)]
+    cap = (epsilon_of(one, delta=cfg.dp.delta, discrete=True) + epsilon_of(one * 2, delta=cfg.dp.delta,
+                                                                           discrete=True)) / 2
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, dp=dataclasses.replace(cfg.dp, max_epsilon=cap))
+    result = train_local(cfg, splits=splits)
+    assert result.steps == 1 and result.epsilon <= cap
+    assert result.privacy["noise_source"] == "enclave" and result.privacy["released_noise_multiplier"] == 1.2
+    for j in (0, 1):
+        entries = [json.loads(x) for x in (tmp_path / "ledgers" / f"party-{j}.jsonl").read_text().splitlines()]
+        assert [e["step"] for e in entries] == [0]
+    k_log = (tmp_path / "logs" / "keyservice.log").read_text()
+    assert "step 1: noise share" in k_log and not (tmp_path / "logs" / "evaluator.log").exists()

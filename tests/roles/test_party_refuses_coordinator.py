@@ -52,7 +52,12 @@ def _serve(script, *, train_rows=10, steps=2):
                                                        "data.image_size=8"])
     cfg = parse_run_config(OmegaConf.to_container(raw, resolve=True))
     link = ScriptedCoordinator(script=list(script))
-    ServeCoordinator(cfg=cfg, link=link, role="party-0", train_rows=train_rows)(Ctx(), inputs=None)
+    import tempfile
+
+    from ppml_hybrid.training.ledger import PrivacyLedger
+
+    ledger = PrivacyLedger(Path(tempfile.mkdtemp()) / "party-0.jsonl", run_digest="test")
+    ServeCoordinator(cfg=cfg, link=link, role="party-0", train_rows=train_rows, ledger=ledger)(Ctx(), inputs=None)
     return link
 
 
