@@ -19,11 +19,13 @@ vsock-proxy 8000 "kms.${REGION}.amazonaws.com" 443 --config "${HERE}/vsock-proxy
 PROXY=$!
 trap 'kill "${PROXY}" 2>/dev/null || true' EXIT
 
-nitro-cli run-enclave --config "${HERE}/enclave-config.json"
-
-# Ready line from K (address, TLS trust certificate, material hash) comes back on vsock 5002.
+# Listen for K's ready line (address, TLS trust certificate, material hash; vsock 5002) BEFORE the
+# enclave boots: entry.sh connects to it as soon as K is up, and a connection to a port nobody
+# listens on yet is refused (the ready line would be lost).
 socat -u VSOCK-LISTEN:5002,reuseaddr "CREATE:${HERE}/out/ready.line" &
 READY=$!
+
+nitro-cli run-enclave --config "${HERE}/enclave-config.json"
 sleep 2
 IMDS_TOKEN="$(curl -sf -X PUT "${IMDS}/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 300")"
 ROLE="$(curl -sf -H "X-aws-ec2-metadata-token: ${IMDS_TOKEN}" "${IMDS}/meta-data/iam/security-credentials/")"

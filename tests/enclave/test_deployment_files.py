@@ -105,3 +105,13 @@ def test_operator_readme_covers_the_path():
     for step in ("allocator.yaml", "build.sh", "pcrs.json", "kms-key-policy", "iam-parent-policy", "run.sh",
                  "vsock-proxy", "expected_pcrs"):
         assert step in text
+
+
+def test_run_script_listens_for_the_ready_line_before_the_enclave_boots():
+    """entry.sh dials vsock 5002 as soon as K is up; run.sh must already listen there (the old
+    order started the listener only after run-enclave returned, and the ready line was lost)."""
+    text = (ENCLAVE / "run.sh").read_text()
+    listen = text.index("VSOCK-LISTEN:5002")
+    boot = text.index("nitro-cli run-enclave")
+    assert listen < boot
+    assert "VSOCK-CONNECT:3:5002" in (ENCLAVE / "entry.sh").read_text()
