@@ -145,7 +145,9 @@ class RemoteSites:
                     f"{waiting}: it hangs, is far too slow, or cannot reach its peers. Check that host, or raise "
                     "smpc.timeout_s", party=self._roles.index(missing[0]))
             for name, why in (self._liveness() if self._liveness is not None else {}).items():
-                fail(name, 1, why)
+                # nothing in a run kills a role: a process killed by a signal is the cause, one that
+                # exited (a peer noticing it) or merely disconnected comes after it
+                fail(name, 0 if why.startswith("was killed by signal") else 1, why)
             try:
                 role, raw = self._server.recv(timeout_s=min(0.2, max(0.01, deadline - now)))
             except TimeoutError:
