@@ -227,3 +227,49 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def write_sweep_plot(summary: Mapping[str, Any], out_dir: Path) -> Optional[str]:
+    """``sweep.png`` for a split sweep: projected DP epoch time per network profile, bytes per step
+    and test accuracy against the split, per model; each profile's best split marked. None when
+    fewer than two hybrid jobs finished."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in summary.get("rows", []) if r.get("status") == "ok" and r.get("mode") == "hybrid"]
+    if len(rows) < 2:
+        return None
+    models = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(len(models), 3, figsize=(14, 3.8 * len(models)), squeeze=False)
+    for i, model in enumerate(models):
+        mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["split_layer"])
+        splits = [r["split_layer"] for r in mine]
+        ax = axes[i][0]
+        profiles = sorted({p for r in mine for p in r["projected_epoch_s"]})
+        for profile in profiles:
+            ys = [r["projected_epoch_s"].get(profile) for r in mine]
+            line, = ax.plot(splits, ys, marker="o", label=profile)
+            best = summary.get("best_split", {}).get(f"{model}/{profile}")
+            if best is not None:
+                ax.plot([best["split_layer"]], [best["projected_epoch_s"]], marker="*", markersize=16,
+                        color=line.get_color())
+        ax.set_yscale("log")
+        ax.set_title(f"{model}: projected DP epoch time (* best split)")
+        ax.set_ylabel("seconds per epoch")
+        ax.legend()
+        axes[i][1].bar([str(s) for s in splits], [(r["bytes_per_step"] or 0) / 1e6 for r in mine], color="tab:orange")
+        axes[i][1].set_title(f"{model}: MB sent per step (busiest party)")
+        axes[i][2].plot(splits, [r["test_accuracy"] for r in mine], marker="o", color="tab:green")
+        axes[i][2].set_ylim(0, 1.02)
+        axes[i][2].set_title(f"{model}: test accuracy")
+        for ax in (axes[i][0], axes[i][2]):
+            ax.set_xticks(splits)
+        for ax in axes[i]:
+            ax.set_xlabel("split_layer")
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(Path(out_dir) / "sweep.png", dpi=100)
+    plt.close(fig)
+    return "sweep.png"

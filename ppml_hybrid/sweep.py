@@ -113,7 +113,10 @@ class SweepSummary(Callback):
         summary = summarize(sweep_dir)
         (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         table = render_markdown(summary)
-        (sweep_dir / "summary.md").write_text(table)
+        from ppml_hybrid.report import write_sweep_plot
+
+        image = write_sweep_plot(summary, sweep_dir)
+        (sweep_dir / "summary.md").write_text(table + (f"\n![{image}]({image})\n" if image else ""))
         log.info("sweep summary (%s):\n%s", sweep_dir / "summary.md", table)
         codes = [r["exit_code"] for r in summary["rows"] if r.get("exit_code")]
         if codes:

@@ -29,3 +29,16 @@ def test_best_split_per_profile_and_failed_jobs(tmp_path):
     assert summary["best_split"]["relu_cnn/wan"]["split_layer"] == 4
     table = render_markdown(summary)
     assert "relu_cnn/wan: split_layer=4" in table and "failed (no metrics.json)" in table
+
+
+def test_the_sweep_plot_is_drawn_from_the_summary(tmp_path):
+    from ppml_hybrid.report import write_sweep_plot
+
+    _job(tmp_path, "0_split_layer=3", 3, lan=100.0, wan=900.0, acc=0.9)
+    _job(tmp_path, "1_split_layer=4", 4, lan=120.0, wan=500.0, acc=0.8)
+    assert write_sweep_plot(summarize(tmp_path), tmp_path) == "sweep.png"
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    one = tmp_path / "one"
+    one.mkdir()
+    _job(one, "0_split_layer=3", 3, lan=100.0, wan=900.0)
+    assert write_sweep_plot(summarize(one), one) is None  # nothing to compare
