@@ -75,6 +75,22 @@ def _keyservice(args: argparse.Namespace) -> int:
                                development_root_out=args.development_root_out)
 
 
+def _keyservice_spec(args: argparse.Namespace) -> int:
+    import json
+
+    from ppml_hybrid.consortium import load_consortium
+    from ppml_hybrid.roles.runconfig import compose_run_config, load_run_config
+    from ppml_hybrid.roles.services import keyservice_spec
+
+    cfg = (load_run_config(args.run_config, args.overrides) if args.run_config is not None
+           else compose_run_config(args.overrides))
+    spec = keyservice_spec(cfg, load_consortium(args.consortium), address=cfg.keyservice.address)
+    args.out.write_text(json.dumps(spec.to_json(), indent=2) + "\n")
+    print(f"wrote {args.out}: K's launch spec for {len(spec.registry.roles)} registered roles "
+          f"(registry sha384 {spec.registry.digest().hex()[:16]}...); hand it to enclave/run.sh")
+    return 0
+
+
 def _evaluator(args: argparse.Namespace) -> int:
     from ppml_hybrid.roles.services import run_evaluator_role
 
@@ -147,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     ks = _role_parser(sub, "keyservice", "K: holds the CKKS secret key (in an enclave in production)")
     ks.add_argument("--development-root-out", type=Path, default=None,
                     help="write the development signer's root certificate here (development attestation only)")
+    sp = sub.add_parser("keyservice-spec", help="write K's launch spec (enclave/run.sh SPEC.json) from the "
+                                                "consortium file's published certificates; makes no key")
+    sp.add_argument("--consortium", type=Path, required=True, help="the consortium file")
+    sp.add_argument("--run-config", type=Path, default=None, help="a complete run config YAML")
+    sp.add_argument("--out", type=Path, required=True, help="where the spec goes (JSON, public)")
+    sp.add_argument("overrides", nargs="*", help="run config overrides (e.g. keyservice=enclave split_layer=3)")
     ev = _role_parser(sub, "evaluator", "E: evaluates the HE blocks on ciphertexts")
     ev.add_argument("--accept-development-attestation", type=Path, default=None, metavar="ROOT_PEM", help=dev_help)
     co = _role_parser(sub, "coordinator", "schedules steps, applies the public update, writes the metrics")
@@ -163,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"keygen": _keygen, "party": _party, "dealer": _dealer, "keyservice": _keyservice,
+            "keyservice-spec": _keyservice_spec,
             "evaluator": _evaluator, "coordinator": _coordinator, "predict": _predict}
 
 

@@ -47,6 +47,20 @@ def _party_certs(consortium: Consortium) -> bytes:
     return b"".join(consortium.role(party_role(j)).cert_pem for j in range(consortium.parties))
 
 
+def keyservice_spec(cfg: RunConfig, consortium: Consortium, *, address: str) -> Any:
+    """K's launch spec from the run config and the consortium's published certificates: the HE
+    run spec, whom K serves (every party's and, when blocks run under HE, E's pinned certificate)
+    and the registry its attestation binds. Public only: it makes no key for anyone."""
+    from ppml_hybrid.keyservice.spec import KeyServiceSpec
+    from ppml_hybrid.training.plan import is_all_mpc, key_service_run_spec
+
+    hybrid = not is_all_mpc(cfg)  # all-MPC runs use K for the DP noise only: no E to register
+    return KeyServiceSpec(run=key_service_run_spec(cfg), keyservice=dataclasses.replace(cfg.keyservice, address=address),
+                          client_ca_pem=_party_certs(consortium) + (consortium.role("evaluator").cert_pem
+                                                                    if hybrid else b""),
+                          registry=service_registry(consortium, with_evaluator=hybrid))
+
+
 def _serve_until_signalled(stop_service: Callable[[], None]) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -60,17 +74,10 @@ def run_keyservice_role(*, cfg: RunConfig, consortium: Consortium, identity: Lin
                         bind_host: Optional[str] = None, development_root_out: Optional[Path] = None) -> int:
     """Generate (or unseal) the keys and serve K until SIGTERM (module doc)."""
     from ppml_hybrid.keyservice.main import cli_kms_client, start_key_service
-    from ppml_hybrid.keyservice.spec import KeyServiceSpec
-    from ppml_hybrid.training.plan import is_all_mpc, key_service_run_spec
 
     check_pinned(identity, consortium, "keyservice")
     me = consortium.role("keyservice")
-    keyservice = dataclasses.replace(cfg.keyservice, address=f"{bind_host or me.host}:{me.port}")
-    hybrid = not is_all_mpc(cfg)  # all-MPC runs use K for the DP noise only: no E to register
-    spec = KeyServiceSpec(run=key_service_run_spec(cfg), keyservice=keyservice,
-                          client_ca_pem=_party_certs(consortium) + (consortium.role("evaluator").cert_pem
-                                                                    if hybrid else b""),
-                          registry=service_registry(consortium, with_evaluator=hybrid))
+    spec = keyservice_spec(cfg, consortium, address=f"{bind_host or me.host}:{me.port}")
     running = start_key_service(spec=spec, kms=cli_kms_client(spec), server_identity=_server_identity(identity))
     if running.attestation_root_pem:
         log.warning("K attests with a DEVELOPMENT signer (no enclave): clients refuse it unless their host "
