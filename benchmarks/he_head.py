@@ -1,6 +1,7 @@
 """HE head forward+backward time per sample at batch 256 on the default model (split 3).
 
-The head: dense 512 -> 64 with a*x^2 + b*x, dense 64 -> 2 (relu_cnn, 32x32 inputs), 128-bit
+The head: the default model's dense blocks (relu_cnn today: 256 -> 32 with a*x^2 + b*x, 32 -> 2;
+the shapes are read from the model, never assumed), 128-bit
 parameters derived by the project (HEStd_128_classic, FLEXIBLEAUTO, depth 5, ring 2^14), one
 thread. In the same run it measures:
 
@@ -14,8 +15,10 @@ thread. In the same run it measures:
   separate venv given by --tenseal-python; skipped when absent).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/he_head.py --tenseal-python /tmp/ts/bin/python
+    .venv/bin/python benchmarks/he_head.py --smoke   # the test suite runs this (insecure ring, batch 8)
 
-Prints a table; ``--json PATH`` also writes the figures.
+Prints a table and ``ratio`` lines; ``--json PATH`` also writes the figures; ``--check`` exits 1
+when the head at the default batch runs slower than MAX_VS_FLOOR times its op-count floor.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from ppml_hybrid.he_stage import (  # noqa: E402
     HEHead, build_context, choose_layout, derive_params, encrypt_batch, load_public_material,
 )
 from ppml_hybrid.he_stage.keys import generate_keys  # noqa: E402 - hazmat: the benchmark plays K
-from ppml_hybrid.model import build_model  # noqa: E402
+from ppml_hybrid.model import block_shapes, build_model  # noqa: E402
 
 log = logging.getLogger("he_head")
 
@@ -79,7 +82,10 @@ def product_counts(n_in: int, n_out: int, g: int, terms: int = 1) -> dict:
     return {"ptmul": diags, "encode": diags + k_out, "add": diags, "rot_hoisted": baby, "rot": giant}
 
 
-def floor_counts(g: int, n_in=512, hidden=64, classes=2) -> dict:
+MAX_VS_FLOOR = 2.0  # the head's time over its op-count floor (1.3-1.5 measured)
+
+
+def floor_counts(g: int, *, n_in: int, hidden: int, classes: int) -> dict:
     """Every op of forward + backward of the default head, by the level it runs at."""
     k_h = math.ceil(hidden / g)
     fwd4 = product_counts(n_in, hidden, g)  # x4 = W4 a + c4, inputs fresh (level 0)
@@ -198,7 +204,13 @@ def run_head(*, model, params, ctx_cache, batch, max_groups, image_size=32):
     }
 
 
-def main() -> None:
+def head_shapes(model) -> dict:
+    """The HE head's dense shapes at split 3 (inputs, hidden units, classes) from the model itself."""
+    shapes = block_shapes(model, 32)
+    return {"n_in": int(np.prod(shapes[2].out_shape)), "hidden": model.blocks[3].out, "classes": model.blocks[4].out}
+
+
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--small-batch", type=int, default=16)
@@ -206,12 +218,17 @@ def main() -> None:
     ap.add_argument("--tenseal-python", default="/tmp/ts/bin/python")
     ap.add_argument("--tenseal-samples", type=int, default=1)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--smoke", action="store_true", help="insecure ring, batch 8: every code path (the suite runs it)")
+    ap.add_argument("--check", action="store_true", help=f"exit 1 beyond {MAX_VS_FLOOR}x the op-count floor")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
 
+    if args.smoke:  # every code path, smallest sizes: insecure test ring, no G=1, no TenSEAL
+        args.batch, args.small_batch, args.skip_samples_in_slots, args.tenseal_python = 8, 4, True, ""
     model = from_mapping(ModelConfig, yaml.safe_load((ROOT / "conf/model/relu_cnn.yaml").read_text()), "model")
-    he = from_mapping(HEConfig, yaml.safe_load((ROOT / "conf/he/ckks_128.yaml").read_text()), "he")
+    he_name = "insecure_test" if args.smoke else "ckks_128"
+    he = from_mapping(HEConfig, yaml.safe_load((ROOT / f"conf/he/{he_name}.yaml").read_text()), "he")
     params = derive_params(he=he, model=model, split_layer=3, parties=2)
     ctx = build_context(params=params)
     kp = ctx.cc.KeyGen()
@@ -219,6 +236,7 @@ def main() -> None:
     ctx.cc.EvalRotateKeyGen(kp.secretKey, [256])
     costs = measure_op_costs(ctx.cc, kp.publicKey)
 
+    shapes = head_shapes(model)
     configs = [(args.batch, None)]
     if not args.skip_samples_in_slots:
         configs.append((args.batch, 1))
@@ -226,16 +244,18 @@ def main() -> None:
     results = []
     for batch, g in configs:
         r = run_head(model=model, params=params, ctx_cache=ctx, batch=batch, max_groups=g)
-        counts = floor_counts(r["groups"])
+        counts = floor_counts(r["groups"], **shapes)
         r["floor_counts"] = {str(k): v for k, v in counts.items()}
         r["floor_s"] = floor_seconds(counts, costs)
         r["vs_floor"] = r["he_s"] / r["floor_s"]
         results.append(r)
 
     tenseal = None
-    if Path(args.tenseal_python).exists():
+    if args.tenseal_python and Path(args.tenseal_python).exists():
         out = subprocess.run([args.tenseal_python, str(ROOT / "benchmarks/he_tenseal_baseline.py"),
-                              "--samples", str(args.tenseal_samples)], capture_output=True, text=True, check=True,
+                              "--samples", str(args.tenseal_samples), "--n-in", str(shapes["n_in"]),
+                              "--hidden", str(shapes["hidden"]), "--classes", str(shapes["classes"])],
+                             capture_output=True, text=True, check=True,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
         tenseal = json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -259,11 +279,16 @@ def main() -> None:
                      f"fwd {tenseal['forward_s']:.2f} s + bwd {tenseal['backward_s']:.2f} s = {tenseal['per_sample_s']:.2f} s/sample")
         lines.append("TenSEAL / ours per sample: " + ", ".join(
             f"batch {r['batch']} G={r['groups']}: {r['tenseal_over_ours']:.0f}x" for r in results))
+    lines.append(f"ratio head / op-count floor at batch {results[0]['batch']}: {results[0]['vs_floor']:.2f} "
+                 f"(target at most {MAX_VS_FLOOR})")
+    if not tenseal:
+        lines.append("TenSEAL baseline skipped (no --tenseal-python interpreter: TenSEAL is not in the lock)")
     for ln in lines:
-        log.info(ln)
+        print(ln)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str))
+    return 1 if args.check and results[0]["vs_floor"] > MAX_VS_FLOOR else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
