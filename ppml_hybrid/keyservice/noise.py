@@ -36,9 +36,8 @@ from typing import Dict, Optional, Set, Tuple
 import numpy as np
 
 from ppml_hybrid.errors import ConfigError
-from ppml_hybrid.keyservice.errors import (
-    AnnouncementMismatchError, QuotaExceededError, RoundReplayError, TooManyOpenRoundsError,
-)
+from ppml_hybrid.keyservice.errors import AnnouncementMismatchError, RoundReplayError, TooManyOpenRoundsError
+from ppml_hybrid.keyservice.rounds import RequestQuota
 from ppml_hybrid.rpc.messages import NoiseRequest
 
 SAMPLER = "opendp-0.16.0 make_gaussian on i64 (CKS20 discrete Gaussian, OpenSSL RAND_bytes)"
@@ -92,19 +91,18 @@ class NoiseBook:
         if parties < 2 or request_quota < 1 or max_open_steps < 1:
             raise ConfigError("K's noise needs parties >= 2, a quota >= 1 and max_open_steps >= 1")
         self._parties = parties
-        self._quota = request_quota
+        self._quota = RequestQuota(request_quota)
         self._max_open = max_open_steps
         self._lock = threading.Lock()
         self._draws: Dict[int, _Draw] = {}
         self._last: Dict[int, int] = {}  # party -> highest step it fetched
-        self._counts: Dict[Tuple[int, int], int] = {}
         self._drawn: Set[int] = set()  # step ids ever drawn (ids only: never the noise)
 
     def fetch(self, *, party: int, request: NoiseRequest) -> np.ndarray:
         """Party ``party``'s share of step ``request.step``'s noise (drawn on the step's first request)."""
         step = request.step
         with self._lock:
-            self._charge(party, step)
+            self._quota.charge(f"party {party}", step, what=f"step {step}'s noise")
             if step <= self._last.get(party, -1):
                 raise RoundReplayError(f"party {party} already fetched the noise of step {self._last[party]}; steps "
                                        f"go up and each is drawn once (asked for step {step})")
@@ -133,22 +131,13 @@ class NoiseBook:
             self._last[party] = step
             if not draw.shares:
                 del self._draws[step]
-                for key in [k for k in self._counts if k[1] == step]:
-                    del self._counts[key]
+                self._quota.forget(step)
             return share
 
     def held_steps(self) -> Tuple[int, ...]:
         """Steps whose noise shares K still holds (waiting for a party to fetch its own)."""
         with self._lock:
             return tuple(sorted(self._draws))
-
-    def _charge(self, party: int, step: int) -> None:
-        key = (party, step)
-        n = self._counts.get(key, 0) + 1
-        self._counts[key] = n
-        if n > self._quota:
-            raise QuotaExceededError(f"party {party} has used its quota of {self._quota} requests for step {step}'s "
-                                     "noise")
 
 
 def _describe(request: Optional[NoiseRequest]) -> str:

@@ -53,6 +53,25 @@ from ppml_hybrid.rpc.messages import RoundRef, ShareTensor
 ANNOUNCING, OPEN, DECRYPTING, DECRYPTED = "announcing", "open", "decrypting", "decrypted"
 
 
+class RequestQuota:
+    """Requests per (caller, id) under one cap: the ``quota + 1``-th is RESOURCE_EXHAUSTED. Not
+    thread-safe on its own: its owner calls it under its lock. :meth:`forget` ends an id's count."""
+
+    def __init__(self, quota: int) -> None:
+        self._quota = quota
+        self._counts: Dict[Tuple[str, int], int] = {}
+
+    def charge(self, caller: str, key: int, *, what: str) -> None:
+        n = self._counts.get((caller, key), 0) + 1
+        self._counts[(caller, key)] = n
+        if n > self._quota:
+            raise QuotaExceededError(f"{caller} has used its quota of {self._quota} requests for {what}")
+
+    def forget(self, key: int) -> None:
+        for k in [k for k in self._counts if k[1] == key]:
+            del self._counts[k]
+
+
 @dataclass
 class _Round:
     ref: RoundRef
@@ -80,13 +99,12 @@ class RoundBook:
         self._max_mask = max_mask_bits
         self._stopped: Optional[str] = None
         self._parties = parties
-        self._quota = round_quota
+        self._quota = RequestQuota(round_quota)
         self._max_open = max_open_rounds
         self._cond = threading.Condition()
         self._rounds: Dict[int, _Round] = {}
         self._next_announce: Dict[int, int] = {j: 0 for j in range(1, parties + 1)}
         self._next_decrypt = 0
-        self._counts: Dict[Tuple[str, int], int] = {}
         self._slots = slots_per_ciphertext
         self._slot_budget = masked_slot_budget(hiding_bits)
         self._slots_decrypted = 0
@@ -223,16 +241,11 @@ class RoundBook:
     # ---------------------------------------------------------------- bookkeeping
 
     def _charge(self, caller: str, round_id: int) -> None:
-        key = (caller, round_id)
-        n = self._counts.get(key, 0) + 1
-        self._counts[key] = n
-        if n > self._quota:
-            raise QuotaExceededError(f"{caller} has used its quota of {self._quota} requests for round {round_id}")
+        self._quota.charge(caller, round_id, what=f"round {round_id}")
 
     def _forget(self, round_id: int) -> None:
         del self._rounds[round_id]
-        for key in [k for k in self._counts if k[1] == round_id]:
-            del self._counts[key]
+        self._quota.forget(round_id)
 
     def open_rounds(self) -> int:
         with self._cond:
