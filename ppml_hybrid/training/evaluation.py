@@ -26,14 +26,20 @@ class SplitMetrics:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 512) -> SplitMetrics:
-    """Mean cross-entropy, accuracy and (one-vs-rest) ROC AUC over ``images``."""
+def logits_of(model: nn.Module, images: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
+    """The model's outputs on ``images`` in eval mode, in batches (the model's mode is restored)."""
     was_training = model.training
     model.eval()
     try:
-        logits = torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+        return torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 512) -> SplitMetrics:
+    """Mean cross-entropy, accuracy and (one-vs-rest) ROC AUC over ``images``."""
+    logits = logits_of(model, images, batch_size=batch_size)
     if not bool(torch.isfinite(logits).all()):
         raise TrainingDivergedError(
             "training diverged: the model's outputs are NaN or infinite. Lower train.lr (the default "

@@ -15,6 +15,7 @@ beyond the cap; the coordinator applies the same rule and stops the run there.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from typing import List, Optional, Sequence
 
 from ppml_hybrid.errors import PrivacyBudgetError
 from ppml_hybrid.privacy.accounting import epsilon_options
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,17 @@ def would_exceed(releases: Sequence[Release], nxt: Release, *, max_epsilon: Opti
     return eps if eps > max_epsilon else None
 
 
+def stops_at_cap(done: Sequence[Release], nxt: Release, *, max_epsilon: Optional[float], delta: float,
+                 discrete: bool, total_steps: int) -> bool:
+    """The rule the coordinator and plaintext mode apply before each step (the parties' own,
+    applied first): True, and said, when ``nxt`` would take epsilon beyond ``max_epsilon``."""
+    over = would_exceed(done, nxt, max_epsilon=max_epsilon, delta=delta, discrete=discrete)
+    if over is not None:
+        log.warning("stopping after %d of %d steps: the next would take epsilon to %.3f, beyond dp.max_epsilon=%g",
+                    nxt.step, total_steps, over, max_epsilon)
+    return over is not None
+
+
 class PrivacyLedger:
     """The JSON-lines ledger at ``path`` for the run ``run_digest`` (module doc)."""
 
@@ -85,7 +99,8 @@ class PrivacyLedger:
 
     def before_opening(self, nxt: Release, *, max_epsilon: Optional[float], delta: float, discrete: bool) -> None:
         """Refuse ``nxt`` if it would break the cap, else append it durably (before any opening)."""
-        over = would_exceed(self.releases(), nxt, max_epsilon=max_epsilon, delta=delta, discrete=discrete)
+        over = (would_exceed(self.releases(), nxt, max_epsilon=max_epsilon, delta=delta, discrete=discrete)
+                 if max_epsilon is not None else None)  # the file is read only when there is a cap
         if over is not None:
             raise PrivacyBudgetError(f"step {nxt.step + 1} would take this site's epsilon to {over:.3f}, beyond "
                                      f"dp.max_epsilon={max_epsilon} (ledger {self.path}); the party refuses it")

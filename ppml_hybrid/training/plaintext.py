@@ -29,7 +29,7 @@ from ppml_hybrid.errors import PrivacyBudgetError
 from ppml_hybrid.model import BlockModel, build_model
 from ppml_hybrid.privacy.accounting import resolve_noise_multiplier
 from ppml_hybrid.training.checks import check_divergence, check_schedule
-from ppml_hybrid.training.evaluation import SplitMetrics, evaluate
+from ppml_hybrid.training.evaluation import SplitMetrics, evaluate, logits_of
 from ppml_hybrid.training.optim import make_optimizer, make_schedule
 from ppml_hybrid.training.sampling import PoissonSchedule
 
@@ -147,13 +147,7 @@ def _test_histograms(model: BlockModel, splits: DataSplits, num_classes: int) ->
     ROC curve and confusion matrix are drawn from these in every mode)."""
     from ppml_hybrid.training.site_metrics import score_histograms
 
-    was_training = model.training
-    model.eval()
-    try:
-        images = splits.test.images
-        logits = torch.cat([model(images[i:i + 512]) for i in range(0, len(images), 512)])
-    finally:
-        model.train(was_training)
+    logits = logits_of(model, splits.test.images)
     return score_histograms(torch.softmax(logits.double(), dim=1), splits.test.labels, num_classes=num_classes)
 
 
@@ -217,13 +211,10 @@ def _cap_reached(cfg: RunConfig, engine: PrivacyEngine, optimizer: Any, step: in
     """``dp.max_epsilon``: stop before a step that would take epsilon beyond it (Opacus's history)."""
     if cfg.dp.max_epsilon is None:
         return False
-    from ppml_hybrid.training.ledger import Release, would_exceed
+    from ppml_hybrid.training.ledger import Release, stops_at_cap
 
     done = [Release(run="", step=0, sample_rate=q, noise_multiplier=sigma)
-            for sigma, q, n in engine.accountant.history for _ in range(n)]
+            for sigma, q, n in engine.accountant.history for _ in range(n)]  # what Opacus has counted
     nxt = Release(run="", step=step, sample_rate=sample_rate, noise_multiplier=optimizer.noise_multiplier)
-    over = would_exceed(done, nxt, max_epsilon=cfg.dp.max_epsilon, delta=cfg.dp.delta, discrete=False)
-    if over is not None:
-        log.warning("stopping after %d of %d steps: the next would take epsilon to %.3f, beyond dp.max_epsilon=%g",
-                    step, total_steps, over, cfg.dp.max_epsilon)
-    return over is not None
+    return stops_at_cap(done, nxt, max_epsilon=cfg.dp.max_epsilon, delta=cfg.dp.delta, discrete=False,
+                        total_steps=total_steps)

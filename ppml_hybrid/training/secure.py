@@ -162,14 +162,11 @@ def _budget_reached(cfg: RunConfig, plan: RunPlan, releases: List[Any], step: in
     beyond ``dp.max_epsilon`` (each party refuses such a step anyway)."""
     if plan.dp is None:
         return False
-    from ppml_hybrid.training.ledger import Release, would_exceed
+    from ppml_hybrid.training.ledger import Release, stops_at_cap
 
     nxt = Release(run="", step=step, sample_rate=plan.schedule.sample_rate, noise_multiplier=plan.sigma_eff)
-    over = would_exceed(releases, nxt, max_epsilon=cfg.dp.max_epsilon, delta=cfg.dp.delta,
-                        discrete=enclave_noise(cfg))
-    if over is not None:
-        log.warning("stopping after %d of %d steps: the next would take epsilon to %.3f, beyond dp.max_epsilon=%g",
-                    step, plan.schedule.total_steps, over, cfg.dp.max_epsilon)
+    if stops_at_cap(releases, nxt, max_epsilon=cfg.dp.max_epsilon, delta=cfg.dp.delta, discrete=enclave_noise(cfg),
+                    total_steps=plan.schedule.total_steps):
         return True
     releases.append(nxt)
     return False

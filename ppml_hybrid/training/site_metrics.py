@@ -37,7 +37,7 @@ from ppml_hybrid.config import ModelConfig
 from ppml_hybrid.errors import TrainingDivergedError
 from ppml_hybrid.model import build_model
 from ppml_hybrid.protocols.mpc_train_step import PartyRows
-from ppml_hybrid.training.evaluation import SplitMetrics
+from ppml_hybrid.training.evaluation import SplitMetrics, logits_of
 
 DEFAULT_BINS = 20
 DEFAULT_MIN_PATIENTS = 5
@@ -107,12 +107,7 @@ def site_aggregate(model: nn.Module, rows: Optional[EvalRows], *, site: int, num
     """Steps 1-3 at one site."""
     if rows is None or len(set(rows.patient_ids)) < min_patients:
         return SiteAggregate(site=site, suppressed=True)
-    was_training = model.training
-    model.eval()
-    try:
-        logits = torch.cat([model(rows.images[i:i + batch_size]) for i in range(0, len(rows.images), batch_size)])
-    finally:
-        model.train(was_training)
+    logits = logits_of(model, rows.images, batch_size=batch_size)
     if not bool(torch.isfinite(logits).all()):
         raise TrainingDivergedError(
             f"training diverged: the model's outputs on site {site}'s rows are NaN or infinite. Lower train.lr"
