@@ -11,7 +11,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from ppml_hybrid.errors import ConfigError
 
@@ -118,10 +118,13 @@ class TrainConfig:
     batch_size: int = 64
     optimizer: str = "sgd"
     lr: float = 0.05
+    lr_reference_batch: Optional[int] = None
     momentum: float = 0.9
     lr_schedule: str = "cosine"
     num_threads: int = 1
     progress: bool = True
+    # A run folder whose checkpoint.pt this run continues (same settings; training/checkpoint.py).
+    resume: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,8 @@ def _check_ranges(cfg: RunConfig) -> None:
         ("train.epochs", cfg.train.epochs >= 1, "must be at least 1"),
         ("train.max_steps", cfg.train.max_steps is None or cfg.train.max_steps >= 1, "must be at least 1 or null"),
         ("train.lr", cfg.train.lr > 0, "must be positive"),
+        ("train.lr_reference_batch", cfg.train.lr_reference_batch is None or cfg.train.lr_reference_batch >= 1,
+         "must be at least 1 or null"),
         ("train.num_threads", cfg.train.num_threads >= 1, "must be at least 1"),
         ("dp.max_grad_norm", cfg.dp.max_grad_norm > 0, "must be positive"),
         ("dp.delta", 0 < cfg.dp.delta < 1, "must be in (0, 1)"),
@@ -389,11 +394,11 @@ SITE_LOCAL_KEYS = ("output_dir",)
 SITE_LOCAL_DATA_KEYS = ("root", "labels")
 
 
-def run_digest(cfg: RunConfig) -> str:
-    """SHA-256 of everything every site of one run must agree on (model, split, DP, HE, MPC,
-    training schedule and seed, data geometry), excluding site-local paths. The MPC links
-    compare it before the first message (:mod:`ppml_hybrid.smpc_stage.links`)."""
-    import hashlib
+def digest_fields(cfg: RunConfig) -> Dict[str, Any]:
+    """The config every site of one run must agree on, as plain JSON values: everything but
+    site-local paths, the party's rank, ``train.resume`` (where the coordinator finds its
+    checkpoint: a resumed run is the same run), and each process's own display and thread
+    settings (``train.progress``, ``train.num_threads``)."""
     import json
 
     raw = dataclasses.asdict(cfg)
@@ -402,4 +407,16 @@ def run_digest(cfg: RunConfig) -> str:
     for k in SITE_LOCAL_DATA_KEYS:
         raw["data"].pop(k, None)
     raw["smpc"].pop("rank", None)
-    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
+    for k in ("resume", "progress", "num_threads"):
+        raw["train"].pop(k, None)
+    return json.loads(json.dumps(raw, sort_keys=True, default=str))
+
+
+def run_digest(cfg: RunConfig) -> str:
+    """SHA-256 of :func:`digest_fields` (model, split, DP, HE, MPC, training schedule and seed,
+    data geometry). The MPC links compare it before the first message
+    (:mod:`ppml_hybrid.smpc_stage.links`)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(digest_fields(cfg), sort_keys=True).encode()).hexdigest()

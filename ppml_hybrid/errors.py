@@ -39,3 +39,15 @@ class PrivacyBudgetError(PPMLError):
     """The next release would take this party's privacy ledger beyond ``dp.max_epsilon``."""
 
     exit_code = 8
+
+
+class Interrupted(PPMLError):
+    """Ctrl-C or SIGTERM stopped the run; its checkpoint holds the last completed step."""
+
+    exit_code = 130  # the shell's code for a run stopped by SIGINT
+
+    def __init__(self, output_dir: "str | None", step: int) -> None:
+        where = (f"checkpoint of step {step} in {output_dir}/checkpoint.pt; continue with train.resume={output_dir}"
+                 if output_dir else f"after step {step} (no output_dir: nothing saved)")
+        super().__init__(f"stopped by Ctrl-C or SIGTERM: {where}")
+        self.step = step

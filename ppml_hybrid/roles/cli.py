@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
@@ -104,6 +105,8 @@ def _coordinator(args: argparse.Namespace) -> int:
     from ppml_hybrid.roles.coordinator import run_coordinator
 
     cfg, consortium, identity = _role_inputs(args)
+    # SIGTERM as Ctrl-C: the parties are told to stop and the checkpoint is written (train.resume)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     result = run_coordinator(cfg=cfg, consortium=consortium, identity=identity, bind_host=args.bind)
     write_results(cfg, result)
     return 0

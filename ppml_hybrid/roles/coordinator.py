@@ -15,6 +15,12 @@ for ``party-0..``), and speaks :mod:`.messages` with them. Steps:
    to every party, the identical opened noised sums back, the public update;
 4. :class:`~.messages.Stop`, then ``metrics.json`` and ``model.pt`` in ``output_dir``.
 
+After every epoch, and when Ctrl-C or SIGTERM stops it, the coordinator writes
+``checkpoint.pt`` (:mod:`ppml_hybrid.training.checkpoint`: public weights, optimiser,
+schedule, accountant) to ``output_dir``; ``train.resume=DIR`` continues it, and epsilon starts
+from the releases the parties' ledgers hold (step 2), so a resumed run reports what an
+uninterrupted one would.
+
 Failure: a party whose stream breaks (process killed, host down), or that reports
 :class:`~.messages.Failed`, stops the run at once with an error naming the role and its host;
 a party that does not answer within ``smpc.timeout_s`` is named as hanging. The remaining
@@ -39,6 +45,7 @@ from ppml_hybrid.rpc.codec import WireFormatError, decode, encode
 from ppml_hybrid.rpc.coordination import CoordinatorServer
 from ppml_hybrid.smpc_stage.errors import PartyCrashedError, PartyTimeoutError, RendezvousError
 from ppml_hybrid.training.checks import check_privacy_for_data, check_schedule
+from ppml_hybrid.training.checkpoint import check_same_data, load_checkpoint
 from ppml_hybrid.training.plan import RunPlan, plan_run
 from ppml_hybrid.training.secure import SecureResult, StepRun, coordinate
 from ppml_hybrid.training.site_metrics import SiteAggregate
@@ -75,9 +82,10 @@ class RemoteSites:
                     "schedule); only data.root, data.labels and output_dir may differ")
         return tuple(hellos[r].train_rows for r in self._roles)
 
-    def start(self, plan: RunPlan, *, timeout_s: float) -> bool:
-        """Step 2: Start, then every party's Ready; returns whether K's attestation was a development one."""
-        self._broadcast(m.Start(train_rows=plan.train_rows))
+    def start(self, plan: RunPlan, *, timeout_s: float, resume_step: int = 0) -> Tuple[bool, int]:
+        """Step 2: Start, then every party's Ready; returns whether K's attestation was a development
+        one, and the most releases of this run any party's ledger holds."""
+        self._broadcast(m.Start(train_rows=plan.train_rows, resume_step=resume_step))
         readies = self._collect(m.Ready, timeout_s=timeout_s, waiting="to verify the key service")
         want = plan_digest(plan)
         for role, ready in readies.items():
@@ -87,7 +95,8 @@ class RemoteSites:
         keys = {ready.key_material_digest for ready in readies.values()}
         if len(keys) != 1:
             raise RendezvousError("the parties verified different key material at the key service: refusing to train")
-        return any(ready.development_attestation for ready in readies.values())
+        return (any(ready.development_attestation for ready in readies.values()),
+                max(ready.ledger_releases for ready in readies.values()))
 
     # ------------------------------------------------------------------ step 3 (SiteSession)
 
@@ -185,9 +194,14 @@ class RemoteSites:
 
 def run_coordinator(*, cfg: RunConfig, consortium: Consortium, identity: LinkIdentity,
                     bind_host: Optional[str] = None, networks: Sequence[Any] = (),
-                    liveness: Optional[Callable[[], Dict[str, str]]] = None) -> SecureResult:
+                    liveness: Optional[Callable[[], Dict[str, str]]] = None,
+                    ledger_dir: Optional[str] = None) -> SecureResult:
     """Steps 1-4 of the module doc; returns the result (the caller writes the metrics).
-    ``liveness`` (one-machine launcher): returns the role processes that died, by name."""
+    ``liveness`` (one-machine launcher): returns the role processes that died, by name;
+    ``ledger_dir`` (same): where its parties keep their ledgers (recorded in the checkpoint).
+    With ``train.resume`` the run continues that folder's checkpoint (same settings, same sites'
+    row counts; each party checks its own rows against its ledger)."""
+    resume = load_checkpoint(cfg.train.resume, cfg) if cfg.train.resume else None
     check_pinned(identity, consortium, "coordinator")
     me = consortium.role("coordinator")
     check_parties(consortium, cfg.smpc.parties)
@@ -201,13 +215,17 @@ def run_coordinator(*, cfg: RunConfig, consortium: Consortium, identity: LinkIde
         log.info("sites hold %s training rows (their validation and test rows stay with them)",
                  ", ".join(str(r) for r in rows))
         plan = plan_run(cfg, train_rows=rows)
+        if resume is not None:
+            check_same_data(resume, {"site_train_rows": list(rows)}, run_dir=cfg.train.resume)
         check_privacy_for_data(cfg, n_train=plan.n_train)
         check_schedule(cfg, total_steps=plan.schedule.total_steps, n_train=plan.n_train)
-        development = sites.start(plan, timeout_s=cfg.smpc.timeout_s + cfg.keyservice.startup_timeout_s)
+        development, released = sites.start(plan, timeout_s=cfg.smpc.timeout_s + cfg.keyservice.startup_timeout_s,
+                                            resume_step=resume.step if resume is not None else 0)
         if development:
             log.warning("the parties accepted a DEVELOPMENT attestation of the key service (no enclave): "
                         "each party host chose this itself; never for real patients' data")
-        result = coordinate(cfg, sites, plan, networks=networks)
+        result = coordinate(cfg, sites, plan, networks=networks, resume=resume, released_before=released,
+                            ledger_dir=ledger_dir)
         reason = "finished"
         return result
     finally:

@@ -225,6 +225,21 @@ def write_consortium(path: Path, *, names: Sequence[str], ports: Sequence[int], 
     path.write_text(yaml.safe_dump({"name": "one-machine run", "roles": roles}, sort_keys=False))
 
 
+def _ledger_dir(cfg: RunConfig, work: Path) -> Path:
+    """Where this machine's parties keep their ledgers: the output folder of the run's first
+    session (a resume appends to the same files, so epsilon continues from them)."""
+    if cfg.train.resume:
+        from ppml_hybrid.training.checkpoint import CheckpointError, load_checkpoint
+
+        ckpt = load_checkpoint(cfg.train.resume, cfg)
+        if cfg.dp.enabled and (ckpt.ledger_dir is None or not Path(ckpt.ledger_dir).is_dir()):
+            raise CheckpointError(f"train.resume={cfg.train.resume}: the parties' privacy ledgers of that run "
+                                  f"({ckpt.ledger_dir}) are gone; its epsilon cannot continue without them")
+        if ckpt.ledger_dir is not None:
+            return Path(ckpt.ledger_dir)
+    return (Path(cfg.output_dir).resolve() if cfg.output_dir else work) / "ledgers"
+
+
 def train_local(cfg: RunConfig, *, splits: Any = None, networks: Sequence[Any] = (),
                 pids_out: Optional[List[int]] = None) -> SecureResult:
     """Steps 1-5 of the module doc; ``splits`` (tests, benchmarks): in-memory data instead of
@@ -269,16 +284,17 @@ def train_local(cfg: RunConfig, *, splits: Any = None, networks: Sequence[Any] =
         log.info("starting %d party processes (one per site folder) and the dealer; role logs in %s",
                  cfg.smpc.parties, log_dir)
         roles.start("dealer", ["dealer", *common, "--identity", str(keys / "dealer")])
+        ledgers = _ledger_dir(cfg, work)
         for j, (root, labels) in enumerate(sites):
             site = [f"data.root={root}"] + ([f"data.labels={labels}"] if labels is not None else [])
-            ledger = (Path(cfg.output_dir) if cfg.output_dir else work) / "ledgers" / f"{parties[j]}.jsonl"
+            ledger = ledgers / f"{parties[j]}.jsonl"
             roles.start(parties[j], ["party", *common, "--identity", str(keys / parties[j]), "--role", parties[j],
                                      "--ledger", str(ledger), *dev_args, *site])
         if pids_out is not None:
             pids_out.extend(roles.pids)
         return run_coordinator(cfg=cfg, consortium=load_consortium(consortium_file),
                                identity=load_identity(keys / "coordinator"), networks=networks,
-                               liveness=roles.dead)
+                               liveness=roles.dead, ledger_dir=str(ledgers))
     finally:
         roles.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -5,10 +5,11 @@ each step's opened noised gradient sums and padded batch size, traffic and timin
 and each site's suppressed-or-aggregated evaluation; the parties learn the public weights):
 
 1. party -> coordinator :class:`Hello` (its role, the run digest, its training-row count);
-2. coordinator -> every party :class:`Start` (every site's count, rank order); each party
-   checks its own entry, derives the plan itself (:mod:`ppml_hybrid.training.plan`), verifies
-   K's attestation itself (hybrid) and answers :class:`Ready` with digests of both, which the
-   coordinator compares across parties;
+2. coordinator -> every party :class:`Start` (every site's count, rank order, and the step a
+   resumed run continues from); each party checks its own entry, derives the plan itself
+   (:mod:`ppml_hybrid.training.plan`), checks a resume against its own ledger, verifies K's
+   attestation itself (hybrid) and answers :class:`Ready` with digests of both and the number of
+   this run's releases its ledger holds, which the coordinator compares across parties;
 3. per step: :class:`TrainStep` (step number, public weights) -> :class:`StepDone`;
    per evaluation: :class:`Evaluate` -> :class:`Evaluated`;
 4. :class:`Stop` ends the session; a party that fails sends :class:`Failed` (error type and
@@ -41,6 +42,7 @@ class Hello:
 @dataclass(frozen=True)
 class Start:
     train_rows: Tuple[int, ...]
+    resume_step: int = 0  # a resumed run's first step (train.resume)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Ready:
     plan_digest: str
     key_material_digest: str  # "" when no block runs under HE
     development_attestation: bool = False
+    ledger_releases: int = 0  # this run's releases already in the site's ledger (a count: public)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ import torch
 
 from ppml_hybrid.config import RunConfig, run_digest
 from ppml_hybrid.consortium import Consortium, party_role
-from ppml_hybrid.errors import ConfigError, PPMLError
+from ppml_hybrid.errors import ConfigError, PPMLError, PrivacyBudgetError
 from ppml_hybrid.identity import LinkIdentity
 from ppml_hybrid.roles import messages as m
 from ppml_hybrid.roles.common import (
@@ -100,6 +100,7 @@ class ServeCoordinator:
     train_rows: int
     services: Optional[KeyServiceAccess] = None
     ledger: Any = None  # PrivacyLedger: every step is entered (and the cap checked) before it runs
+    data_digest: str = ""  # of this site's training rows: kept in its own ledger, never sent
 
     def __call__(self, ctx: Any, inputs: Any) -> None:
         torch.set_num_threads(1)
@@ -108,14 +109,15 @@ class ServeCoordinator:
             raise ProtocolOrderError(f"{self.role}: the coordinator's row counts {start.train_rows} do not list "
                                      f"this site's {self.train_rows} training rows at rank {ctx.rank}")
         plan = plan_run(self.cfg, train_rows=start.train_rows)
+        released = self._check_resume(plan, start.resume_step)
         hybrid, key, key_digest, development = self._verify_key_service(ctx, inputs)
         log.info("%s: plan of %d steps at sample rate %.4f, noise multiplier %.4f (noise from %s)%s", self.role,
                  plan.schedule.total_steps, plan.schedule.sample_rate, plan.sigma,
                  self.cfg.dp.noise_source if plan.dp is not None else "nobody: dp=off",
                  "; K's attestation verified" if key is not None else "")
         self.link.send(encode(m.Ready(plan_digest=plan_digest(plan), key_material_digest=key_digest,
-                                      development_attestation=development)))
-        next_step = 0
+                                      development_attestation=development, ledger_releases=released)))
+        next_step = start.resume_step
         while True:
             msg = self._next()
             if isinstance(msg, m.Stop):
@@ -141,6 +143,21 @@ class ServeCoordinator:
             else:
                 raise ProtocolOrderError(f"{self.role}: unexpected {m.describe(msg)} from the coordinator")
 
+    def _check_resume(self, plan: RunPlan, resume_step: int) -> int:
+        """This run's releases in the ledger; a resume is refused when the ledger does not hold
+        the steps the run already took, or holds them over other training rows of this site."""
+        if plan.dp is None or self.ledger is None:
+            return 0
+        releases = self.ledger.releases()
+        if resume_step > len(releases):
+            raise PrivacyBudgetError(f"{self.role}: the coordinator resumes at step {resume_step + 1} but this "
+                                     f"site's ledger {self.ledger.path} holds {len(releases)} releases of the run: "
+                                     "run the party with the ledger it used (--ledger), or start a new run")
+        if resume_step and releases and releases[-1].data not in ("", self.data_digest):
+            raise ProtocolOrderError(f"{self.role}: this site's training rows changed since the run's last step "
+                                     f"(ledger {self.ledger.path}): a resume must train on the same rows")
+        return len(releases)
+
     def _enter_in_ledger(self, plan: RunPlan, step: int) -> None:
         """This site's ledger entry for ``step``, durable before the step opens anything."""
         if plan.dp is None:
@@ -152,7 +169,7 @@ class ServeCoordinator:
 
         self.ledger.before_opening(
             Release(run=self.ledger.run, step=step, sample_rate=plan.schedule.sample_rate,
-                    noise_multiplier=plan.sigma_eff),
+                    noise_multiplier=plan.sigma_eff, data=self.data_digest),
             max_epsilon=self.cfg.dp.max_epsilon, delta=self.cfg.dp.delta, discrete=enclave_noise(self.cfg))
 
     def _verify_key_service(self, ctx: Any, inputs: Any):
@@ -236,8 +253,10 @@ def run_party_role(*, cfg: RunConfig, consortium: Consortium, identity: LinkIden
         ledger = PrivacyLedger(ledger_path or default_ledger_path(role, digest), run_digest=digest)
         log.info("%s: privacy ledger %s (%d earlier releases of this run)", role, ledger.path,
                  len(ledger.releases()))
+        from ppml_hybrid.training.checkpoint import data_digest
+
         program = ServeCoordinator(cfg=cfg, link=link, role=role, train_rows=len(rows.labels), services=services,
-                                   ledger=ledger)
+                                   ledger=ledger, data_digest=data_digest(rows.images, rows.labels))
         links = LinkSetup(identity=identity, roster=Roster.from_consortium(consortium, run_digest=digest),
                           bind_host=bind_host)
         rz = Rendezvous(master_addr="127.0.0.1", master_port=1, parties=consortium.parties, rank=rank,

@@ -45,6 +45,7 @@ def write_run_config(cfg: RunConfig, path: Path) -> None:
     raw = dataclasses.asdict(cfg)
     raw.pop("output_dir", None)
     raw["data"]["root"] = raw["data"]["labels"] = None
+    raw["train"]["resume"] = None  # the coordinator's own checkpoint folder
 
     def plain(node):
         if isinstance(node, dict):

@@ -36,6 +36,7 @@ class Release:
     step: int
     sample_rate: float
     noise_multiplier: float  # what the accountant counts (sigma_eff)
+    data: str = ""  # digest of the site's training rows (a resume over other rows is refused)
 
 
 def epsilon_of(releases: Sequence[Release], *, delta: float, discrete: bool) -> float:
@@ -89,7 +90,7 @@ class PrivacyLedger:
             try:
                 raw = json.loads(line)
                 release = Release(run=str(raw["run"]), step=int(raw["step"]), sample_rate=float(raw["sample_rate"]),
-                                  noise_multiplier=float(raw["noise_multiplier"]))
+                                  noise_multiplier=float(raw["noise_multiplier"]), data=str(raw.get("data", "")))
             except (ValueError, KeyError, TypeError) as exc:
                 raise PrivacyBudgetError(f"{self.path} line {n}: not a ledger entry ({type(exc).__name__}); the "
                                          "ledger must not be edited: restore it or start a new run") from None
@@ -105,7 +106,7 @@ class PrivacyLedger:
             raise PrivacyBudgetError(f"step {nxt.step + 1} would take this site's epsilon to {over:.3f}, beyond "
                                      f"dp.max_epsilon={max_epsilon} (ledger {self.path}); the party refuses it")
         line = json.dumps({"run": nxt.run, "step": nxt.step, "sample_rate": nxt.sample_rate,
-                           "noise_multiplier": nxt.noise_multiplier, "time": time.time()}) + "\n"
+                           "noise_multiplier": nxt.noise_multiplier, "data": nxt.data, "time": time.time()}) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, line.encode())

@@ -23,12 +23,17 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 import ppml_hybrid.privacy.grad_samplers  # noqa: F401  (fills Opacus's grad-sampler registry)
-from ppml_hybrid.config import RunConfig
+from ppml_hybrid.config import RunConfig, digest_fields, run_digest
 from ppml_hybrid.data import DataSplits
-from ppml_hybrid.errors import PrivacyBudgetError
+from ppml_hybrid.errors import Interrupted, PrivacyBudgetError
 from ppml_hybrid.model import BlockModel, build_model
 from ppml_hybrid.privacy.accounting import resolve_noise_multiplier
 from ppml_hybrid.training.checks import check_divergence, check_schedule
+from ppml_hybrid.training.checkpoint import (
+    Checkpoint, CheckpointError, check_same_data, data_digest, epoch_end, history_of, load_checkpoint, resume_position,
+    restore_history, restore_schedule, save_checkpoint, schedule_position,
+)
+from ppml_hybrid.training.interrupts import Interrupts
 from ppml_hybrid.training.evaluation import SplitMetrics, evaluate, logits_of
 from ppml_hybrid.training.optim import make_optimizer, make_schedule
 from ppml_hybrid.training.sampling import PoissonSchedule
@@ -86,13 +91,23 @@ def train_plaintext(cfg: RunConfig, splits: DataSplits) -> PlaintextResult:
     train_images, train_labels = splits.train.images, splits.train.labels
     torch.set_num_threads(cfg.train.num_threads)
     model = build_model(cfg.model, image_size=cfg.data.image_size, seed=cfg.seed)
-    optimizer = make_optimizer(cfg, model)
+    digest = data_digest(train_images, train_labels)
+    resume = None
+    if cfg.train.resume:
+        resume = load_checkpoint(cfg.train.resume, cfg)
+        check_same_data(resume, {"train_rows": digest}, run_dir=cfg.train.resume)
+        model.load_state_dict(resume.model)
+        log.info("resuming %s at step %d (%d epochs done)", cfg.train.resume, resume.step, len(resume.epochs))
+    optimizer = make_optimizer(cfg, model, train_rows=len(train_labels))
     n = len(train_labels)
     batch_size = min(cfg.train.batch_size, n)
     # Opacus samples at q = 1 / ceil(n / batch_size) (sampling.PoissonSchedule documents it).
     plan = PoissonSchedule.of(rows=n, batch_size=batch_size, epochs=cfg.train.epochs, max_steps=cfg.train.max_steps)
     total_steps, sample_rate = plan.total_steps, plan.sample_rate
     check_schedule(cfg, total_steps=total_steps, n_train=len(train_labels))
+    if resume is not None and resume.step >= total_steps:
+        raise CheckpointError(f"train.resume={cfg.train.resume}: that run already took all its {total_steps} steps; "
+                              "nothing to resume")
 
     if cfg.dp.enabled:
         loader = DataLoader(TensorDataset(train_images, train_labels), batch_size=batch_size,
@@ -129,8 +144,13 @@ def train_plaintext(cfg: RunConfig, splits: DataSplits) -> PlaintextResult:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         schedule = make_schedule(cfg, optimizer, total_steps)
+        if resume is not None:
+            getattr(optimizer, "original_optimizer", optimizer).load_state_dict(resume.optimizer)
+            restore_schedule(schedule, resume.schedule)
+            if engine is not None:
+                restore_history(engine.accountant, resume.accountant_history)
         records = _run_epochs(cfg, model, train_module, optimizer, schedule, loader, engine, splits, total_steps,
-                              sample_rate)
+                              sample_rate, resume=resume, data={"train_rows": digest})
 
     test = evaluate(model, splits.test.images, splits.test.labels)
     return PlaintextResult(
@@ -153,57 +173,81 @@ def _test_histograms(model: BlockModel, splits: DataSplits, num_classes: int) ->
 
 def _run_epochs(cfg: RunConfig, model: BlockModel, train_module: nn.Module, optimizer: torch.optim.Optimizer,
                 schedule: torch.optim.lr_scheduler.LRScheduler, loader: DataLoader, engine: Optional[PrivacyEngine], splits: DataSplits,
-                total_steps: int, sample_rate: float) -> list:
+                total_steps: int, sample_rate: float, *, resume: Optional[Checkpoint], data: dict) -> list:
     loss_fn = nn.CrossEntropyLoss()
-    records = []
-    step = 0
+    steps_per_epoch = max(len(loader), 1)
+    first_epoch, step = resume_position(resume, steps_per_epoch)
+    records = [_record_of(e) for e in resume.epochs] if resume is not None else []
     capped = False
-    first_loss: Optional[float] = None
+    first_loss: Optional[float] = resume.baseline_loss if resume is not None else None
+
+    def checkpoint(reason: str) -> None:
+        save_checkpoint(cfg.output_dir, Checkpoint(
+            run_digest=run_digest(cfg), config=digest_fields(cfg), mode=cfg.mode, step=step,
+            epochs=tuple({**asdict(r), "val": r.val.as_dict()} for r in records),
+            model={k: v.detach().clone() for k, v in model.state_dict().items()},
+            optimizer=getattr(optimizer, "original_optimizer", optimizer).state_dict(),
+            schedule=schedule_position(schedule), accountant_history=history_of(engine.accountant) if engine else (),
+            data=data, baseline_loss=first_loss, reason=reason))
+
     # train.max_steps can end the run before train.epochs: the bar counts the epochs that run
-    epochs_run = min(cfg.train.epochs, -(-total_steps // max(len(loader), 1))) if total_steps else cfg.train.epochs
-    for epoch in range(1, cfg.train.epochs + 1):
-        start = time.perf_counter()
-        train_module.train()
-        loss_sum, loss_batches, epoch_start = 0.0, 0, step
-        bar = tqdm(loader, desc=f"epoch {epoch}/{epochs_run}", unit="step", total=min(len(loader), total_steps - step),
-                   disable=not cfg.train.progress, leave=False)
-        for images, labels in bar:
-            if step >= total_steps or (engine is not None and _cap_reached(cfg, engine, optimizer, step, total_steps, sample_rate)):
-                capped = step < total_steps
-                break
-            optimizer.zero_grad(set_to_none=True)
-            # Poisson sampling can draw an empty batch: Opacus then steps with noise only (its
-            # loss is NaN and its gradient zero), which the accountant must still count.
-            loss = loss_fn(train_module(images), labels)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            if len(labels):
-                loss_sum += loss.item()
-                loss_batches += 1
-                bar.set_postfix(loss=f"{loss_sum / loss_batches:.4f}")
-                first_loss = loss.item() if first_loss is None else first_loss
-        bar.close()
-        if capped and step == epoch_start:
-            break  # the cap stopped the run before this epoch took a step: nothing to report for it
-        seconds = time.perf_counter() - start
-        if first_loss is not None:  # the plaintext run may watch its own training loss (encrypted: val only)
-            check_divergence(loss_sum / max(loss_batches, 1), first=first_loss, num_classes=cfg.model.num_classes,
-                             what=f"mean training loss of epoch {epoch}", cfg=cfg)
-        val = evaluate(model, splits.val.images, splits.val.labels)
-        epsilon = engine.get_epsilon(cfg.dp.delta) if engine is not None else None
-        record = EpochRecord(epoch=epoch, steps=step, train_loss=loss_sum / max(loss_batches, 1),
-                             val=val, epsilon=epsilon, seconds=seconds)
-        records.append(record)
-        log.info("epoch %d: train loss %.4f, val acc %.4f, val AUC %.4f%s, %.1f s", epoch,
-                 record.train_loss, val.accuracy, val.auc,
-                 f", epsilon {epsilon:.3f}" if epsilon is not None else "", seconds)
-        if step >= total_steps or capped:
-            break
+    epochs_run = min(cfg.train.epochs, -(-total_steps // steps_per_epoch)) if total_steps else cfg.train.epochs
+    with Interrupts() as interrupts:
+        try:
+            for epoch in range(first_epoch, cfg.train.epochs + 1):
+                start = time.perf_counter()
+                train_module.train()
+                loss_sum, loss_batches, epoch_start = 0.0, 0, step
+                end = epoch_end(epoch, steps_per_epoch, total_steps)
+                bar = tqdm(loader, desc=f"epoch {epoch}/{epochs_run}", unit="step", total=max(end - step, 0),
+                           disable=not cfg.train.progress, leave=False)
+                for images, labels in bar:
+                    if step >= end or (engine is not None and _cap_reached(cfg, engine, optimizer, step, total_steps,
+                                                                           sample_rate)):
+                        capped = step < end
+                        break
+                    optimizer.zero_grad(set_to_none=True)
+                    # Poisson sampling can draw an empty batch: Opacus then steps with noise only (its
+                    # loss is NaN and its gradient zero), which the accountant must still count.
+                    loss = loss_fn(train_module(images), labels)
+                    loss.backward()
+                    with interrupts.update():
+                        optimizer.step()
+                        schedule.step()
+                        step += 1
+                    if len(labels):
+                        loss_sum += loss.item()
+                        loss_batches += 1
+                        bar.set_postfix(loss=f"{loss_sum / loss_batches:.4f}")
+                        first_loss = loss.item() if first_loss is None else first_loss
+                bar.close()
+                if capped and step == epoch_start:
+                    break  # the cap stopped the run before this epoch took a step: nothing to report for it
+                seconds = time.perf_counter() - start
+                if first_loss is not None and loss_batches:  # plaintext may watch its training loss (encrypted: val only)
+                    check_divergence(loss_sum / loss_batches, first=first_loss, num_classes=cfg.model.num_classes,
+                                     what=f"mean training loss of epoch {epoch}", cfg=cfg)
+                val = evaluate(model, splits.val.images, splits.val.labels)
+                epsilon = engine.get_epsilon(cfg.dp.delta) if engine is not None else None
+                record = EpochRecord(epoch=epoch, steps=step, train_loss=loss_sum / max(loss_batches, 1),
+                                     val=val, epsilon=epsilon, seconds=seconds)
+                records.append(record)
+                log.info("epoch %d: train loss %.4f, val acc %.4f, val AUC %.4f%s, %.1f s", epoch,
+                         record.train_loss, val.accuracy, val.auc,
+                         f", epsilon {epsilon:.3f}" if epsilon is not None else "", seconds)
+                checkpoint("epoch")
+                if step >= total_steps or capped:
+                    break
+        except KeyboardInterrupt:
+            checkpoint("interrupted")
+            raise Interrupted(cfg.output_dir, step) from None
     if step == 0:
         raise PrivacyBudgetError(f"dp.max_epsilon={cfg.dp.max_epsilon} does not allow a single step of this run")
     return records
+
+
+def _record_of(raw: dict) -> EpochRecord:
+    return EpochRecord(**{**raw, "val": SplitMetrics(**raw["val"])})
 
 
 def _cap_reached(cfg: RunConfig, engine: PrivacyEngine, optimizer: Any, step: int, total_steps: int,

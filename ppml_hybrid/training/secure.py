@@ -30,7 +30,7 @@ import torch
 from opacus.accountants import create_accountant
 from tqdm import tqdm
 
-from ppml_hybrid.config import RunConfig
+from ppml_hybrid.config import RunConfig, digest_fields, run_digest
 from ppml_hybrid.data import ImageSet
 from ppml_hybrid.data.sites import owners
 from ppml_hybrid.model import BlockModel, build_model
@@ -45,7 +45,13 @@ from ppml_hybrid.training.site_metrics import (
 )
 from ppml_hybrid.training.optim import make_optimizer, make_schedule
 from ppml_hybrid.privacy.accounting import epsilon_options
-from ppml_hybrid.errors import PrivacyBudgetError
+from ppml_hybrid.errors import Interrupted, PrivacyBudgetError
+from ppml_hybrid.training.checkpoint import (
+    Checkpoint, CheckpointError, epoch_end, history_of, restore_history, restore_schedule, resume_position,
+    save_checkpoint, schedule_position,
+)
+from ppml_hybrid.training.interrupts import Interrupts
+from ppml_hybrid.training.ledger import Release
 from ppml_hybrid.training.checks import check_divergence
 from ppml_hybrid.training.plan import (
     HybridContext, RunPlan, enclave_noise, is_all_mpc, key_service_run_spec, needs_key_service, split_clip,
@@ -109,10 +115,7 @@ class SecureResult:
             "projected_epoch_s": {k: v * self.steps_per_epoch for k, v in self.projections.items()},
             "stages_per_step": list(self.stage_costs),
             "mpc_layers_per_step": list(self.layer_traffic),
-            "epochs": [
-                {"epoch": e.epoch, "steps": e.steps, "val": e.val.as_dict(), "epsilon": e.epsilon, "seconds": e.seconds}
-                for e in self.epochs
-            ],
+            "epochs": [_epoch_dict(e) for e in self.epochs],
         }
 
 
@@ -130,13 +133,27 @@ class StepRun:
     wall_s: float
 
 
-def coordinate(cfg: RunConfig, sites: SiteSession, plan: RunPlan, *, networks: Sequence[Any] = ()) -> SecureResult:
+def coordinate(cfg: RunConfig, sites: SiteSession, plan: RunPlan, *, networks: Sequence[Any] = (),
+               resume: Optional[Checkpoint] = None, released_before: int = 0,
+               ledger_dir: Optional[str] = None) -> SecureResult:
     """Train under encryption through ``sites`` (module doc); ``networks`` are extra profiles to
-    project step time onto."""
+    project step time onto. ``resume``: the checkpoint this run continues; ``released_before``:
+    the releases of this run the parties' ledgers already hold (the accountant starts from them,
+    so epsilon continues from the ledgers, not from the checkpoint alone); ``ledger_dir`` (the
+    one-machine launcher): where its parties' ledgers are, recorded in the checkpoint."""
     torch.set_num_threads(cfg.train.num_threads)
     model = build_model(cfg.model, image_size=cfg.data.image_size, seed=cfg.seed, split_clip=split_clip(cfg))
-    optimizer = make_optimizer(cfg, model)
+    optimizer = make_optimizer(cfg, model, train_rows=plan.n_train)
     schedule = make_schedule(cfg, optimizer, plan.schedule.total_steps)
+    if resume is not None:
+        if resume.step >= plan.schedule.total_steps:
+            raise CheckpointError(f"train.resume={cfg.train.resume}: that run already took all its "
+                                  f"{plan.schedule.total_steps} steps; nothing to resume")
+        model.load_state_dict(resume.model)
+        optimizer.load_state_dict(resume.optimizer)
+        restore_schedule(schedule, resume.schedule)
+        log.info("resuming %s at step %d of %d (%d epochs done)", cfg.train.resume, resume.step,
+                 plan.schedule.total_steps, len(resume.epochs))
     n_blocks = len(cfg.model.blocks)
     stages = (f"blocks 1..{cfg.split_layer} under MPC and {cfg.split_layer + 1}..{n_blocks} under HE"
               if cfg.split_layer < n_blocks else f"all {n_blocks} blocks under MPC")
@@ -153,8 +170,21 @@ def coordinate(cfg: RunConfig, sites: SiteSession, plan: RunPlan, *, networks: S
     else:
         log.warning("dp=off: NON-PRIVATE run (%s): every step opens the exact gradient sums, which leak the "
                     "batch. For reference runs and benchmarks only, never for real patients' data.", stages)
-    result = _loop(cfg, model, optimizer, schedule, accountant, sites, plan=plan, networks=networks)
-    return dataclasses.replace(result, privacy=dict(plan.privacy))
+    prior = max(released_before, resume.step if resume is not None else 0) if accountant is not None else 0
+    if accountant is not None and prior:
+        restore_history(accountant, [(plan.sigma_eff, plan.schedule.sample_rate, prior)])
+        done = resume.step if resume is not None else 0
+        if resume is not None and prior == done + 1:
+            log.warning("step %d was under way when the run stopped: the parties' ledgers count it as released (its "
+                        "sums may have been opened), so epsilon counts one step more than an uninterrupted run",
+                        done + 1)
+        elif prior > done:
+            log.warning("the parties' ledgers already hold %d releases of this run (earlier sessions over the same "
+                        "data): epsilon counts them", prior)
+    result = _loop(cfg, model, optimizer, schedule, accountant, sites, plan=plan, networks=networks,
+                   resume=resume, released_before=prior, ledger_dir=ledger_dir)
+    return dataclasses.replace(result, privacy={**plan.privacy, "releases_counted": prior + result.steps
+                                                - (resume.step if resume is not None else 0)})
 
 
 def _budget_reached(cfg: RunConfig, plan: RunPlan, releases: List[Any], step: int) -> bool:
@@ -162,7 +192,7 @@ def _budget_reached(cfg: RunConfig, plan: RunPlan, releases: List[Any], step: in
     beyond ``dp.max_epsilon`` (each party refuses such a step anyway)."""
     if plan.dp is None:
         return False
-    from ppml_hybrid.training.ledger import Release, stops_at_cap
+    from ppml_hybrid.training.ledger import stops_at_cap
 
     nxt = Release(run="", step=step, sample_rate=plan.schedule.sample_rate, noise_multiplier=plan.sigma_eff)
     if stops_at_cap(releases, nxt, max_epsilon=cfg.dp.max_epsilon, delta=cfg.dp.delta, discrete=enclave_noise(cfg),
@@ -246,77 +276,101 @@ def _verified_at_every_party(cfg: RunConfig, svc: Any, session: PartySession, en
 
 
 def _loop(cfg: RunConfig, model: BlockModel, optimizer: torch.optim.Optimizer, schedule: Any, accountant: Any,
-          sites: SiteSession, *, plan: RunPlan, networks: Sequence[Any]) -> "SecureResult":
+          sites: SiteSession, *, plan: RunPlan, networks: Sequence[Any], resume: Optional[Checkpoint],
+          released_before: int, ledger_dir: Optional[str]) -> "SecureResult":
     sample_rate, total_steps = plan.schedule.sample_rate, plan.schedule.total_steps
     steps_per_epoch, sigma, sigma_eff = plan.schedule.steps_per_epoch, plan.sigma, plan.sigma_eff
     # train.max_steps can end the run before train.epochs: the bar counts the epochs that run
     epochs_run = min(cfg.train.epochs, -(-total_steps // max(steps_per_epoch, 1)))
-    step, epochs, step_seconds = 0, [], []
+    first_epoch, step = resume_position(resume, steps_per_epoch)
+    session_start = step
+    epochs = [_epoch_of(e) for e in resume.epochs] if resume is not None else []
+    step_seconds: List[float] = []  # this session's steps (as the traffic below)
     traffic_sum = [Traffic() for _ in range(cfg.smpc.parties)]
     layer_sum: Dict[Tuple[int, str, str], List[float]] = {}
     stage_sum: Dict[str, List[float]] = {}
-    first_val: Optional[float] = None
-    releases: List[Any] = []  # what each party's ledger holds too (training/ledger.py)
+    first_val: Optional[float] = resume.baseline_loss if resume is not None else None
+    # what each party's ledger holds too (training/ledger.py)
+    releases: List[Any] = [Release(run="", step=i, sample_rate=sample_rate, noise_multiplier=sigma_eff)
+                           for i in range(released_before)]
     capped = False
-    for epoch in range(1, cfg.train.epochs + 1):
-        start, epoch_start = time.perf_counter(), step
-        todo = min(steps_per_epoch, total_steps - step)
-        bar = tqdm(range(todo), desc=f"epoch {epoch}/{epochs_run} (split {cfg.split_layer})", unit="step",
-                   disable=not cfg.train.progress, leave=False)
-        for _ in bar:
-            if _budget_reached(cfg, plan, releases, step):
-                capped = True
-                break
-            run = sites.step(step, _state(model))
-            out = _agree(run.results)
-            _apply(model, optimizer, out, expected_batch=plan.schedule.expected_batch)
-            schedule.step()
-            if accountant is not None:
-                accountant.step(noise_multiplier=sigma_eff, sample_rate=sample_rate)
-            step += 1
-            step_seconds.append(run.wall_s)
-            _add_stages(stage_sum, run.results)
-            for j, r in enumerate(run.results):
-                traffic_sum[j] = traffic_sum[j] + r.traffic
-                for c in r.layer_costs:
-                    acc = layer_sum.setdefault((j, c.layer, c.direction), [0.0, 0.0, 0.0])
-                    acc[0] += c.traffic.bytes_sent
-                    acc[1] += c.traffic.rounds
-                    acc[2] += c.seconds
-            bar.set_postfix(batch=out.batch_size, s=f"{run.wall_s:.1f}")
-            if step == ETA_AFTER_STEPS and total_steps > step:
-                # The first step also starts the processes and opens channels: estimate from the others.
-                per_step = sum(step_seconds[1:]) / (step - 1)
-                log.info("about %.1f s per step: the remaining %d steps need about %.0f min",
-                         per_step, total_steps - step, per_step * (total_steps - step) / 60)
-        bar.close()
-        if capped and step == epoch_start:
-            break  # the cap stopped the run before this epoch took a step
-        val_sites = _evaluate_at_sites(sites, model, "val")
-        val = pool(val_sites)
-        if val.n and math.isfinite(val.loss):  # the public model's pooled val loss: all the run may watch
-            first_val = val.loss if first_val is None else first_val
-        check_divergence(val.loss if val.n else 0.0, first=first_val or 0.0, num_classes=cfg.model.num_classes,
-                         what=f"pooled validation loss of the public model after epoch {epoch}", cfg=cfg)
-        eps = (float(accountant.get_epsilon(delta=cfg.dp.delta, **epsilon_options(discrete=enclave_noise(cfg))))
-               if accountant is not None else None)
-        epochs.append(SecureEpoch(epoch, step, val, eps, time.perf_counter() - start))
-        log.info("epoch %d: %d steps, val acc %.4f, val AUC %.4f, %s, %.1f s/step", epoch, step,
-                 val.accuracy, val.auc, f"epsilon {eps:.3f}" if eps is not None else "dp=off",
-                 sum(step_seconds[-todo:]) / max(todo, 1))
-        if step >= total_steps or capped:
-            break
+
+    def checkpoint(reason: str) -> None:
+        save_checkpoint(cfg.output_dir, Checkpoint(
+            run_digest=run_digest(cfg), config=digest_fields(cfg), mode=cfg.mode, step=step,
+            epochs=tuple(_epoch_dict(e) for e in epochs), model=_state(model), optimizer=optimizer.state_dict(),
+            schedule=schedule_position(schedule),
+            accountant_history=history_of(accountant) if accountant is not None else (),
+            data={"site_train_rows": list(plan.train_rows)}, ledger_dir=ledger_dir, baseline_loss=first_val,
+            reason=reason))
+
+    with Interrupts() as interrupts:
+        try:
+            for epoch in range(first_epoch, cfg.train.epochs + 1):
+                start, epoch_start = time.perf_counter(), step
+                todo = max(epoch_end(epoch, steps_per_epoch, total_steps) - step, 0)
+                bar = tqdm(range(todo), desc=f"epoch {epoch}/{epochs_run} (split {cfg.split_layer})", unit="step",
+                           disable=not cfg.train.progress, leave=False)
+                for _ in bar:
+                    if _budget_reached(cfg, plan, releases, step):
+                        capped = True
+                        break
+                    run = sites.step(step, _state(model))
+                    out = _agree(run.results)
+                    with interrupts.update():  # weights, schedule, accountant and count: one step, whole
+                        _apply(model, optimizer, out, expected_batch=plan.schedule.expected_batch)
+                        schedule.step()
+                        if accountant is not None:
+                            accountant.step(noise_multiplier=sigma_eff, sample_rate=sample_rate)
+                        step += 1
+                    step_seconds.append(run.wall_s)
+                    _add_stages(stage_sum, run.results)
+                    for j, r in enumerate(run.results):
+                        traffic_sum[j] = traffic_sum[j] + r.traffic
+                        for c in r.layer_costs:
+                            acc = layer_sum.setdefault((j, c.layer, c.direction), [0.0, 0.0, 0.0])
+                            acc[0] += c.traffic.bytes_sent
+                            acc[1] += c.traffic.rounds
+                            acc[2] += c.seconds
+                    bar.set_postfix(batch=out.batch_size, s=f"{run.wall_s:.1f}")
+                    if len(step_seconds) == ETA_AFTER_STEPS and total_steps > step:
+                        # The first step also starts the processes and opens channels: estimate from the others.
+                        per_step = sum(step_seconds[1:]) / (len(step_seconds) - 1)
+                        log.info("about %.1f s per step: the remaining %d steps need about %.0f min",
+                                 per_step, total_steps - step, per_step * (total_steps - step) / 60)
+                bar.close()
+                if capped and step == epoch_start:
+                    break  # the cap stopped the run before this epoch took a step
+                val_sites = _evaluate_at_sites(sites, model, "val")
+                val = pool(val_sites)
+                if val.n and math.isfinite(val.loss):  # the public model's pooled val loss: all the run may watch
+                    first_val = val.loss if first_val is None else first_val
+                check_divergence(val.loss if val.n else 0.0, first=first_val or 0.0, num_classes=cfg.model.num_classes,
+                                 what=f"pooled validation loss of the public model after epoch {epoch}", cfg=cfg)
+                eps = (float(accountant.get_epsilon(delta=cfg.dp.delta, **epsilon_options(discrete=enclave_noise(cfg))))
+                       if accountant is not None else None)
+                epochs.append(SecureEpoch(epoch, step, val, eps, time.perf_counter() - start))
+                log.info("epoch %d: %d steps, val acc %.4f, val AUC %.4f, %s, %.1f s/step", epoch, step,
+                         val.accuracy, val.auc, f"epsilon {eps:.3f}" if eps is not None else "dp=off",
+                         sum(step_seconds[-todo:]) / max(min(todo, len(step_seconds)), 1))
+                checkpoint("epoch")
+                if step >= total_steps or capped:
+                    break
+        except KeyboardInterrupt:
+            checkpoint("interrupted")
+            raise Interrupted(cfg.output_dir, step) from None
     if step == 0:
         raise PrivacyBudgetError(f"dp.max_epsilon={cfg.dp.max_epsilon} does not allow a single step of this run")
+    ran = max(step - session_start, 1)  # this session's steps: the means below are over them
 
     mean_traffic = [
-        {"party": j, "bytes_sent": t.bytes_sent / step, "rounds": t.rounds / step,
-         "service_bytes_sent": t.services.bytes_sent / step, "service_bytes_received": t.services.bytes_received / step,
-         "service_rounds": t.services.rounds / step}
+        {"party": j, "bytes_sent": t.bytes_sent / ran, "rounds": t.rounds / ran,
+         "service_bytes_sent": t.services.bytes_sent / ran, "service_bytes_received": t.services.bytes_received / ran,
+         "service_rounds": t.services.rounds / ran}
         for j, t in enumerate(traffic_sum)
     ]
     compute_s = sum(step_seconds) / len(step_seconds)
-    per_step = [_scaled(t, 1.0 / step) for t in traffic_sum]
+    per_step = [_scaled(t, 1.0 / ran) for t in traffic_sum]
     projections = {}
     for net in (cfg.network, *STANDARD_PROFILES, *networks):
         projections[net.name] = project_step(traffic_per_party=per_step, compute_s=compute_s, network=net).total_s
@@ -330,16 +384,24 @@ def _loop(cfg: RunConfig, model: BlockModel, optimizer: torch.optim.Optimizer, s
         epsilon=epochs[-1].epsilon, noise_multiplier=sigma, sample_rate=sample_rate, steps=step,
         step_seconds=tuple(step_seconds), traffic_per_party=tuple(mean_traffic), projections=projections,
         layer_traffic=tuple(
-            {"party": j, "layer": layer, "direction": direction, "bytes_sent": b / step, "rounds": r / step,
-             "seconds": sec / step}
+            {"party": j, "layer": layer, "direction": direction, "bytes_sent": b / ran, "rounds": r / ran,
+             "seconds": sec / ran}
             for (j, layer, direction), (b, r, sec) in layer_sum.items()
         ),
         stage_costs=tuple(
-            {"stage": name, "seconds": sec / step, "bytes_sent": b / step, "dealer_bytes": d / step}
+            {"stage": name, "seconds": sec / ran, "bytes_sent": b / ran, "dealer_bytes": d / ran}
             for name, (sec, b, d) in stage_sum.items()
         ),
         steps_per_epoch=steps_per_epoch,
     )
+
+
+def _epoch_dict(e: SecureEpoch) -> Dict[str, Any]:
+    return {"epoch": e.epoch, "steps": e.steps, "val": e.val.as_dict(), "epsilon": e.epsilon, "seconds": e.seconds}
+
+
+def _epoch_of(raw: Dict[str, Any]) -> SecureEpoch:
+    return SecureEpoch(raw["epoch"], raw["steps"], SplitMetrics(**raw["val"]), raw["epsilon"], raw["seconds"])
 
 
 def _add_stages(stage_sum: Dict[str, List[float]], results: Sequence[StepOutput]) -> None:

@@ -155,7 +155,7 @@ def plaintext_twin(cfg: RunConfig, sites: Sequence[Path], steps: int):
     images = torch.cat([p.images for p in parts])
     labels = torch.cat([p.labels for p in parts])
     model = build_model(cfg.model, image_size=cfg.data.image_size, seed=cfg.seed, split_clip=split_clip(cfg))
-    opt = make_optimizer(cfg, model)
+    opt = make_optimizer(cfg, model, train_rows=len(labels))
     sched = make_schedule(cfg, opt, steps)
     for _ in range(steps):
         model.zero_grad()

@@ -109,3 +109,55 @@ def test_all_mpc_run_draws_noise_at_k_keeps_a_ledger_per_party_and_stops_at_the_
         assert [e["step"] for e in entries] == [0]
     k_log = (tmp_path / "logs" / "keyservice.log").read_text()
     assert "step 1: noise share" in k_log and not (tmp_path / "logs" / "evaluator.log").exists()
+
+
+def test_sigterm_leaves_a_checkpoint_and_no_process_and_the_resume_continues_the_ledgers(tmp_path, monkeypatch):
+    """The one-machine consortium (real party, dealer and K processes): a real SIGTERM to the
+    coordinator's process in step 2 leaves checkpoint.pt at step 2 and no role process; the
+    resume (another output folder) appends to the same ledgers, runs steps 3-4 only, and reports
+    the epsilon of 4 releases, as an uninterrupted run would."""
+    import json
+
+    from ppml_hybrid.errors import Interrupted
+    from ppml_hybrid.training.checkpoint import CHECKPOINT_FILE
+    from ppml_hybrid.training.ledger import Release, epsilon_of
+    from ppml_hybrid.training.plan import plan_run
+
+    sys_path_test = Path(__file__).resolve().parents[1] / "training"
+    import sys
+
+    sys.path.insert(0, str(sys_path_test))
+    from test_checkpoint import sigterm_after  # noqa: E402
+
+    def cfg_for(out: Path, *extra: str):
+        overrides = ["train.progress=false", f"data.image_size={IMAGE}", "split_layer=5", "he=insecure_test",
+                     "train.batch_size=64", "train.max_steps=4", "smpc.timeout_s=120", *extra]
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            raw = compose(config_name="train", overrides=overrides)
+        container = OmegaConf.to_container(raw, resolve=True)
+        container["output_dir"] = str(out)
+        return parse_run_config(container)
+
+    splits = DataSplits(train=random_set(12, 0, IMAGE), val=random_set(10, 1, IMAGE), test=random_set(10, 2, IMAGE))
+    pids: list = []
+    with monkeypatch.context() as mp:
+        sigterm_after(mp, secure, steps=2)
+        with pytest.raises(Interrupted, match="checkpoint of step 2"):
+            train_local(cfg_for(tmp_path / "first"), splits=splits, pids_out=pids)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert pids and not [p for p in pids if _alive(p)], "a role process was left behind"
+    assert (tmp_path / "first" / CHECKPOINT_FILE).is_file() and not (tmp_path / "first" / "metrics.json").exists()
+
+    result = train_local(cfg_for(tmp_path / "second", f"train.resume={tmp_path / 'first'}"), splits=splits)
+    cfg = cfg_for(tmp_path / "x")
+    plan = plan_run(cfg, train_rows=(6, 6))
+    four = epsilon_of([Release("", i, plan.schedule.sample_rate, plan.sigma_eff) for i in range(4)],
+                      delta=cfg.dp.delta, discrete=True)
+    assert result.steps == 4 and len(result.epochs) == 4 and result.epsilon == pytest.approx(four, rel=1e-9)
+    assert result.privacy["releases_counted"] == 4
+    for j in (0, 1):  # the first session's ledgers, continued
+        entries = [json.loads(x) for x in (tmp_path / "first" / "ledgers" / f"party-{j}.jsonl").read_text().splitlines()]
+        assert [e["step"] for e in entries] == [0, 1, 2, 3]
+    assert not (tmp_path / "second" / "ledgers").exists()

@@ -85,3 +85,45 @@ def test_the_party_enters_each_step_before_it_runs_and_refuses_beyond_its_cap(tm
         party.ServeCoordinator(cfg=cfg, link=link, role="party-0", train_rows=10, ledger=ledger)(Ctx(), inputs=None)
     assert seen == [[0]]  # step 0 was entered before it ran; step 1 never ran
     assert [r.step for r in ledger.releases()] == [0]
+
+
+def test_a_resume_is_refused_by_a_party_whose_ledger_lacks_the_steps_or_whose_rows_changed(tmp_path, monkeypatch):
+    """The real ServeCoordinator on Start(resume_step=2): a ledger with fewer releases, or with
+    releases over other training rows (their digest), refuses; the right one answers Ready with
+    its count and continues at step 2."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "roles"))
+    from test_party_refuses_coordinator import Ctx, ScriptedCoordinator  # noqa: E402
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from ppml_hybrid.config import parse_run_config
+    from ppml_hybrid.roles import messages as m
+    from ppml_hybrid.roles import party
+
+    monkeypatch.setattr(party, "step_program", lambda *a, **k: (lambda ctx, inputs: None))
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        raw = compose(config_name="train", overrides=["split_layer=5", "dp.noise_source=parties", "train.max_steps=4",
+                                                       "data.image_size=8", "train.batch_size=4"])
+    cfg = parse_run_config(OmegaConf.to_container(raw, resolve=True))
+
+    def serve(ledger, digest, script):
+        link = ScriptedCoordinator(script=script)
+        party.ServeCoordinator(cfg=cfg, link=link, role="party-0", train_rows=10, ledger=ledger,
+                               data_digest=digest)(Ctx(), inputs=None)
+        return link.sent
+
+    ledger = PrivacyLedger(tmp_path / "party-0.jsonl", run_digest="digest")
+    serve(ledger, "rows-a", [m.Start(train_rows=(10, 12)), m.TrainStep(step=0, state={}), m.Stop()])
+    with pytest.raises(PrivacyBudgetError, match="resumes at step 3 but this site's ledger .* holds 1 releases"):
+        serve(ledger, "rows-a", [m.Start(train_rows=(10, 12), resume_step=2)])
+    serve(ledger, "rows-a", [m.Start(train_rows=(10, 12), resume_step=1), m.TrainStep(step=1, state={}), m.Stop()])
+    assert [(r.step, r.data) for r in ledger.releases()] == [(0, "rows-a"), (1, "rows-a")]
+    with pytest.raises(party.ProtocolOrderError, match="training rows changed"):
+        serve(ledger, "rows-b", [m.Start(train_rows=(10, 12), resume_step=2)])
+    sent = serve(ledger, "rows-a", [m.Start(train_rows=(10, 12), resume_step=2), m.TrainStep(step=2, state={}),
+                                    m.Stop()])
+    assert sent[0].ledger_releases == 2 and [r.step for r in ledger.releases()] == [0, 1, 2]

@@ -40,7 +40,7 @@ def _plaintext_twin(cfg, train: ImageSet, steps: int):
     """Full-batch DP-SGD with noise 0 by hand: per-sample clip to C' (none with dp=off), sum, / N,
     same optimiser."""
     model = build_model(cfg.model, image_size=IMAGE, seed=cfg.seed)
-    opt = make_optimizer(cfg, model)
+    opt = make_optimizer(cfg, model, train_rows=len(train))
     sched = make_schedule(cfg, opt, steps)
     clip = cfg.dp.max_grad_norm * (1 - 2.0 ** -CLIP_MARGIN_BITS)
     for _ in range(steps):
