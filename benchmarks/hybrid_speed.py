@@ -1,26 +1,32 @@
 """Speed targets of the hybrid pipeline, as ratios measured in one command.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/hybrid_speed.py [--splits 3 4 5] [--steps 4]
-        [--batch 256] [--json out.json] [hydra overrides ...]
+        [--repeats 2] [--batch 256] [--json out.json] [--check] [hydra overrides ...]
+    .venv/bin/python benchmarks/hybrid_speed.py --smoke   # tiny: every code path (the suite runs it)
 
-On the demo data, default model (or the overrides), 2 parties + TTP dealer, K and E as local
+On the demo data, default model (or the overrides), 2 parties + dealer, K and E as local
 processes with the default 128-bit CKKS parameters, one thread per process. For every split it
 runs the real training loop (``roles.local.train_local``: the deployed roles as local
-processes, each party Poisson-sampling its own site's rows) twice, ``--steps`` steps each:
+processes, each party Poisson-sampling its own site's rows), ``--repeats`` times each of:
 
-* DP on (the product: per-sample norms, checked clipping, distributed noise);
-* DP off (the same pipeline; exact sums opened, no norms, clipping or noise).
+* DP on (the product: per-sample norms, checked clipping, K's noise);
+* DP off (the same pipeline; exact sums opened, no norms, clipping or noise);
+
+interleaved (on, off, on, off, ...) so that machine noise hits both alike; ``--steps`` measured
+steps per run after one warm-up step (it opens the RPC channels and K's and E's sessions).
 
 Then, in one party session with the same processes layout, CrypTen's own non-private training
 step of the whole model (``crypten.nn``, weights secret-shared, CrossEntropyLoss, autograd,
 ``update_parameters``; TTP dealer) on a fixed batch of ``--batch`` rows, once to warm up and
 ``--steps`` times measured.
 
-Step time = median over the measured steps (the first step of each hybrid run is dropped: it
-opens the RPC channels); projections onto every network profile use the project's cost model
-(compute + rounds x RTT + bytes / bandwidth, slowest party, MPC traffic only). Printed ratios:
+Step time = median over every measured step of every repeat. Projections onto every network
+profile come from the coordinator's cost model (``smpc_stage/cost_model.py``: compute less
+loopback's own transfer, plus rounds x RTT plus the busier direction of each party's link over
+all channels: peers, the dealer's link, K and E; slowest party), computed from the same steps.
+Printed ratios:
 
-(a) DP step / DP-off step, per split (target <= 1.5x);
+(a) DP step / DP-off step, per split (target <= 1.5x; ``--check`` fails beyond it);
 (b) hybrid DP step at the best split / CrypTen whole-model step, per profile (target <= 2x on lan);
 (c) the best split per profile.
 """
@@ -32,6 +38,7 @@ import json
 import logging
 import os
 import statistics
+import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -42,11 +49,16 @@ from bench_config import run_config  # noqa: E402
 from ppml_hybrid.data import load_splits  # noqa: E402
 from ppml_hybrid.model import build_model  # noqa: E402
 from ppml_hybrid.smpc_stage.baseline import CrypTenTrainStep  # noqa: E402
-from ppml_hybrid.smpc_stage.cost_model import STANDARD_PROFILES, project_step  # noqa: E402
+from ppml_hybrid.smpc_stage.cost_model import (  # noqa: E402
+    STANDARD_PROFILES, link_bytes, measure_loopback, project_step,
+)
 from ppml_hybrid.smpc_stage.launcher import PartySession  # noqa: E402
-from ppml_hybrid.smpc_stage.transport import ChannelTraffic, Traffic  # noqa: E402
+from ppml_hybrid.smpc_stage.transport import Traffic  # noqa: E402
 from ppml_hybrid.roles.local import train_local  # noqa: E402
 from ppml_hybrid.training.secure import assign_rows  # noqa: E402
+
+
+TARGET_DP_OVERHEAD = 1.5
 
 
 def _cfg(overrides: List[str]) -> Any:
@@ -54,19 +66,30 @@ def _cfg(overrides: List[str]) -> Any:
 
 
 def _projected(traffic: List[Traffic], compute_s: float) -> Dict[str, float]:
-    return {net.name: project_step(traffic_per_party=traffic, compute_s=compute_s, network=net).total_s
-            for net in STANDARD_PROFILES}
+    loopback = measure_loopback()
+    return {net.name: project_step(traffic_per_party=traffic, compute_s=compute_s, network=net,
+                                   loopback=loopback).total_s for net in STANDARD_PROFILES}
 
 
 def _hybrid(cfg: Any) -> Dict[str, Any]:
+    """One run through the deployed roles; its measured steps (warm-up dropped) and the
+    coordinator's projections (the same cost model, from every channel's traffic)."""
     result = train_local(cfg)  # the demo divided into one folder per site, as train.py runs it
-    measured = list(result.step_seconds[1:]) or list(result.step_seconds)
-    median = statistics.median(measured)
-    traffic = [Traffic(peers=ChannelTraffic(round(t["rounds"]), round(t["bytes_sent"]), 0),
-                       dealer=ChannelTraffic(0, 0, 0)) for t in result.traffic_per_party]
-    return {"step_s": median, "steps": list(result.step_seconds), "projected_s": _projected(traffic, median),
-            "mb_per_step": max(t["bytes_sent"] for t in result.traffic_per_party) / 1e6,
+    return {"steps": list(result.step_seconds[1:]) or list(result.step_seconds),
+            "projected_s": dict(result.projections),
+            "mb_per_step": max(max(t["bytes_sent"], t["bytes_received"]) for t in result.traffic_per_party) / 1e6,
             "stages": {s["stage"]: s["seconds"] for s in result.stage_costs}}
+
+
+def _pooled(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Median step over every repeat's measured steps; projections: the median over repeats."""
+    steps = [s for r in runs for s in r["steps"]]
+    profiles = runs[0]["projected_s"].keys()
+    return {"step_s": statistics.median(steps), "steps": steps,
+            "spread_s": [min(steps), max(steps)],
+            "projected_s": {p: statistics.median(r["projected_s"][p] for r in runs) for p in profiles},
+            "mb_per_step": statistics.median(r["mb_per_step"] for r in runs),
+            "stages": runs[-1]["stages"]}
 
 
 def _crypten(cfg: Any, splits: Any, *, batch: int, steps: int) -> Dict[str, Any]:
@@ -87,60 +110,76 @@ def _crypten(cfg: Any, splits: Any, *, batch: int, steps: int) -> Dict[str, Any]
             print(f"  CrypTen whole-model step {i + 1}/{steps}: {times[-1]:.2f} s", flush=True)
     median = statistics.median(times)
     return {"step_s": median, "steps": times, "projected_s": _projected(traffic, median),
-            "mb_per_step": max(t.bytes_sent for t in traffic) / 1e6, "batch": per * parties}
+            "mb_per_step": max(link_bytes(t) for t in traffic) / 1e6, "batch": per * parties}
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--splits", type=int, nargs="+", default=[3, 4, 5])
     ap.add_argument("--steps", type=int, default=4, help="measured steps per run (hybrid runs add one warm-up)")
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved DP-on/DP-off runs per split")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--smoke", action="store_true",
+                    help="split 5 only (no E to start: the script runs the same code at every split), 8x8 images, batch 8, 1 step: every code path of the script (the suite runs it)")
+    ap.add_argument("--check", action="store_true", help=f"exit 1 when (a) exceeds {TARGET_DP_OVERHEAD}x")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
+    if args.smoke:
+        args.splits, args.steps, args.repeats, args.batch = [5], 1, 1, 8
+        args.overrides = ["data.image_size=8", "he=insecure_test", *args.overrides]
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
-    base = [f"train.batch_size={args.batch}", f"train.max_steps={args.steps + 1}", *args.overrides]
+    base = [f"train.batch_size={args.batch}", f"train.max_steps={args.steps + 1}", "train.progress=false",
+            *args.overrides]
     cfg0 = _cfg(base)
     splits = load_splits(cfg0.data, num_classes=cfg0.model.num_classes)
     print(f"model {cfg0.model.name}, batch {args.batch} (Poisson, expected), {cfg0.smpc.parties} parties + dealer, "
-          f"he={cfg0.he.name}, {args.steps} measured steps per run", flush=True)
+          f"he={cfg0.he.name}, {args.steps} measured steps per run, {args.repeats} interleaved repeats", flush=True)
 
     runs: Dict[str, Any] = {"hybrid": {}, "config": {"batch": args.batch, "steps": args.steps,
-                                                     "overrides": args.overrides}}
+                                                     "repeats": args.repeats, "overrides": args.overrides}}
     for split in args.splits:
+        raw: Dict[str, List[Dict[str, Any]]] = {"on": [], "off": []}
+        for rep in range(args.repeats):
+            for dp in ("on", "off"):
+                print(f"split {split}, dp={dp}, repeat {rep + 1}/{args.repeats} ...", flush=True)
+                r = _hybrid(_cfg([*base, f"split_layer={split}", f"dp={dp}"]))
+                raw[dp].append(r)
+                print(f"  steps: {', '.join(f'{s:.2f}' for s in r['steps'])} s", flush=True)
         for dp in ("on", "off"):
-            print(f"split {split}, dp={dp} ...", flush=True)
-            r = _hybrid(_cfg([*base, f"split_layer={split}", f"dp={dp}"]))
-            runs["hybrid"][f"{split}/{dp}"] = r
-            print(f"  {r['step_s']:.2f} s/step (steps: {', '.join(f'{s:.1f}' for s in r['steps'])})", flush=True)
+            runs["hybrid"][f"{split}/{dp}"] = _pooled(raw[dp])
     print("CrypTen whole model, non-private ...", flush=True)
     runs["crypten"] = _crypten(cfg0, splits, batch=args.batch, steps=args.steps)
 
     profiles = [p.name for p in STANDARD_PROFILES]
-    print("\n| split | DP s/step | DP-off s/step | (a) DP / DP-off | MB/step | "
+    print("\n| split | DP s/step (min-max) | DP-off s/step | (a) DP / DP-off | MB/step (busier direction) | "
           + " | ".join(f"projected {p} s" for p in profiles) + " |")
     print("|---" * (5 + len(profiles)) + "|")
     ratios_a = {}
     for split in args.splits:
         on, off = runs["hybrid"][f"{split}/on"], runs["hybrid"][f"{split}/off"]
         ratios_a[split] = on["step_s"] / off["step_s"]
-        print(f"| {split} | {on['step_s']:.2f} | {off['step_s']:.2f} | {ratios_a[split]:.2f}x | "
+        print(f"| {split} | {on['step_s']:.2f} ({on['spread_s'][0]:.2f}-{on['spread_s'][1]:.2f}) | {off['step_s']:.2f} | "
+              f"{ratios_a[split]:.2f}x | "
               f"{on['mb_per_step']:.0f} | " + " | ".join(f"{on['projected_s'][p]:.2f}" for p in profiles) + " |")
     cr = runs["crypten"]
     print(f"| CrypTen whole model (non-private, batch {cr['batch']}) | {cr['step_s']:.2f} | | | {cr['mb_per_step']:.0f} | "
           + " | ".join(f"{cr['projected_s'][p]:.2f}" for p in profiles) + " |")
     best = {p: min(args.splits, key=lambda s: runs["hybrid"][f"{s}/on"]["projected_s"][p]) for p in profiles}
     ratios_b = {p: runs["hybrid"][f"{best[p]}/on"]["projected_s"][p] / cr["projected_s"][p] for p in profiles}
-    print("\n(a) DP step / same pipeline DP off (target <= 1.5x): "
+    print(f"\n(a) DP step / same pipeline DP off (target <= {TARGET_DP_OVERHEAD}x): "
           + ", ".join(f"split {s} {r:.2f}x" for s, r in ratios_a.items()))
     print("(b) hybrid DP step at the best split / CrypTen whole-model step (target <= 2x on lan): "
           + ", ".join(f"{p} {ratios_b[p]:.2f}x (split {best[p]})" for p in profiles))
     print("(c) best split: " + ", ".join(f"{p} {best[p]}" for p in profiles))
     runs["ratios"] = {"dp_over_dp_off": ratios_a, "hybrid_best_over_crypten": ratios_b, "best_split": best}
+    missed = [s for s, r in ratios_a.items() if r > TARGET_DP_OVERHEAD]
+    print(f"ratio check: (a) {'missed at split(s) ' + ', '.join(map(str, missed)) if missed else 'met'}")
     if args.json:
         args.json.write_text(json.dumps(runs, indent=2) + "\n")
+    return 1 if args.check and missed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

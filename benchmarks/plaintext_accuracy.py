@@ -1,11 +1,13 @@
 """Accuracy of the plaintext reference on the demo test split, mean over seeds.
 
-    .venv/bin/python benchmarks/plaintext_accuracy.py [--seeds 0 1 2] [overrides ...]
+    .venv/bin/python benchmarks/plaintext_accuracy.py [--seeds 0 1 2] [--check] [overrides ...]
+    .venv/bin/python benchmarks/plaintext_accuracy.py --smoke   # 1 seed, 2 steps (the suite runs it)
 
 Prints, for the default config (or the given Hydra overrides): the DP-SGD run's test
 accuracy/AUC and epsilon per seed and their mean, the non-private run (dp=off) for the same
 seeds (at ``--nonprivate-lr``), and the intensity-statistics baseline (a classifier on global intensity features), so
-the README's figures can be reproduced with one command.
+the README's figures can be reproduced with one command. ``--check`` exits 1 when the DP-SGD
+mean is below the README's floor (chance + 15 points) or not above the intensity baseline.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import sys
 
 from bench_config import run_config
 from ppml_hybrid.data import intensity_baseline_accuracy, load_splits
@@ -33,23 +36,40 @@ def _runs(label, seeds, overrides):
               f"  epsilon {eps}  {m['time_per_epoch_s']:.1f} s/epoch", flush=True)
     sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
     print(f"{label:12s} mean test accuracy {statistics.mean(accs):.4f} (sd {sd:.4f}, {len(accs)} seeds)", flush=True)
+    return statistics.mean(accs)
 
 
-def main() -> None:
+FLOOR = 0.65  # chance + 15 points (README)
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     # Without clipping, the DP learning rate overshoots (gradients are not scaled to <= C).
     parser.add_argument("--nonprivate-lr", type=float, default=0.2)
+    parser.add_argument("--smoke", action="store_true", help="seed 0, 2 steps, 16x16 images: every code path")
+    parser.add_argument("--check", action="store_true", help=f"exit 1 below {FLOOR:.0%} or the intensity baseline")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=poly_cnn")
     args = parser.parse_args()
+    if args.smoke:
+        args.seeds, args.overrides = [0], ["train.max_steps=2", "data.image_size=16", "train.progress=false",
+                                           *args.overrides]
     logging.basicConfig(level=logging.WARNING)
     cfg = _cfg(args.overrides)
     splits = load_splits(cfg.data, num_classes=cfg.model.num_classes)
     print(f"data: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test slices")
-    print(f"intensity-statistics baseline test accuracy: {intensity_baseline_accuracy(splits.train, splits.test):.4f}")
-    _runs("DP-SGD", args.seeds, args.overrides)
-    _runs("non-private", args.seeds, [*args.overrides, "dp=off", f"train.lr={args.nonprivate_lr}"])
+    baseline = intensity_baseline_accuracy(splits.train, splits.test)
+    print(f"intensity-statistics baseline test accuracy: {baseline:.4f}")
+    dp = _runs("DP-SGD", args.seeds, args.overrides)
+    nonprivate = _runs("non-private", args.seeds, [*args.overrides, "dp=off", f"train.lr={args.nonprivate_lr}",
+                                                   "train.lr_reference_batch=null"])
+    print(f"ratio DP-SGD / non-private accuracy: {dp / nonprivate:.3f}; DP-SGD / intensity baseline: "
+          f"{dp / baseline:.3f}")
+    ok = dp >= FLOOR and dp > baseline
+    print(f"check: DP-SGD mean {dp:.4f} against the floor {FLOOR} and the baseline {baseline:.4f}: "
+          f"{'met' if ok else 'MISSED'}")
+    return 1 if args.check and not ok else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,14 +6,19 @@ for binary openings, ``gather``/``broadcast`` in truncation, ``send_obj``/``recv
 party process by :func:`install_transport`. It counts, per channel (``peers``: the other
 parties; ``dealer``: CrypTen's TTP server):
 
-* rounds: one per communicator call (a call blocks until the peer's data arrived);
+* rounds: one per communicator call with the other parties (a call blocks until the peer's
+  data arrived); on the dealer channel one per request (CrypTen's TTP client makes three calls
+  per request, a request and two answers, which are one round trip);
 * bytes sent and received by this party, with a point-to-point model of each collective: an
   all-reduce or all-gather among n parties sends this party's tensor to each of the n-1
   others and receives theirs; broadcast/gather/reduce/scatter move one tensor per peer.
 
-Optional :class:`LinkShaping` sleeps ``rtt_s + 8 * bytes_sent / bandwidth_bps`` before each
-call: the transport-level delay that :mod:`ppml_hybrid.smpc_stage.cost_model` is checked
-against. Optional :class:`ViewRecorder` keeps what this party learns from each message (the
+Optional :class:`LinkShaping` emulates a network on loopback: before each peer call it sleeps
+``rtt_s + 8 * bytes_sent / bandwidth_bps`` (the receiver waits for the sender, so receiving is
+charged there); on the dealer channel a request costs one RTT plus its bytes and every answer
+its bytes, after it arrives; the project's own dealer, whose answers arrive while party 0 works
+with its peers (no round of their own), charges their bytes when party 0 settles them. This is
+the delay :mod:`ppml_hybrid.smpc_stage.cost_model` is checked against. Optional :class:`ViewRecorder` keeps what this party learns from each message (the
 opened value of an opening), for the statistical leakage test. Neither logs values.
 """
 
@@ -123,8 +128,11 @@ class LinkShaping:
     rtt_s: float
     bandwidth_bps: float
 
-    def delay_s(self, bytes_sent: int) -> float:
-        return self.rtt_s + 8.0 * bytes_sent / self.bandwidth_bps
+    def delay_s(self, bytes_sent: int, *, round_trip: bool = True) -> float:
+        return (self.rtt_s if round_trip else 0.0) + self.transfer_s(bytes_sent)
+
+    def transfer_s(self, nbytes: int) -> float:
+        return 8.0 * nbytes / self.bandwidth_bps
 
 
 class ViewRecorder:
@@ -193,6 +201,7 @@ class Transport:
         )
         # the dealer provider (party 0): its asynchronous requests are settled after each peer call
         self.dealer: Optional[Any] = None
+        self._dealer_charged = 0  # the dealer answers' bytes the shaping has charged
 
     # ------------------------------------------------------------------ public
 
@@ -221,6 +230,8 @@ class Transport:
     def set_shaping(self, shaping: Optional[LinkShaping]) -> None:
         """Start (or stop, with None) injecting per-round delay and bandwidth limits."""
         self.shaping = shaping
+        # only the dealer's answers from now on are charged
+        self._dealer_charged = self.dealer.bytes_received if self.dealer is not None else 0
 
     # ------------------------------------------------------------------ internals
 
@@ -290,10 +301,8 @@ class Transport:
                 self._on_enter()
             try:
                 if self.shaping is not None:
-                    d = self.shaping.delay_s(sent)
-                    time.sleep(d)
-                    with self._lock:
-                        self._delay += d
+                    # a dealer answer is part of its request's round trip (module doc)
+                    self._sleep(self.shaping.delay_s(sent, round_trip=channel == "peers" or sent > 0))
                 try:
                     result = func(*args, **kwargs)
                 except Exception as exc:  # gloo raises RuntimeError when a peer is gone
@@ -308,16 +317,28 @@ class Transport:
             channel, sent, received = self._sizes(name, args, kwargs, result)
             with self._lock:
                 c = self._counts[channel]
-                c[0] += 1
+                c[0] += 1 if channel == "peers" or sent > 0 else 0
                 c[1] += sent
                 c[2] += received
+            if channel == "dealer" and self.shaping is not None:
+                self._sleep(self.shaping.transfer_s(received))
             if channel == "peers":
                 if self.dealer is not None:
                     self.dealer.settle()
+                    if self.shaping is not None:
+                        got = self.dealer.bytes_received
+                        self._sleep(self.shaping.transfer_s(got - self._dealer_charged))
+                        self._dealer_charged = got
                 self._record(name, args, result)
             return result
 
         return call
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+            with self._lock:
+                self._delay += seconds
 
 
 def install_transport(

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import math
 import logging
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
@@ -36,7 +37,7 @@ from ppml_hybrid.data.sites import owners
 from ppml_hybrid.model import BlockModel, build_model
 from ppml_hybrid.protocols.mpc_train_step import PartyRows, StepOutput
 from ppml_hybrid.smpc_stage.errors import MPCError
-from ppml_hybrid.smpc_stage.cost_model import STANDARD_PROFILES, project_step
+from ppml_hybrid.smpc_stage.cost_model import STANDARD_PROFILES, measure_loopback, project_step
 from ppml_hybrid.smpc_stage.launcher import PartySession
 from ppml_hybrid.smpc_stage.transport import ChannelTraffic, Traffic
 from ppml_hybrid.training.evaluation import SplitMetrics
@@ -110,6 +111,7 @@ class SecureResult:
             "sample_rate": self.sample_rate,
             "steps": self.steps,
             "time_per_step_s": sum(self.step_seconds) / len(self.step_seconds),
+            "median_step_s": statistics.median(self.step_seconds[1:] or self.step_seconds),  # warm-up excluded
             "mpc_traffic_per_step": list(self.traffic_per_party),
             "projected_step_s": self.projections,
             "projected_epoch_s": {k: v * self.steps_per_epoch for k, v in self.projections.items()},
@@ -294,6 +296,7 @@ def _loop(cfg: RunConfig, model: BlockModel, optimizer: torch.optim.Optimizer, s
     releases: List[Any] = [Release(run="", step=i, sample_rate=sample_rate, noise_multiplier=sigma_eff)
                            for i in range(released_before)]
     capped = False
+    first_traffic: List[Traffic] = []
 
     def checkpoint(reason: str) -> None:
         save_checkpoint(cfg.output_dir, Checkpoint(
@@ -325,6 +328,8 @@ def _loop(cfg: RunConfig, model: BlockModel, optimizer: torch.optim.Optimizer, s
                         step += 1
                     step_seconds.append(run.wall_s)
                     _add_stages(stage_sum, run.results)
+                    if len(step_seconds) == 1:
+                        first_traffic = [r.traffic for r in run.results]  # the warm-up (module doc)
                     for j, r in enumerate(run.results):
                         traffic_sum[j] = traffic_sum[j] + r.traffic
                         for c in r.layer_costs:
@@ -362,18 +367,26 @@ def _loop(cfg: RunConfig, model: BlockModel, optimizer: torch.optim.Optimizer, s
     if step == 0:
         raise PrivacyBudgetError(f"dp.max_epsilon={cfg.dp.max_epsilon} does not allow a single step of this run")
     ran = max(step - session_start, 1)  # this session's steps: the means below are over them
-
+    # time and traffic per step without the session's first step (it also opens the channels
+    # and K's and E's sessions), when there is another
+    warm = len(step_seconds) > 1
+    measured = [t - f for t, f in zip(traffic_sum, first_traffic)] if warm else traffic_sum
+    n_measured = len(step_seconds) - 1 if warm else max(len(step_seconds), 1)
+    per_step = [_scaled(t, 1.0 / n_measured) for t in measured]
     mean_traffic = [
-        {"party": j, "bytes_sent": t.bytes_sent / ran, "rounds": t.rounds / ran,
-         "service_bytes_sent": t.services.bytes_sent / ran, "service_bytes_received": t.services.bytes_received / ran,
-         "service_rounds": t.services.rounds / ran}
-        for j, t in enumerate(traffic_sum)
+        {"party": j, "bytes_sent": t.bytes_sent, "bytes_received": t.peers.bytes_received
+         + t.dealer.bytes_received + t.services.bytes_received, "rounds": t.rounds,
+         "dealer_bytes_sent": t.dealer.bytes_sent, "dealer_bytes_received": t.dealer.bytes_received,
+         "service_bytes_sent": t.services.bytes_sent, "service_bytes_received": t.services.bytes_received,
+         "service_rounds": t.services.rounds}
+        for j, t in enumerate(per_step)
     ]
-    compute_s = sum(step_seconds) / len(step_seconds)
-    per_step = [_scaled(t, 1.0 / ran) for t in traffic_sum]
+    compute_s = statistics.median(step_seconds[1:] if warm else step_seconds) if step_seconds else 0.0
+    loopback = measure_loopback()  # what loopback itself spent on the traffic (cost_model)
     projections = {}
     for net in (cfg.network, *STANDARD_PROFILES, *networks):
-        projections[net.name] = project_step(traffic_per_party=per_step, compute_s=compute_s, network=net).total_s
+        projections[net.name] = project_step(traffic_per_party=per_step, compute_s=compute_s, network=net,
+                                             loopback=loopback).total_s
     test_sites = _evaluate_at_sites(sites, model, "test")
     return SecureResult(
         model=model, epochs=tuple(epochs), test=pool(test_sites),

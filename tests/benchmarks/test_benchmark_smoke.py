@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("script", ["mpc_links.py", "smpc_stage.py", "dp_step_overhead.py", "dp_audit.py", "he_head.py"])
+@pytest.mark.parametrize("script", ["mpc_links.py", "smpc_stage.py", "dp_step_overhead.py", "dp_audit.py", "he_head.py",
+                                    "hybrid_speed.py", "plaintext_accuracy.py"])
 def test_benchmark_smoke_run(script):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke"], capture_output=True,
                          text=True, timeout=300, cwd=ROOT)

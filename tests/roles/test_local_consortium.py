@@ -76,88 +76,63 @@ def test_a_party_killed_mid_step_stops_the_run_naming_it_and_leaves_no_process(m
     assert not [p for p in pids if _alive(p)], "a role process was left behind"
 
 
-def test_all_mpc_run_draws_noise_at_k_keeps_a_ledger_per_party_and_stops_at_the_cap(tmp_path):
-    """The default noise source in an all-MPC run: K (no E) draws the noise; each party's ledger
-    holds one entry per step it took; with dp.max_epsilon between one step's and two steps'
-    epsilon (sample rate 1) the run stops after one step and reports that epsilon."""
-    import json
-
-    from ppml_hybrid.training.ledger import Release, epsilon_of
-    from ppml_hybrid.training.plan import plan_run
-
-    overrides = ["train.progress=false", f"data.image_size={IMAGE}", "split_layer=5", "he=insecure_test",
-                 "train.batch_size=64", "train.max_steps=3", "smpc.timeout_s=120"]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        raw = compose(config_name="train", overrides=overrides)
-    container = OmegaConf.to_container(raw, resolve=True)
-    container["output_dir"] = str(tmp_path)
-    cfg = parse_run_config(container)
-    splits = DataSplits(train=random_set(12, 0, IMAGE), val=random_set(10, 1, IMAGE), test=random_set(10, 2, IMAGE))
-    plan = plan_run(cfg, train_rows=(6, 6))
-    assert plan.schedule.sample_rate == 1.0
-    one = [Release("", 0, 1.0, plan.sigma_eff)]
-    cap = (epsilon_of(one, delta=cfg.dp.delta, discrete=True) + epsilon_of(one * 2, delta=cfg.dp.delta,
-                                                                           discrete=True)) / 2
+def test_sigterm_checkpoint_resume_ledgers_k_noise_and_the_cap(tmp_path, monkeypatch):
+    """The one-machine consortium (real party, dealer and K processes), all-MPC with the default
+    noise source (K draws it; no E), dp.max_epsilon between three and four steps' epsilon
+    (sample rate 1): a real SIGTERM to the coordinator's process in step 2 leaves checkpoint.pt
+    at step 2 and no role process; the resume (another output folder) appends to the same
+    ledgers, runs step 3 only, stops before step 4 at the cap, and reports the epsilon of three
+    releases, as an uninterrupted run would."""
     import dataclasses
-
-    cfg = dataclasses.replace(cfg, dp=dataclasses.replace(cfg.dp, max_epsilon=cap))
-    result = train_local(cfg, splits=splits)
-    assert result.steps == 1 and result.epsilon <= cap
-    assert result.privacy["noise_source"] == "enclave" and result.privacy["released_noise_multiplier"] == 1.2
-    for j in (0, 1):
-        entries = [json.loads(x) for x in (tmp_path / "ledgers" / f"party-{j}.jsonl").read_text().splitlines()]
-        assert [e["step"] for e in entries] == [0]
-    k_log = (tmp_path / "logs" / "keyservice.log").read_text()
-    assert "step 1: noise share" in k_log and not (tmp_path / "logs" / "evaluator.log").exists()
-
-
-def test_sigterm_leaves_a_checkpoint_and_no_process_and_the_resume_continues_the_ledgers(tmp_path, monkeypatch):
-    """The one-machine consortium (real party, dealer and K processes): a real SIGTERM to the
-    coordinator's process in step 2 leaves checkpoint.pt at step 2 and no role process; the
-    resume (another output folder) appends to the same ledgers, runs steps 3-4 only, and reports
-    the epsilon of 4 releases, as an uninterrupted run would."""
     import json
+    import sys
 
     from ppml_hybrid.errors import Interrupted
     from ppml_hybrid.training.checkpoint import CHECKPOINT_FILE
     from ppml_hybrid.training.ledger import Release, epsilon_of
     from ppml_hybrid.training.plan import plan_run
 
-    sys_path_test = Path(__file__).resolve().parents[1] / "training"
-    import sys
-
-    sys.path.insert(0, str(sys_path_test))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
     from test_checkpoint import sigterm_after  # noqa: E402
 
-    def cfg_for(out: Path, *extra: str):
+    def cfg_for(out: Path, *extra: str, cap: float = 0.0):
         overrides = ["train.progress=false", f"data.image_size={IMAGE}", "split_layer=5", "he=insecure_test",
                      "train.batch_size=64", "train.max_steps=4", "smpc.timeout_s=120", *extra]
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             raw = compose(config_name="train", overrides=overrides)
         container = OmegaConf.to_container(raw, resolve=True)
         container["output_dir"] = str(out)
-        return parse_run_config(container)
+        cfg = parse_run_config(container)
+        return dataclasses.replace(cfg, dp=dataclasses.replace(cfg.dp, max_epsilon=cap)) if cap else cfg
 
+    plain = cfg_for(tmp_path / "x")
+    plan = plan_run(plain, train_rows=(6, 6))
+    assert plan.schedule.sample_rate == 1.0
+
+    def eps(n: int) -> float:
+        return epsilon_of([Release("", i, 1.0, plan.sigma_eff) for i in range(n)], delta=plain.dp.delta,
+                          discrete=True)
+
+    cap = (eps(3) + eps(4)) / 2
     splits = DataSplits(train=random_set(12, 0, IMAGE), val=random_set(10, 1, IMAGE), test=random_set(10, 2, IMAGE))
     pids: list = []
     with monkeypatch.context() as mp:
         sigterm_after(mp, secure, steps=2)
         with pytest.raises(Interrupted, match="checkpoint of step 2"):
-            train_local(cfg_for(tmp_path / "first"), splits=splits, pids_out=pids)
+            train_local(cfg_for(tmp_path / "first", cap=cap), splits=splits, pids_out=pids)
     deadline = time.monotonic() + 10
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert pids and not [p for p in pids if _alive(p)], "a role process was left behind"
     assert (tmp_path / "first" / CHECKPOINT_FILE).is_file() and not (tmp_path / "first" / "metrics.json").exists()
 
-    result = train_local(cfg_for(tmp_path / "second", f"train.resume={tmp_path / 'first'}"), splits=splits)
-    cfg = cfg_for(tmp_path / "x")
-    plan = plan_run(cfg, train_rows=(6, 6))
-    four = epsilon_of([Release("", i, plan.schedule.sample_rate, plan.sigma_eff) for i in range(4)],
-                      delta=cfg.dp.delta, discrete=True)
-    assert result.steps == 4 and len(result.epochs) == 4 and result.epsilon == pytest.approx(four, rel=1e-9)
-    assert result.privacy["releases_counted"] == 4
+    result = train_local(cfg_for(tmp_path / "second", f"train.resume={tmp_path / 'first'}", cap=cap), splits=splits)
+    assert result.steps == 3 and len(result.epochs) == 3 and result.epsilon == pytest.approx(eps(3), rel=1e-9)
+    assert result.epsilon <= cap and result.privacy["releases_counted"] == 3
+    assert result.privacy["noise_source"] == "enclave" and result.privacy["released_noise_multiplier"] == 1.2
     for j in (0, 1):  # the first session's ledgers, continued
         entries = [json.loads(x) for x in (tmp_path / "first" / "ledgers" / f"party-{j}.jsonl").read_text().splitlines()]
-        assert [e["step"] for e in entries] == [0, 1, 2, 3]
+        assert [e["step"] for e in entries] == [0, 1, 2]
     assert not (tmp_path / "second" / "ledgers").exists()
+    k_log = (tmp_path / "second" / "logs" / "keyservice.log").read_text()
+    assert "step 3: noise share" in k_log and not (tmp_path / "second" / "logs" / "evaluator.log").exists()
