@@ -41,7 +41,7 @@ LATTICE = 2.0 ** 32  # the noise-only sums' scale
 
 def noise_path(*, draws: int, sigma: float) -> dict:
     from ppml_hybrid.protocols.programs import OpenEnclaveNoise
-    from ppml_hybrid.rpc.local import party_name, start_local_he_services
+    from ppml_hybrid.roles.local_services import party_name, start_local_he_services
     from ppml_hybrid.smpc_stage.launcher import run_parties
     from ppml_hybrid.training.plan import key_service_run_spec
 

@@ -44,11 +44,12 @@ from bench_config import run_config  # noqa: E402
 from ppml_hybrid.data import ImageSet, load_splits  # noqa: E402
 from ppml_hybrid.model import build_model  # noqa: E402
 from ppml_hybrid.protocols.dp_step import CLIP_MARGIN_BITS, DPStepParams  # noqa: E402
+from ppml_hybrid.roles.local_services import step_factory  # noqa: E402
 from ppml_hybrid.smpc_stage.launcher import PartySession  # noqa: E402
 from ppml_hybrid.training.plaintext import train_plaintext  # noqa: E402
 from ppml_hybrid.training.plan import RunPlan  # noqa: E402
 from ppml_hybrid.training.sampling import PoissonSchedule  # noqa: E402
-from ppml_hybrid.training.secure import assign_rows, party_inputs_for, step_factory  # noqa: E402
+from ppml_hybrid.training.secure import assign_rows, party_inputs_for  # noqa: E402
 
 def _subset(data: ImageSet, rows: int, seed: int) -> ImageSet:
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:rows]

@@ -1,24 +1,14 @@
 """Key service K: holds the CKKS secret key, publishes public material, decrypts only announced,
 masked HE->SS rounds into per-party additive shares (see :mod:`.rounds` for the protocol).
 
-Public API: :func:`spawn_key_service` (its own process), :class:`KeyServiceSpec`,
-:class:`PartyKeyClient`, :class:`EvaluatorKeyClient`, the refusal types in :mod:`.errors`.
+Public API: :func:`spawn_key_service` (its own process), :class:`KeyServiceSpec`. Its clients
+(:class:`~ppml_hybrid.he_stage.keyservice_client.PartyKeyClient`,
+:class:`~ppml_hybrid.he_stage.keyservice_client.EvaluatorKeyClient`), its refusal types
+(:mod:`ppml_hybrid.rpc.keyservice_errors`) and the check of its attestation
+(:mod:`ppml_hybrid.rpc.keyservice_verify`) live below the roles, where every caller reaches them.
 """
 
-from ppml_hybrid.keyservice.client import (
-    AnnounceReceipt, AttestationDoc, EvaluatorKeyClient, PartyKeyClient, SubmitReceipt,
-)
-from ppml_hybrid.keyservice.errors import (
-    AnnouncementMismatchError, NotRegisteredError, OutOfOrderRoundError, QuotaExceededError, RoundMismatchError,
-    RoundReplayError, ShareNotReadyError, TooManyOpenRoundsError, UnknownRoundError,
-)
-from ppml_hybrid.keyservice.material import PublishedMaterial
 from ppml_hybrid.keyservice.process import spawn_key_service
 from ppml_hybrid.keyservice.spec import KeyServiceSpec
 
-__all__ = [
-    "AnnounceReceipt", "AnnouncementMismatchError", "AttestationDoc", "EvaluatorKeyClient", "KeyServiceSpec",
-    "NotRegisteredError", "OutOfOrderRoundError", "PartyKeyClient", "PublishedMaterial", "QuotaExceededError",
-    "RoundMismatchError", "RoundReplayError", "ShareNotReadyError", "SubmitReceipt", "TooManyOpenRoundsError",
-    "UnknownRoundError", "spawn_key_service",
-]
+__all__ = ["KeyServiceSpec", "spawn_key_service"]

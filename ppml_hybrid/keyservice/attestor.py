@@ -14,21 +14,12 @@ from typing import Optional
 
 from ppml_hybrid.config import KeyServiceConfig
 from ppml_hybrid.errors import ConfigError
-from ppml_hybrid.keyservice.attestation.binding import DecryptionPolicy, KeyBinding, channel_binding
-from ppml_hybrid.keyservice.attestation.document import MAX_NONCE
+from ppml_hybrid.he_stage.material import PublishedMaterial
 from ppml_hybrid.keyservice.attestation.producer import AttestationProducer
-from ppml_hybrid.keyservice.material import PublishedMaterial
+from ppml_hybrid.rpc.attestation.binding import KeyBinding, channel_binding, decryption_policy
+from ppml_hybrid.rpc.attestation.document import MAX_NONCE
 from ppml_hybrid.rpc.errors import InvalidArgumentError
 from ppml_hybrid.rpc.tls import Registry
-
-
-def decryption_policy(*, published: PublishedMaterial, keyservice: KeyServiceConfig,
-                      registry: Registry) -> DecryptionPolicy:
-    """The policy K enforces, from the facts both K and its clients know (material, config and
-    the role registry: the consortium's pinned certificates)."""
-    return DecryptionPolicy(parties=published.parties, hiding_bits=published.hiding_bits, max_mask_bits=published.max_mask_bits,
-                            round_quota=keyservice.round_quota, max_open_rounds=keyservice.max_open_rounds,
-                            registry_sha384=registry.digest())
 
 
 def make_producer(*, keyservice: KeyServiceConfig) -> AttestationProducer:

@@ -91,8 +91,8 @@ def _load_or_make_keys(*, spec: Any, kms: Any, producer: Any):
     from pathlib import Path
 
     from ppml_hybrid.errors import ConfigError
+    from ppml_hybrid.he_stage.material import PublishedMaterial
     from ppml_hybrid.keyservice.hazmat import KeyVault
-    from ppml_hybrid.keyservice.material import PublishedMaterial
 
     ks = spec.keyservice
     if ks.sealed_key_path:

@@ -36,8 +36,8 @@ from typing import Dict, Optional, Set, Tuple
 import numpy as np
 
 from ppml_hybrid.errors import ConfigError
-from ppml_hybrid.keyservice.errors import AnnouncementMismatchError, RoundReplayError, TooManyOpenRoundsError
 from ppml_hybrid.keyservice.rounds import RequestQuota
+from ppml_hybrid.rpc.keyservice_errors import AnnouncementMismatchError, RoundReplayError, TooManyOpenRoundsError
 from ppml_hybrid.rpc.messages import NoiseRequest
 
 SAMPLER = "opendp-0.16.0 make_gaussian on i64 (CKS20 discrete Gaussian, OpenSSL RAND_bytes)"

@@ -44,7 +44,7 @@ import numpy as np
 from ppml_hybrid.errors import ConfigError
 from ppml_hybrid.he_stage.runspec import masked_slot_budget
 
-from ppml_hybrid.keyservice.errors import (
+from ppml_hybrid.rpc.keyservice_errors import (
     AnnouncementMismatchError, OutOfOrderRoundError, QuotaExceededError, RoundMismatchError, RoundReplayError,
     RunStoppedError, ShareNotReadyError, TooManyOpenRoundsError, UnknownRoundError, ValueBoundError,
 )

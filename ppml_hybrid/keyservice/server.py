@@ -24,16 +24,16 @@ import grpc
 
 from typing import Optional
 
+from ppml_hybrid.he_stage.material import PublishedMaterial, to_chunks
 from ppml_hybrid.keyservice.attestor import KeyAttestor
-from ppml_hybrid.keyservice.errors import NotRegisteredError, RoundMismatchError
 from ppml_hybrid.keyservice.hazmat import KeyVault
-from ppml_hybrid.keyservice.material import PublishedMaterial, to_chunks
 from ppml_hybrid.keyservice.noise import NoiseBook
 from ppml_hybrid.keyservice.rounds import RoundBook
 from ppml_hybrid.rpc import keyservice_pb2 as pb
 from ppml_hybrid.rpc import keyservice_pb2_grpc as pb_grpc
-from ppml_hybrid.rpc.errors import InvalidCiphertext, PermissionDeniedError
 from ppml_hybrid.rpc import common_pb2
+from ppml_hybrid.rpc.errors import InvalidCiphertext, PermissionDeniedError
+from ppml_hybrid.rpc.keyservice_errors import NotRegisteredError, RoundMismatchError
 from ppml_hybrid.rpc.messages import NoiseRequest, RoundRef, int64_to_pb
 from ppml_hybrid.rpc.server import refusals
 from ppml_hybrid.rpc.tls import EVALUATOR, PARTY, Registry, fingerprint

@@ -2,7 +2,7 @@
 
 Steps (design section 6): E adds a fresh mask R to the ciphertext and secret-shares -R; K
 decrypts v + R and secret-shares it; party P_j's
-:meth:`~ppml_hybrid.he_stage.evaluator.party.PartyConversionClient.receive` sums its two shares
+:meth:`~ppml_hybrid.protocols.conversion_client.PartyConversionClient.receive` sums its two shares
 into its additive share of v in Z_2^64 with 16 fractional bits. :func:`share_to_mpc` wraps that
 share, unchanged, as this party's share of a CrypTen ``MPCTensor`` (no opening, no
 communication). Fresh masks per round are E's job.

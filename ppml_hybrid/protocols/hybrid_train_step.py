@@ -49,12 +49,12 @@ from ppml_hybrid.he_stage.keys import PublicMaterial, encryption_only, load_publ
 from ppml_hybrid.model.spec import block_shapes
 from ppml_hybrid.privacy.batch_count import CountNoise
 from ppml_hybrid.protocols.dp_step import DPStepParams, TrainableSite, open_gradient_sums, trainable_sites
+from ppml_hybrid.protocols.dp_step import noise_only_sums
 from ppml_hybrid.protocols.errors import BatchCapacityError, KeyServiceNotVerifiedError, MaskWidthError
 from ppml_hybrid.protocols.exact_clip import clip_rows, clipped_row_norm_bound
 from ppml_hybrid.protocols.he_to_ss import share_to_mpc
 from ppml_hybrid.protocols.key_access import VERIFIED_KEY_SERVICE, KeyEndpoint, own_credential, step_noise
 from ppml_hybrid.protocols.messages import EncryptedShare
-from ppml_hybrid.protocols.dp_step import noise_only_sums
 from ppml_hybrid.protocols.mpc_train_step import PartyRows, StageClock, StepOutput, share_own_sample, trainable_shapes
 from ppml_hybrid.protocols.params import ConversionParams
 from ppml_hybrid.protocols.ss_to_he import combine, ss_to_he_party
@@ -92,7 +92,7 @@ class VerifyKeyService:
     Steps, in each party process over its own mutually authenticated channel to K: (1) fetch K's
     public material; (2) attest K with a fresh nonce from this process's CSPRNG, verifying code
     identity, the material's hash, the decryption policy and the pinned TLS channel
-    (:func:`~ppml_hybrid.keyservice.verify.attest_key_service`); (3) remember the verified
+    (:func:`~ppml_hybrid.rpc.keyservice_verify.attest_key_service`); (3) remember the verified
     material's digest in ``ctx.session``: every later step refuses a public key other than the
     one this party verified (a coordinator that swapped in its own key could decrypt what the
     parties encrypt). Returns (digest of the encryption part, development document?, that
@@ -111,8 +111,8 @@ class VerifyKeyService:
     return_material: bool = False
 
     def __call__(self, ctx: Any, inputs: Any) -> Tuple[str, bool, Optional[PublicMaterial]]:
-        from ppml_hybrid.keyservice.client import PartyKeyClient
-        from ppml_hybrid.keyservice.verify import attest_key_service
+        from ppml_hybrid.he_stage.keyservice_client import PartyKeyClient
+        from ppml_hybrid.rpc.keyservice_verify import attest_key_service
 
         ep = self.endpoints
         credential = own_credential(ctx, inputs)
@@ -298,9 +298,9 @@ class HybridTrainStep:
     def _session_objects(self, ctx: Any, inputs: HybridPartyInputs) -> Tuple[Any, Any, Any]:
         """Deserialized keys and the mTLS clients (the driver's E client or None), made once per
         party process and kept in ``ctx.session`` under what they were made from."""
-        from ppml_hybrid.he_stage.evaluator.client import EvaluatorClient, PartyMaskClient
-        from ppml_hybrid.he_stage.evaluator.party import PartyConversionClient
-        from ppml_hybrid.keyservice.client import PartyKeyClient
+        from ppml_hybrid.he_stage.keyservice_client import PartyKeyClient
+        from ppml_hybrid.protocols.conversion_client import PartyConversionClient
+        from ppml_hybrid.rpc.evaluator_client import EvaluatorClient, PartyMaskClient
 
         ep, cred = self.endpoints, own_credential(ctx, inputs)
         verified = ctx.session.get(VERIFIED_KEY_SERVICE)

@@ -13,12 +13,12 @@ reference (benchmarks), never for real data.
 The deployed roles (:mod:`ppml_hybrid.roles`) reach the parties over the control channel.
 Protocol tests and benchmarks that hand rows to an in-process
 :class:`~ppml_hybrid.smpc_stage.launcher.PartySession` directly build their step programs
-with :func:`step_factory` and split rows with :func:`assign_rows`.
+with :func:`ppml_hybrid.roles.local_services.step_factory` (it starts K and E on this machine)
+and split rows with :func:`assign_rows`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import logging
@@ -38,7 +38,6 @@ from ppml_hybrid.model import BlockModel, build_model
 from ppml_hybrid.protocols.mpc_train_step import PartyRows, StepOutput
 from ppml_hybrid.smpc_stage.errors import MPCError
 from ppml_hybrid.smpc_stage.cost_model import STANDARD_PROFILES, measure_loopback, project_step
-from ppml_hybrid.smpc_stage.launcher import PartySession
 from ppml_hybrid.smpc_stage.transport import ChannelTraffic, Traffic
 from ppml_hybrid.training.evaluation import SplitMetrics
 from ppml_hybrid.training.site_metrics import (
@@ -54,10 +53,7 @@ from ppml_hybrid.training.checkpoint import (
 from ppml_hybrid.training.interrupts import Interrupts
 from ppml_hybrid.training.ledger import Release
 from ppml_hybrid.training.checks import check_divergence
-from ppml_hybrid.training.plan import (
-    HybridContext, RunPlan, enclave_noise, is_all_mpc, key_service_run_spec, needs_key_service, split_clip,
-    step_program,
-)
+from ppml_hybrid.training.plan import RunPlan, enclave_noise, split_clip
 
 log = logging.getLogger(__name__)
 ETA_AFTER_STEPS = 3  # log the run's expected duration after this many steps
@@ -225,56 +221,6 @@ def party_inputs_for(cfg: RunConfig, rows: List[PartyRows]) -> List[Any]:
     from ppml_hybrid.protocols.hybrid_train_step import HybridPartyInputs
 
     return [HybridPartyInputs(rows=r) for r in rows]
-
-
-def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, session: PartySession, plan: RunPlan) -> Any:
-    """The per-step party program of an in-process session (module doc); when blocks run
-    under HE, starts K and E on this machine (pinning each party's own certificate) and has every
-    party verify K's attestation itself (also all-MPC when K draws the DP noise: K alone)."""
-    if not needs_key_service(cfg):
-        return lambda step, state: step_program(cfg, plan, step=step, state=state)
-    from ppml_hybrid.protocols.hybrid_train_step import ServiceEndpoints
-    from ppml_hybrid.protocols.key_access import KeyEndpoint
-    from ppml_hybrid.rpc.local import start_local_he_services
-
-    run, hybrid_mode = key_service_run_spec(cfg), not is_all_mpc(cfg)
-    log.info("starting the key service%s ...", " and the HE evaluator (%s, batch capacity %d, HE->SS masks with %d "
-             "bits of hiding per slot)" % (cfg.he.name, run.batch_capacity, run.he.mask_hiding_bits)
-             if hybrid_mode else " (it draws the DP noise)")
-    svc = stack.enter_context(start_local_he_services(
-        run=run, keyservice=cfg.keyservice, party_certs=session.party_certificates(), with_evaluator=hybrid_mode,
-        accept_development_attestation=cfg.keyservice.attestation == "development", log_dir=cfg.output_dir))
-    endpoints = ServiceEndpoints(key_address=svc.key_service.address, key_trust_pem=svc.key_service.trust_pem,
-                                 evaluator_address=svc.evaluator.address if hybrid_mode else "",
-                                 evaluator_trust_pem=svc.evaluator.trust_pem if hybrid_mode else b"")
-    material = _verified_at_every_party(cfg, svc, session, endpoints)
-    key = KeyEndpoint(address=endpoints.key_address, trust_pem=endpoints.key_trust_pem)
-    hybrid = HybridContext(endpoints=endpoints, material=material, spec=run) if hybrid_mode else None
-    return lambda step, state: step_program(cfg, plan, step=step, state=state, hybrid=hybrid, key_service=key)
-
-
-def _verified_at_every_party(cfg: RunConfig, svc: Any, session: PartySession, endpoints: Any) -> Any:
-    """Every party checks K's attestation in its own process, over its own channel (fresh
-    nonce; code identity, the material it received, the decryption policy and the TLS channel)
-    before anything is sent; returns the encryption part of the material they all verified."""
-    from ppml_hybrid.protocols.errors import KeyServiceNotVerifiedError
-    from ppml_hybrid.protocols.hybrid_train_step import VerifyKeyService
-
-    # This launcher started K itself, on this host: it alone may accept that K's development
-    # documents (with the root K reported), and says so; no shared config key can.
-    root = svc.key_service.ready.extra.get("development_attestation_root_pem") or None
-    # (each client's verifier warns when it accepts a development document)
-    run = session.run(VerifyKeyService(endpoints=endpoints, keyservice=cfg.keyservice, registry=svc.key_registry,
-                                       development_root_pem=root.encode() if root else None,
-                                       accept_development=cfg.keyservice.attestation == "development"))
-    digests = {digest for digest, _, _ in run.results}
-    if len(digests) != 1:
-        raise KeyServiceNotVerifiedError("the key service gave the parties different public material: stopped")
-    material = run.results[0][2]
-    development = any(dev for _, dev, _ in run.results)
-    log.info("every party verified the key service's attestation itself%s",
-             " (DEVELOPMENT signer, accepted for the launcher's own K)" if development else "")
-    return material
 
 
 def _loop(cfg: RunConfig, model: BlockModel, optimizer: torch.optim.Optimizer, schedule: Any, accountant: Any,

@@ -8,12 +8,13 @@ import os
 
 import pytest
 
-from ppml_hybrid.keyservice.attestation import (
-    AttestationError, AttestationPolicy, DecryptionPolicy, DevelopmentSigner, KeyBinding, verify_key_service,
+from ppml_hybrid.keyservice.attestation import DevelopmentSigner
+from ppml_hybrid.keyservice.attestation.devsigner import development_pcrs
+from ppml_hybrid.rpc.attestation import (
+    AttestationError, AttestationPolicy, DecryptionPolicy, KeyBinding, cose, verify_key_service,
 )
-from ppml_hybrid.keyservice.attestation import cose
-from ppml_hybrid.keyservice.attestation.document import AttestationPayload
-from ppml_hybrid.keyservice.attestation.devsigner import development_pcrs, utc_now
+from ppml_hybrid.rpc.attestation.document import AttestationPayload
+from ppml_hybrid.rpc.attestation.verifier import utc_now
 
 NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.timezone.utc)
 CHANNEL = b"ppml-hybrid tls-trust sha384:" + bytes(range(48))
@@ -177,7 +178,7 @@ def test_decryption_policy_is_canonical():
 def test_error_is_opaque_and_reason_only_at_debug(signer, caplog):
     nonce = os.urandom(32)
     errors = []
-    with caplog.at_level(logging.DEBUG, logger="ppml_hybrid.keyservice.attestation"):
+    with caplog.at_level(logging.DEBUG, logger="ppml_hybrid.rpc.attestation"):
         for doc, n in ((make(signer, nonce), os.urandom(32)), (b"garbage", nonce)):
             with pytest.raises(AttestationError) as exc:
                 verify(doc, policy(signer), n)

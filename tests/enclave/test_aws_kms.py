@@ -26,20 +26,21 @@ from cryptography.x509.oid import NameOID
 
 from ks_helpers import keyservice_config, run_spec, test_pki
 from ppml_hybrid.errors import ConfigError
-from ppml_hybrid.keyservice.attestation import AttestationPolicy, DevelopmentSigner
+from ppml_hybrid.he_stage.material import PublishedMaterial
+from ppml_hybrid.keyservice.attestation import DevelopmentSigner
 from ppml_hybrid.keyservice.hazmat import KeyVault
 from ppml_hybrid.keyservice.main import cli_kms_client
-from ppml_hybrid.keyservice.material import PublishedMaterial
 from ppml_hybrid.keyservice.sealing import AttestingFakeKms, KmsAccessDeniedError, Recipient, seal_vault, unseal_vault
 from ppml_hybrid.keyservice.sealing.awskms import AwsKmsClient, connector_for, map_error, tcp_connector
+from ppml_hybrid.rpc.attestation import AttestationPolicy
 from ppml_hybrid.keyservice.sealing.errors import (
     KmsCredentialsError, KmsInvalidCiphertextError, KmsKeyError, KmsRequestError, KmsUnavailableError,
 )
 from ppml_hybrid.keyservice.sealing.hazmat_recipient import EphemeralRecipient
 from ppml_hybrid.keyservice.sealing.sigv4 import AwsCredentials, sign_request
 from ppml_hybrid.keyservice.spec import KeyServiceSpec
+from ppml_hybrid.roles.local_services import key_service_registry
 from ppml_hybrid.rpc.launch import READY
-from ppml_hybrid.rpc.local import key_service_registry
 
 REGION = "us-east-1"
 HOST = f"kms.{REGION}.amazonaws.com"

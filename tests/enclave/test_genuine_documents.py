@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from ppml_hybrid.keyservice.attestation import cose
-from ppml_hybrid.keyservice.attestation.document import AttestationPayload
-from ppml_hybrid.keyservice.attestation.errors import AttestationError
-from ppml_hybrid.keyservice.attestation.verifier import AttestationPolicy, verify_document
+from ppml_hybrid.rpc.attestation import cose
+from ppml_hybrid.rpc.attestation.document import AttestationPayload
+from ppml_hybrid.rpc.attestation.errors import AttestationError
+from ppml_hybrid.rpc.attestation.verifier import AttestationPolicy, verify_document
 
 VECTORS = Path(__file__).parent / "vectors"
 
@@ -130,8 +130,8 @@ def test_a_document_from_the_future_is_refused():
 
 
 def _chain_ok(payload, clock) -> bool:
-    from ppml_hybrid.keyservice.attestation.roots import aws_nitro_root_der
-    from ppml_hybrid.keyservice.attestation.verifier import verify_chain
+    from ppml_hybrid.rpc.attestation.roots import aws_nitro_root_der
+    from ppml_hybrid.rpc.attestation.verifier import verify_chain
 
     try:
         verify_chain(payload=payload, root_der=aws_nitro_root_der(), now=clock())
@@ -171,7 +171,7 @@ def test_an_intermediate_that_is_not_a_ca_is_refused():
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    from ppml_hybrid.keyservice.attestation.verifier import verify_chain
+    from ppml_hybrid.rpc.attestation.verifier import verify_chain
 
     now = datetime.datetime.now(datetime.timezone.utc)
 

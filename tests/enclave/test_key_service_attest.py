@@ -7,13 +7,13 @@ import dataclasses
 import pytest
 
 from ks_helpers import keyservice_config, run_spec, test_pki
-from ppml_hybrid.keyservice.attestation import AttestationError
-from ppml_hybrid.keyservice.client import EvaluatorKeyClient, PartyKeyClient
+from ppml_hybrid.he_stage.keyservice_client import EvaluatorKeyClient, PartyKeyClient
 from ppml_hybrid.keyservice.main import start_key_service
 from ppml_hybrid.keyservice.spec import KeyServiceSpec
-from ppml_hybrid.keyservice.verify import check_key_service, policy_from_config
+from ppml_hybrid.roles.local_services import key_service_registry, party_name
+from ppml_hybrid.rpc.attestation import AttestationError
 from ppml_hybrid.rpc.errors import InvalidArgumentError
-from ppml_hybrid.rpc.local import key_service_registry, party_name
+from ppml_hybrid.rpc.keyservice_verify import check_key_service, policy_from_config
 from ppml_hybrid.rpc.tls import EVALUATOR, PARTY, Registry, RegistryError, Role, self_signed_server
 
 

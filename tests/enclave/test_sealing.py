@@ -9,18 +9,19 @@ import numpy as np
 import pytest
 
 from ks_helpers import encrypt_values, keyservice_config, run_spec, test_pki
+from ppml_hybrid.he_stage.material import PublishedMaterial
 from ppml_hybrid.he_stage.shares import encode_fixed_point, sum_shares
-from ppml_hybrid.keyservice.attestation import AttestationPolicy, DevelopmentSigner
+from ppml_hybrid.keyservice.attestation import DevelopmentSigner
 from ppml_hybrid.keyservice.hazmat import KeyVault
 from ppml_hybrid.keyservice.main import start_key_service
-from ppml_hybrid.keyservice.material import PublishedMaterial
+from ppml_hybrid.rpc.attestation import AttestationPolicy
 from ppml_hybrid.keyservice.sealing import (
     AttestingFakeKms, KmsAccessDeniedError, Recipient, SealedKey, SealingError, seal_vault, unseal_vault,
 )
 from ppml_hybrid.keyservice.sealing.cms import build_enveloped, parse_enveloped
 from ppml_hybrid.keyservice.sealing.hazmat_recipient import EphemeralRecipient
 from ppml_hybrid.keyservice.spec import KeyServiceSpec
-from ppml_hybrid.rpc.local import key_service_registry
+from ppml_hybrid.roles.local_services import key_service_registry
 from ppml_hybrid.rpc.messages import RoundRef
 
 KEY_ID = "alias/ppml-hybrid-test"

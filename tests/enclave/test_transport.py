@@ -11,11 +11,11 @@ import pytest
 
 from ks_helpers import keyservice_config, run_spec, test_pki
 from ppml_hybrid.errors import ConfigError
-from ppml_hybrid.keyservice.client import PartyKeyClient
+from ppml_hybrid.he_stage.keyservice_client import PartyKeyClient
 from ppml_hybrid.keyservice.main import start_key_service
 from ppml_hybrid.keyservice.spec import KeyServiceSpec
-from ppml_hybrid.keyservice.verify import check_key_service, policy_from_config
-from ppml_hybrid.rpc.local import key_service_registry, party_name
+from ppml_hybrid.roles.local_services import key_service_registry, party_name
+from ppml_hybrid.rpc.keyservice_verify import check_key_service, policy_from_config
 from ppml_hybrid.rpc.sockets import unix_path
 from ppml_hybrid.rpc.vsock_relay import SocketRelay
 

@@ -10,11 +10,11 @@ import pytest
 
 from ks_helpers import keyservice_config, run_spec
 from svc_helpers import check_reconstruction, convert, encrypt, expected, prepare_step
-from ppml_hybrid.he_stage.evaluator.errors import MaskReplayError, UnknownStepError
-from ppml_hybrid.keyservice.client import PartyKeyClient
-from ppml_hybrid.keyservice.errors import NotRegisteredError, RoundReplayError, UnknownRoundError
+from ppml_hybrid.he_stage.keyservice_client import PartyKeyClient
+from ppml_hybrid.roles.local_services import start_local_he_services
 from ppml_hybrid.rpc.errors import PermissionDeniedError
-from ppml_hybrid.rpc.local import start_local_he_services
+from ppml_hybrid.rpc.evaluator_errors import MaskReplayError, UnknownStepError
+from ppml_hybrid.rpc.keyservice_errors import NotRegisteredError, RoundReplayError, UnknownRoundError
 from ppml_hybrid.rpc.messages import RoundRef
 
 
@@ -116,7 +116,7 @@ def test_each_share_goes_only_over_its_own_partys_channel(two, step_done):
     with pytest.raises(NotRegisteredError):
         PartyKeyClient(address=svc.key_service.address, server_trust_pem=svc.key_service.trust_pem,
                        credential=svc.credential("evaluator")).fetch_share(round_id=6)
-    from ppml_hybrid.he_stage.evaluator.client import PartyMaskClient
+    from ppml_hybrid.rpc.evaluator_client import PartyMaskClient
     orch = PartyMaskClient(address=svc.evaluator.address, server_trust_pem=svc.evaluator.trust_pem,
                            credential=svc.credential("orchestrator"))
     with pytest.raises(PermissionDeniedError):

@@ -10,7 +10,7 @@ import time
 from ks_helpers import keyservice_config, run_spec
 from svc_helpers import check_reconstruction, convert, encrypt, expected, prepare_step
 from ppml_hybrid.config import BlockConfig, ModelConfig, PolyConfig
-from ppml_hybrid.rpc.local import start_local_he_services
+from ppml_hybrid.roles.local_services import start_local_he_services
 
 # one MPC dense block, then dense+poly and dense on the HE side; samples in slots (no rotation keys)
 MODEL = ModelConfig(name="tiny_dense", in_channels=1, num_classes=2, poly=PolyConfig(a=0.1, b=0.9),

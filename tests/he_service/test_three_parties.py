@@ -6,7 +6,7 @@ import pytest
 
 from ks_helpers import keyservice_config, run_spec
 from svc_helpers import check_reconstruction, convert, encrypt, expected, prepare_step
-from ppml_hybrid.rpc.local import start_local_he_services
+from ppml_hybrid.roles.local_services import start_local_he_services
 
 
 @pytest.fixture(scope="module")

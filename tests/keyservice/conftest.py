@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from ks_helpers import keyservice_config, run_spec, test_pki
-from ppml_hybrid.keyservice.client import EvaluatorKeyClient, PartyKeyClient
+from ppml_hybrid.he_stage.keyservice_client import EvaluatorKeyClient, PartyKeyClient
 from ppml_hybrid.keyservice.main import start_key_service
 from ppml_hybrid.keyservice.spec import KeyServiceSpec
-from ppml_hybrid.rpc.local import key_service_registry, party_name
+from ppml_hybrid.roles.local_services import key_service_registry, party_name
 from ppml_hybrid.rpc.tls import EVALUATOR
 
 

@@ -13,13 +13,13 @@ import numpy as np
 import yaml
 
 from ppml_hybrid.config import HEConfig, KeyServiceConfig, ModelConfig, from_mapping
-from ppml_hybrid.he_stage.keys import load_public_material
 from ppml_hybrid.he_stage.codec import encrypt_batch
+from ppml_hybrid.he_stage.keys import load_public_material
 from ppml_hybrid.he_stage.keys import serialize_ciphertext
 import dataclasses
 
 from ppml_hybrid.he_stage.runspec import HERunSpec
-from ppml_hybrid.rpc.local import make_local_pki, party_name
+from ppml_hybrid.roles.local_services import make_local_pki, party_name
 from ppml_hybrid.rpc.tls import EVALUATOR, ORCHESTRATOR, make_client_pki
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ test_pki.__test__ = False  # not a test
 
 def keyservice_config(**kw) -> KeyServiceConfig:
     # E checks K's attestation at start-up; locally K signs with the development signer, which the
-    # local launcher (rpc.local) accepts for its own K
+    # local launcher (roles.local_services) accepts for its own K
     base = dict(round_quota=4, max_open_rounds=3, share_wait_s=2.0, startup_timeout_s=300.0)
     base.update(kw)
     return KeyServiceConfig(**base)

@@ -15,11 +15,11 @@ from ppml_hybrid.he_stage.runspec import HERunSpec
 from ppml_hybrid.he_stage.shares import (
     decode_fixed_point, encode_fixed_point, encode_fixed_point_mod, real_mask, split_additive, sum_shares,
 )
-from ppml_hybrid.keyservice.material import PublishedMaterial, from_chunks, params_from_pb, params_to_pb, to_chunks
+from ppml_hybrid.he_stage.material import PublishedMaterial, from_chunks, params_from_pb, params_to_pb, to_chunks
 from ppml_hybrid.keyservice.spec import KeyServiceSpec
+from ppml_hybrid.roles.local_services import evaluator_registry, key_service_registry
 from ppml_hybrid.rpc import common_pb2, keyservice_pb2
 from ppml_hybrid.rpc.errors import InvalidArgumentError
-from ppml_hybrid.rpc.local import evaluator_registry, key_service_registry
 from ppml_hybrid.rpc.messages import RoundRef, ShareTensor, float64_from_pb, float64_to_pb
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ppml_hybrid.keyservice.errors import AnnouncementMismatchError, NotRegisteredError, RoundReplayError
 from ppml_hybrid.keyservice.noise import NoiseBook, additive_shares, discrete_gaussian, lattice_scale
 from ppml_hybrid.privacy.audit import discrete_gaussian_fit
 from ppml_hybrid.privacy.csprng import csprng_normal
+from ppml_hybrid.rpc.keyservice_errors import AnnouncementMismatchError, NotRegisteredError, RoundReplayError
 from ppml_hybrid.rpc.errors import (
     FailedPreconditionError, InvalidArgumentError, PermissionDeniedError, UnavailableError,
 )
@@ -129,7 +129,7 @@ def test_malformed_requests_are_refused_before_any_draw(bad):
 def test_over_grpc_each_party_gets_its_own_share_and_no_noise_is_logged(k, caplog):
     """Real K over mTLS: parties only; the two shares sum to a Gaussian of the right size; K's log
     holds no share and no noise value (planted leak: logging the noise)."""
-    from ppml_hybrid.rpc.local import party_name
+    from ppml_hybrid.roles.local_services import party_name
     from ppml_hybrid.rpc.noise_client import NoiseClient
     from ppml_hybrid.rpc.tls import EVALUATOR
 

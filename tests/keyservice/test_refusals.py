@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from ks_helpers import encrypt_values
+from ppml_hybrid.he_stage.keyservice_client import PartyKeyClient
 from ppml_hybrid.he_stage.shares import encode_fixed_point, sum_shares
-from ppml_hybrid.keyservice.client import PartyKeyClient
-from ppml_hybrid.keyservice.errors import (
+from ppml_hybrid.rpc.keyservice_errors import (
     AnnouncementMismatchError, NotRegisteredError, OutOfOrderRoundError, QuotaExceededError, RoundMismatchError,
     RoundReplayError, RunStoppedError, ShareNotReadyError, TooManyOpenRoundsError, UnknownRoundError, ValueBoundError,
 )

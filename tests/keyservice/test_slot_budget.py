@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ppml_hybrid.keyservice.errors import ValueBoundError
 from ppml_hybrid.keyservice.rounds import RoundBook
+from ppml_hybrid.rpc.keyservice_errors import ValueBoundError
 from ppml_hybrid.rpc.messages import RoundRef
 
 H = 13  # budget 2^(13-10) = 8 slots

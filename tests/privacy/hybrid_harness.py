@@ -34,7 +34,7 @@ from ppml_hybrid.smpc_stage.transport import ViewRecorder
 
 @dataclass
 class InProcessServices:
-    """K and E served from the test process (same API as rpc.local.LocalHEServices)."""
+    """K and E served from the test process (same API as roles.local_services.LocalHEServices)."""
 
     pki: Any
     key_service: Any
@@ -46,8 +46,8 @@ class InProcessServices:
         return self.pki.clients[name]
 
     def party_key_client(self, j: int, **kw: Any) -> Any:
-        from ppml_hybrid.keyservice.client import PartyKeyClient
-        from ppml_hybrid.rpc.local import party_name
+        from ppml_hybrid.he_stage.keyservice_client import PartyKeyClient
+        from ppml_hybrid.roles.local_services import party_name
 
         return PartyKeyClient(address=self.key_service.address, server_trust_pem=self.key_service.trust_pem,
                               credential=self.credential(party_name(j)), **kw)
@@ -62,7 +62,7 @@ def start_services(*, run: Any, keyservice: Any, e_log: str, k_log: str) -> InPr
     from ppml_hybrid.he_stage.evaluator.spec import EvaluatorSpec
     from ppml_hybrid.keyservice.main import start_key_service
     from ppml_hybrid.keyservice.spec import KeyServiceSpec
-    from ppml_hybrid.rpc.local import evaluator_registry, key_service_registry, make_local_pki
+    from ppml_hybrid.roles.local_services import evaluator_registry, key_service_registry, make_local_pki
     from ppml_hybrid.rpc.tls import EVALUATOR
 
     pki = make_local_pki(parties=run.parties)
@@ -204,8 +204,8 @@ class RecordingHybridSteps:
     plant: Optional[str] = None
 
     def __call__(self, ctx: Any, inputs: RecordingInputs) -> Dict[str, Any]:
-        from ppml_hybrid.he_stage.evaluator.party import PartyConversionClient
         from ppml_hybrid.protocols import dp_noise, dp_step
+        from ppml_hybrid.protocols.conversion_client import PartyConversionClient
 
         # every plant and recorder is undone after the run: the session's next program sees clean code
         saved = [(dp_step, n, getattr(dp_step, n)) for n in ("add_noise_shares", "checked_factors")]
@@ -219,9 +219,9 @@ class RecordingHybridSteps:
                 setattr(owner, name, value)
 
     def _run(self, ctx: Any, inputs: RecordingInputs) -> Dict[str, Any]:
-        from ppml_hybrid.he_stage.evaluator.party import PartyConversionClient
         from ppml_hybrid.he_stage.shares import sum_shares
         from ppml_hybrid.protocols import dp_step
+        from ppml_hybrid.protocols.conversion_client import PartyConversionClient
 
         torch.set_num_threads(1)
         fetched: List[Tuple[int, str, np.ndarray, np.ndarray]] = []

@@ -66,7 +66,7 @@ class _Suite:
         from ppml_hybrid.he_stage.runspec import HERunSpec
         from ppml_hybrid.protocols.hybrid_train_step import HybridTrainStep, ServiceEndpoints, VerifyKeyService
         from ppml_hybrid.protocols.params import ConversionParams
-        from ppml_hybrid.rpc.local import party_name
+        from ppml_hybrid.roles.local_services import party_name
         from ppml_hybrid.smpc_stage.launcher import PartySession
 
         cfg = _cfg("mode=hybrid", "he=insecure_test", "split_layer=3", "dp.noise_multiplier=1.0",

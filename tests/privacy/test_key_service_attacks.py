@@ -23,9 +23,9 @@ from ks_helpers import keyservice_config, run_spec, test_pki
 from ppml_hybrid.he_stage.codec import encrypt_batch
 from ppml_hybrid.he_stage.evaluator import masking
 from ppml_hybrid.he_stage.keys import load_public_material, serialize_ciphertext
-from ppml_hybrid.keyservice.errors import RunStoppedError
 from ppml_hybrid.keyservice.hazmat import KeyVault
 from ppml_hybrid.rpc.errors import InvalidCiphertext
+from ppml_hybrid.rpc.keyservice_errors import RunStoppedError
 from ppml_hybrid.rpc.messages import RoundRef
 
 TRIALS = 1000
@@ -93,8 +93,8 @@ def test_grid_masks_let_k_tell_them_apart(vault, monkeypatch):
 
 class _Harness:
     def __init__(self, running, pki) -> None:
-        from ppml_hybrid.keyservice.client import EvaluatorKeyClient, PartyKeyClient
-        from ppml_hybrid.rpc.local import party_name
+        from ppml_hybrid.he_stage.keyservice_client import EvaluatorKeyClient, PartyKeyClient
+        from ppml_hybrid.roles.local_services import party_name
         from ppml_hybrid.rpc.tls import EVALUATOR
 
         self.running, self._clients = running, []
@@ -118,7 +118,7 @@ class _Harness:
 def k_service():
     from ppml_hybrid.keyservice.main import start_key_service
     from ppml_hybrid.keyservice.spec import KeyServiceSpec
-    from ppml_hybrid.rpc.local import key_service_registry
+    from ppml_hybrid.roles.local_services import key_service_registry
 
     pki = test_pki(2)
     spec = KeyServiceSpec(run=run_spec(parties=2), keyservice=keyservice_config(round_quota=64, max_open_rounds=64),

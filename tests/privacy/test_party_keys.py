@@ -26,12 +26,12 @@ from ppml_hybrid.config import parse_run_config
 from ppml_hybrid.model import build_model
 from ppml_hybrid.protocols.hybrid_train_step import HybridPartyInputs, VerifyKeyService
 from ppml_hybrid.protocols.mpc_train_step import PartyRows
+from ppml_hybrid.roles.local_services import step_factory
 from ppml_hybrid.rpc.errors import PermissionDeniedError
 from ppml_hybrid.rpc.tls import _issue, fingerprint
 from ppml_hybrid.smpc_stage.errors import PartyCrashedError
 from ppml_hybrid.smpc_stage.launcher import PartySession
 from ppml_hybrid.training.plan import plan_run
-from ppml_hybrid.training.secure import step_factory
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 IMAGE, ROWS = 8, 4
@@ -55,7 +55,7 @@ def running():
     g = torch.Generator().manual_seed(3)
     rows = [PartyRows(images=torch.randn(ROWS, 1, IMAGE, IMAGE, generator=g), labels=torch.tensor([0, 1, 0, 1]))
             for _ in range(2)]
-    import ppml_hybrid.rpc.local as local
+    import ppml_hybrid.roles.local_services as local
 
     started = []
     start = local.start_local_he_services
@@ -76,8 +76,8 @@ def test_the_launcher_holds_no_party_key_and_cannot_call_k_as_a_party(running):
     program = make(0, {k: v.detach().clone() for k, v in build_model(cfg.model, image_size=IMAGE, seed=0,
                                                                        split_clip=(3, cfg.he.split_norm_bound))
                        .state_dict().items()})
-    from ppml_hybrid.keyservice.client import PartyKeyClient
-    from ppml_hybrid.rpc.local import party_name
+    from ppml_hybrid.he_stage.keyservice_client import PartyKeyClient
+    from ppml_hybrid.roles.local_services import party_name
 
     # what the launcher holds: credentials for E and itself only
     svc_pki = svc.pki
@@ -121,7 +121,7 @@ def test_a_key_service_that_registers_someone_else_as_a_party_is_refused_by_the_
     from ppml_hybrid.he_stage.runspec import HERunSpec
     from ppml_hybrid.identity import make_link_identity
     from ppml_hybrid.protocols.hybrid_train_step import ServiceEndpoints
-    from ppml_hybrid.rpc.local import start_local_he_services
+    from ppml_hybrid.roles.local_services import start_local_he_services
 
     cfg, session, make, svc = running
     honest = session.party_certificates()

@@ -103,7 +103,7 @@ def test_enclave_noise_is_one_draw_of_sigma_c_shared_by_k():
 
     sys.path.append(str(Path(__file__).resolve().parents[1] / "keyservice"))
     from ks_helpers import keyservice_config, run_spec
-    from ppml_hybrid.rpc.local import party_name, start_local_he_services
+    from ppml_hybrid.roles.local_services import party_name, start_local_he_services
 
     torch.manual_seed(2)
     model_cfg = _model("narrowing")

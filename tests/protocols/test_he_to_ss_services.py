@@ -19,7 +19,7 @@ from ks_helpers import keyservice_config, run_spec  # noqa: E402
 from svc_helpers import VALUE_BITS, convert, encrypt, prepare_step  # noqa: E402
 from ppml_hybrid.he_stage.shares import conversion_error_bound  # noqa: E402
 from ppml_hybrid.protocols.programs import HEToSSProgram  # noqa: E402
-from ppml_hybrid.rpc.local import start_local_he_services  # noqa: E402
+from ppml_hybrid.roles.local_services import start_local_he_services  # noqa: E402
 from ppml_hybrid.smpc_stage.launcher import run_parties  # noqa: E402
 
 # the conversion's error bound at the mask width the service tests use (2^(V + 32)), one more unit

@@ -15,8 +15,8 @@ from ppml_hybrid.data import DataSplits, ImageSet
 from ppml_hybrid.errors import ConfigError
 from ppml_hybrid.model import build_model
 from ppml_hybrid.protocols.dp_step import CLIP_MARGIN_BITS
-from ppml_hybrid.training.optim import make_optimizer, make_schedule
 from ppml_hybrid.roles.local import train_local
+from ppml_hybrid.training.optim import make_optimizer, make_schedule
 from ppml_hybrid.training.secure import assign_rows
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -165,8 +165,8 @@ def test_a_key_service_whose_attestation_fails_is_refused_before_anything_is_ser
     import dataclasses
 
     from ppml_hybrid.he_stage.runspec import HERunSpec
+    from ppml_hybrid.roles.local_services import start_local_he_services
     from ppml_hybrid.rpc.errors import UnavailableError
-    from ppml_hybrid.rpc.local import start_local_he_services
 
     cfg = _cfg("mode=hybrid", "he=insecure_test", "split_layer=4")
     run = HERunSpec(he=dataclasses.replace(cfg.he, mask_hiding_bits=38), model=cfg.model, split_layer=4,

@@ -1,6 +1,6 @@
 """E's process: read the launch spec, fetch public material from K, check K's attestation
 (fresh nonce; code identity, the material E received, the decryption policy and the TLS
-channel: ``keyservice.verify.attest_key_service``, the parties' check), serve, print the ready
+channel: ``rpc.keyservice_verify.attest_key_service``, the parties' check), serve, print the ready
 line. A rejected attestation stops E before it serves anything (exit code 5)."""
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def start_evaluator(spec: Any, *, server_identity: Any = None) -> RunningEvaluat
     from ppml_hybrid.he_stage.evaluator.server import EvaluatorServicer
     from ppml_hybrid.he_stage.evaluator.store import StepStore
     from ppml_hybrid.he_stage.keys import load_public_material
+    from ppml_hybrid.he_stage.keyservice_client import EvaluatorKeyClient
     from ppml_hybrid.he_stage.runspec import run_head, run_layout
-    from ppml_hybrid.keyservice.client import EvaluatorKeyClient
     from ppml_hybrid.rpc import evaluator_pb2_grpc as pb_grpc
     from ppml_hybrid.rpc.server import start_server
     from ppml_hybrid.rpc.tls import self_signed_server, server_credentials
@@ -90,7 +90,7 @@ def serve(raw_spec: dict) -> None:
 
 
 def _check_key_service(client, published, spec) -> None:
-    from ppml_hybrid.keyservice.verify import attest_key_service, development_note
+    from ppml_hybrid.rpc.keyservice_verify import attest_key_service, development_note
     from ppml_hybrid.rpc.tls import RegistryError
 
     if spec.key_registry is None:

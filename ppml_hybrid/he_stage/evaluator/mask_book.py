@@ -8,7 +8,7 @@ from typing import Dict, Optional, Sequence, Set
 
 import numpy as np
 
-from ppml_hybrid.he_stage.evaluator.errors import MaskNotReadyError, MaskReplayError, TooManyMaskRoundsError
+from ppml_hybrid.rpc.evaluator_errors import MaskNotReadyError, MaskReplayError, TooManyMaskRoundsError
 from ppml_hybrid.rpc.messages import RoundRef, ShareTensor
 
 
@@ -38,7 +38,7 @@ class MaskShareBook:
 
     def _raise_if_stopped(self) -> None:
         if self._stopped is not None:
-            from ppml_hybrid.keyservice.errors import RunStoppedError
+            from ppml_hybrid.rpc.keyservice_errors import RunStoppedError
 
             raise RunStoppedError(self._stopped)
 

@@ -20,17 +20,17 @@ import numpy as np
 
 from ppml_hybrid.he_stage.backends import CKKSTensor
 from ppml_hybrid.he_stage.errors import HEError
-from ppml_hybrid.he_stage.evaluator.errors import UnknownTensorError
 from ppml_hybrid.he_stage.evaluator.mask_book import MaskShareBook
 from ppml_hybrid.he_stage.evaluator.masking import mask_tensor
 from ppml_hybrid.he_stage.evaluator.store import StepState, StepStore
 from ppml_hybrid.he_stage.head import HEHead
 from ppml_hybrid.he_stage.keys import EvaluatorKeys, serialize_ciphertext
-from ppml_hybrid.keyservice.client import EvaluatorKeyClient
-from ppml_hybrid.keyservice.errors import RunStoppedError
+from ppml_hybrid.he_stage.keyservice_client import EvaluatorKeyClient
 from ppml_hybrid.rpc import evaluator_pb2 as pb
 from ppml_hybrid.rpc import evaluator_pb2_grpc as pb_grpc
 from ppml_hybrid.rpc.errors import InvalidArgumentError, InvalidCiphertext
+from ppml_hybrid.rpc.evaluator_errors import UnknownTensorError
+from ppml_hybrid.rpc.keyservice_errors import RunStoppedError
 from ppml_hybrid.rpc.messages import RoundRef, float64_from_pb
 from ppml_hybrid.rpc.server import refusals
 from ppml_hybrid.rpc.tls import ORCHESTRATOR, PARTY, Registry

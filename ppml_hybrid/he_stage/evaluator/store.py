@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from ppml_hybrid.he_stage.backends import CKKSTensor
-from ppml_hybrid.he_stage.evaluator.errors import StepReplayError, UnknownStepError, UnknownTensorError
 from ppml_hybrid.he_stage.head import HEBackward, HEForward, HEWeights
+from ppml_hybrid.rpc.evaluator_errors import StepReplayError, UnknownStepError, UnknownTensorError
 
 
 @dataclass(frozen=True)

@@ -17,23 +17,19 @@ import hashlib
 import logging
 import secrets
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ppml_hybrid.keyservice.attestation.cose import sign_es384
-from ppml_hybrid.keyservice.attestation.document import DEV_MODULE_PREFIX, PCR_BYTES, AttestationPayload
+from ppml_hybrid.rpc.attestation.cose import sign_es384
+from ppml_hybrid.rpc.attestation.document import DEV_MODULE_PREFIX, PCR_BYTES, AttestationPayload
+from ppml_hybrid.rpc.attestation.verifier import Clock, utc_now
 
 log = logging.getLogger(__name__)
-Clock = Callable[[], datetime.datetime]
 NUM_PCRS = 16
-
-
-def utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
 
 
 def development_pcrs() -> Dict[int, bytes]:

@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from ppml_hybrid.keyservice.attestation.errors import AttestationError
-from ppml_hybrid.keyservice.attestation.verifier import AttestationPolicy, verify_recipient_document
 from ppml_hybrid.keyservice.sealing.cms import build_enveloped
 from ppml_hybrid.keyservice.sealing.errors import KmsAccessDeniedError, KmsInvalidCiphertextError
+from ppml_hybrid.rpc.attestation.errors import AttestationError
+from ppml_hybrid.rpc.attestation.verifier import AttestationPolicy, verify_recipient_document
 from ppml_hybrid.keyservice.sealing.kms import (
     RSAES_OAEP_SHA_256, DecryptResult, GenerateDataKeyResult, Recipient,
 )

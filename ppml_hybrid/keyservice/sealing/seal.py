@@ -19,10 +19,10 @@ from typing import Tuple
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ppml_hybrid.he_stage.errors import HEError
+from ppml_hybrid.he_stage.material import PublishedMaterial
 from ppml_hybrid.he_stage.runspec import HERunSpec
 from ppml_hybrid.keyservice.attestation.producer import AttestationProducer
 from ppml_hybrid.keyservice.hazmat import KeyVault
-from ppml_hybrid.keyservice.material import PublishedMaterial
 from ppml_hybrid.keyservice.sealing.errors import KmsInvalidCiphertextError, sealing_failure
 from ppml_hybrid.keyservice.sealing.hazmat_recipient import EphemeralRecipient
 from ppml_hybrid.keyservice.sealing.kms import KmsClient, Recipient

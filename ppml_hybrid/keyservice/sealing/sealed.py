@@ -17,7 +17,7 @@ from typing import Tuple
 
 import cbor2
 
-from ppml_hybrid.keyservice.material import PublishedMaterial, from_chunks, to_chunks
+from ppml_hybrid.he_stage.material import PublishedMaterial, from_chunks, to_chunks
 from ppml_hybrid.keyservice.sealing.errors import sealing_failure
 from ppml_hybrid.rpc import keyservice_pb2 as pb
 

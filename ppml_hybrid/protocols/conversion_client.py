@@ -2,17 +2,17 @@
 
 For round r, party P_j receives over its own mTLS channels its share of v + R from K and its
 share of -R from E; their sum mod 2^64 is P_j's additive share of v in CrypTen fixed point.
-(Feeding it into a CrypTen tensor is the hybrid issue's work.)
+(:mod:`.he_to_ss` feeds it into a CrypTen tensor.)
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ppml_hybrid.he_stage.evaluator.client import PartyMaskClient
+from ppml_hybrid.he_stage.keyservice_client import AnnounceReceipt, PartyKeyClient
 from ppml_hybrid.he_stage.shares import sum_shares
-from ppml_hybrid.keyservice.client import AnnounceReceipt, PartyKeyClient
 from ppml_hybrid.rpc.errors import FailedPreconditionError
+from ppml_hybrid.rpc.evaluator_client import PartyMaskClient
 from ppml_hybrid.rpc.messages import RoundRef
 
 

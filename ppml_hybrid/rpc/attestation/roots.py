@@ -24,7 +24,7 @@ def pem_to_der(pem: bytes) -> bytes:
 
 
 def aws_nitro_root_der() -> bytes:
-    pem = resources.files("ppml_hybrid.keyservice.attestation").joinpath("data", _AWS_ROOT_FILE).read_bytes()
+    pem = resources.files("ppml_hybrid.rpc.attestation").joinpath("data", _AWS_ROOT_FILE).read_bytes()
     der = pem_to_der(pem)
     if hashlib.sha256(der).hexdigest() != AWS_NITRO_ROOT_G1_SHA256:
         raise ConfigError("the shipped AWS Nitro root certificate does not match its pinned SHA-256; reinstall")

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import cbor2
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ppml_hybrid.he_stage.keys import PublicMaterial
-from ppml_hybrid.keyservice.attestation.errors import reject
+from ppml_hybrid.config import KeyServiceConfig
+from ppml_hybrid.rpc.attestation.errors import reject
+from ppml_hybrid.rpc.tls import Registry
 
 BINDING_VERSION = 1
 CHANNEL_PREFIX = b"ppml-hybrid tls-trust sha384:"
@@ -57,6 +59,15 @@ class DecryptionPolicy:
         return cbor2.dumps(asdict(self), canonical=True)
 
 
+def decryption_policy(*, published: Any, keyservice: KeyServiceConfig, registry: Registry) -> DecryptionPolicy:
+    """The policy K enforces, from the facts both K and its clients know (material, config and
+    the role registry: the consortium's pinned certificates). ``published``: the
+    :class:`~ppml_hybrid.he_stage.material.PublishedMaterial` K serves or the client received."""
+    return DecryptionPolicy(parties=published.parties, hiding_bits=published.hiding_bits, max_mask_bits=published.max_mask_bits,
+                            round_quota=keyservice.round_quota, max_open_rounds=keyservice.max_open_rounds,
+                            registry_sha384=registry.digest())
+
+
 @dataclass(frozen=True)
 class KeyBinding:
     context_sha384: bytes
@@ -65,7 +76,8 @@ class KeyBinding:
     policy_sha384: bytes
 
     @classmethod
-    def of(cls, *, material: PublicMaterial, policy: DecryptionPolicy) -> "KeyBinding":
+    def of(cls, *, material: Any, policy: DecryptionPolicy) -> "KeyBinding":
+        """``material``: the :class:`~ppml_hybrid.he_stage.keys.PublicMaterial` served or received."""
         return cls(context_sha384=sha384(material.context), public_key_sha384=sha384(material.public_key),
                    eval_keys_sha384=sha384(_len_prefixed(material.eval_mult_key, material.rotation_keys)),
                    policy_sha384=sha384(policy.canonical()))

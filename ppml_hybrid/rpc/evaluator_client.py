@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence, Tuple
 
-from ppml_hybrid.he_stage.evaluator import errors as _errors  # noqa: F401 - registers the typed refusals
-from ppml_hybrid.keyservice import errors as _kerrors  # noqa: F401 - K's refusals pass through E
 from ppml_hybrid.rpc import common_pb2
+from ppml_hybrid.rpc import evaluator_errors as _errors  # noqa: F401 - registers the typed refusals
 from ppml_hybrid.rpc import evaluator_pb2 as pb
 from ppml_hybrid.rpc import evaluator_pb2_grpc as pb_grpc
+from ppml_hybrid.rpc import keyservice_errors as _kerrors  # noqa: F401 - K's refusals pass through E
 from ppml_hybrid.rpc.client import ServiceChannel
 from ppml_hybrid.rpc.messages import RoundRef, ShareTensor, weights_to_pb
 

@@ -30,17 +30,20 @@ from typing import Callable, Mapping, Optional
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ppml_hybrid.keyservice.attestation import cose
-from ppml_hybrid.keyservice.attestation.binding import KeyBinding
-from ppml_hybrid.keyservice.attestation.devsigner import utc_now
-from ppml_hybrid.keyservice.attestation.document import PCR_BYTES, AttestationPayload
-from ppml_hybrid.keyservice.attestation.errors import reject
-from ppml_hybrid.keyservice.attestation.roots import aws_nitro_root_der, pem_to_der
+from ppml_hybrid.rpc.attestation import cose
+from ppml_hybrid.rpc.attestation.binding import KeyBinding
+from ppml_hybrid.rpc.attestation.document import PCR_BYTES, AttestationPayload
+from ppml_hybrid.rpc.attestation.errors import reject
+from ppml_hybrid.rpc.attestation.roots import aws_nitro_root_der, pem_to_der
 
 Clock = Callable[[], datetime.datetime]
 DEBUG_PCRS = (0, 1, 2)
 REQUIRED_PCRS = (0, 1, 2)  # image, kernel and bootstrap, application
 SIGNING_PCR = 8  # the image's signing certificate: pinned too when the image is signed
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional
+from typing import Any, Optional
 
 from ppml_hybrid.config import KeyServiceConfig
-from ppml_hybrid.keyservice.attestation.binding import KeyBinding, channel_binding
-from ppml_hybrid.keyservice.attestation.devsigner import utc_now
-from ppml_hybrid.keyservice.attestation.document import AttestationPayload
-from ppml_hybrid.keyservice.attestation.errors import reject
-from ppml_hybrid.keyservice.attestation.verifier import REQUIRED_PCRS, AttestationPolicy, Clock, verify_key_service
-from ppml_hybrid.keyservice.attestor import decryption_policy
-from ppml_hybrid.keyservice.material import PublishedMaterial
+from ppml_hybrid.rpc.attestation.binding import KeyBinding, channel_binding, decryption_policy
+from ppml_hybrid.rpc.attestation.document import AttestationPayload
+from ppml_hybrid.rpc.attestation.errors import reject
+from ppml_hybrid.rpc.attestation.verifier import (
+    REQUIRED_PCRS, AttestationPolicy, Clock, utc_now, verify_key_service,
+)
 from ppml_hybrid.rpc.tls import Registry
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ def policy_from_config(*, keyservice: KeyServiceConfig, development_root_pem: Op
                              max_age_s=keyservice.attestation_max_age_s, clock=clock)
 
 
-def attest_key_service(*, client, published: PublishedMaterial, keyservice: KeyServiceConfig,
+def attest_key_service(*, client, published: Any, keyservice: KeyServiceConfig,
                        development_root_pem: Optional[bytes], tls_trust_pem: bytes,
                        registry: Registry, accept_development: bool = False) -> AttestationPayload:
     """What a party or E runs: :func:`check_key_service` under the policy from ``keyservice``."""
@@ -64,9 +63,10 @@ def development_note(payload: AttestationPayload) -> str:
     return " (DEVELOPMENT signer, no enclave: accepted by this host's own choice)" if payload.development else ""
 
 
-def check_key_service(*, client, published: PublishedMaterial, keyservice: KeyServiceConfig,
+def check_key_service(*, client, published: Any, keyservice: KeyServiceConfig,
                       policy: AttestationPolicy, tls_trust_pem: bytes, registry: Registry) -> AttestationPayload:
-    """Attest K over ``client`` (a PartyKeyClient or EvaluatorKeyClient); return the verified payload."""
+    """Attest K over ``client`` (a PartyKeyClient or EvaluatorKeyClient) for ``published`` (the
+    :class:`~ppml_hybrid.he_stage.material.PublishedMaterial` it received); return the verified payload."""
     nonce = os.urandom(32)
     doc = client.attest(nonce=nonce)
     if not doc.cose_sign1:

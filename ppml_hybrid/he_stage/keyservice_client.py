@@ -2,6 +2,10 @@
 
 * :class:`PartyKeyClient` (party P_j): public material, attest, announce a round, fetch its share.
 * :class:`EvaluatorKeyClient` (E): public material, attest, submit a masked round.
+
+Wire code, shared by every caller of K (the parties' protocols, E); it sits on the HE stage's
+floor rather than in :mod:`ppml_hybrid.rpc` because ``get_public_material`` hands back the HE
+stage's own types (:mod:`.material`).
 """
 
 from __future__ import annotations
@@ -9,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from ppml_hybrid.keyservice import errors as _errors  # noqa: F401 - registers the typed refusals
-from ppml_hybrid.keyservice.material import PublishedMaterial, from_chunks
+from ppml_hybrid.he_stage.material import PublishedMaterial, from_chunks
 from ppml_hybrid.rpc import common_pb2
+from ppml_hybrid.rpc import keyservice_errors as _errors  # noqa: F401 - registers the typed refusals
 from ppml_hybrid.rpc import keyservice_pb2 as pb
 from ppml_hybrid.rpc import keyservice_pb2_grpc as pb_grpc
 from ppml_hybrid.rpc.client import ServiceChannel

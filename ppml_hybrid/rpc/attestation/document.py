@@ -14,7 +14,7 @@ from typing import Mapping, Optional, Tuple
 
 import cbor2
 
-from ppml_hybrid.keyservice.attestation.errors import reject
+from ppml_hybrid.rpc.attestation.errors import reject
 
 DEV_MODULE_PREFIX = "DEVELOPMENT-"
 PCR_BYTES = 48

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from ppml_hybrid.keyservice.attestation.errors import reject
+from ppml_hybrid.rpc.attestation.errors import reject
 
 ES384 = -35
 COSE_SIGN1_TAG = 18

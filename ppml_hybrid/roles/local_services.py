@@ -7,19 +7,32 @@ certificate); K and E pin them by fingerprint and accept them as their own trust
 launcher makes client certificates only for E (as a client of K) and for itself; those keys
 stay in this process and in the stdin pipe of the service that needs them. Without
 ``party_certs`` (tests of the services alone) the launcher also issues party certificates.
+
+:func:`step_factory` builds the per-step party programs of an in-process
+:class:`~ppml_hybrid.smpc_stage.launcher.PartySession` (protocol tests and benchmarks), starting
+K and E here when the run needs them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from ppml_hybrid.config import KeyServiceConfig
+from ppml_hybrid.config import KeyServiceConfig, RunConfig
 from ppml_hybrid.rpc.launch import ServiceProcess
 from ppml_hybrid.rpc.tls import (
     EVALUATOR, ORCHESTRATOR, PARTY, ClientPKI, Credential, Registry, Role, fingerprint, make_client_pki,
 )
+
+if TYPE_CHECKING:  # imported where used: the launcher of K and E alone stays free of torch
+    from ppml_hybrid.smpc_stage.launcher import PartySession
+    from ppml_hybrid.training.plan import RunPlan
+
+
+log = logging.getLogger(__name__)
 
 
 def party_name(j: int) -> str:
@@ -70,27 +83,27 @@ class LocalHEServices:
         return self.pki.clients[name]
 
     def party_key_client(self, j: int, **kw: Any):
-        from ppml_hybrid.keyservice.client import PartyKeyClient
+        from ppml_hybrid.he_stage.keyservice_client import PartyKeyClient
         return PartyKeyClient(address=self.key_service.address, server_trust_pem=self.key_service.trust_pem,
                               credential=self.credential(party_name(j)), **kw)
 
     def evaluator_key_client(self, **kw: Any):
-        from ppml_hybrid.keyservice.client import EvaluatorKeyClient
+        from ppml_hybrid.he_stage.keyservice_client import EvaluatorKeyClient
         return EvaluatorKeyClient(address=self.key_service.address, server_trust_pem=self.key_service.trust_pem,
                                   credential=self.credential(EVALUATOR), **kw)
 
     def evaluator_client(self, name: str = ORCHESTRATOR, **kw: Any):
-        from ppml_hybrid.he_stage.evaluator.client import EvaluatorClient
+        from ppml_hybrid.rpc.evaluator_client import EvaluatorClient
         return EvaluatorClient(address=self.evaluator.address, server_trust_pem=self.evaluator.trust_pem,
                                credential=self.credential(name), **kw)
 
     def party_mask_client(self, j: int, **kw: Any):
-        from ppml_hybrid.he_stage.evaluator.client import PartyMaskClient
+        from ppml_hybrid.rpc.evaluator_client import PartyMaskClient
         return PartyMaskClient(address=self.evaluator.address, server_trust_pem=self.evaluator.trust_pem,
                                credential=self.credential(party_name(j)), **kw)
 
     def party_conversion_client(self, j: int):
-        from ppml_hybrid.he_stage.evaluator.party import PartyConversionClient
+        from ppml_hybrid.protocols.conversion_client import PartyConversionClient
         return PartyConversionClient(key=self.party_key_client(j), evaluator=self.party_mask_client(j))
 
     def stop(self) -> None:
@@ -144,3 +157,56 @@ def start_local_he_services(*, run: Any, keyservice: KeyServiceConfig, with_eval
             k.stop()
             raise
     return LocalHEServices(pki=pki, key_service=k, evaluator=e, parties=run.parties, key_registry=k_registry)
+
+
+def step_factory(cfg: RunConfig, stack: contextlib.ExitStack, session: PartySession, plan: RunPlan) -> Any:
+    """The per-step party program of an in-process session (module doc); when blocks run
+    under HE, starts K and E on this machine (pinning each party's own certificate) and has every
+    party verify K's attestation itself (also all-MPC when K draws the DP noise: K alone)."""
+    from ppml_hybrid.training.plan import (
+        HybridContext, is_all_mpc, key_service_run_spec, needs_key_service, step_program,
+    )
+
+    if not needs_key_service(cfg):
+        return lambda step, state: step_program(cfg, plan, step=step, state=state)
+    from ppml_hybrid.protocols.hybrid_train_step import ServiceEndpoints
+    from ppml_hybrid.protocols.key_access import KeyEndpoint
+
+    run, hybrid_mode = key_service_run_spec(cfg), not is_all_mpc(cfg)
+    log.info("starting the key service%s ...", " and the HE evaluator (%s, batch capacity %d, HE->SS masks with %d "
+             "bits of hiding per slot)" % (cfg.he.name, run.batch_capacity, run.he.mask_hiding_bits)
+             if hybrid_mode else " (it draws the DP noise)")
+    svc = stack.enter_context(start_local_he_services(
+        run=run, keyservice=cfg.keyservice, party_certs=session.party_certificates(), with_evaluator=hybrid_mode,
+        accept_development_attestation=cfg.keyservice.attestation == "development", log_dir=cfg.output_dir))
+    endpoints = ServiceEndpoints(key_address=svc.key_service.address, key_trust_pem=svc.key_service.trust_pem,
+                                 evaluator_address=svc.evaluator.address if hybrid_mode else "",
+                                 evaluator_trust_pem=svc.evaluator.trust_pem if hybrid_mode else b"")
+    material = _verified_at_every_party(cfg, svc, session, endpoints)
+    key = KeyEndpoint(address=endpoints.key_address, trust_pem=endpoints.key_trust_pem)
+    hybrid = HybridContext(endpoints=endpoints, material=material, spec=run) if hybrid_mode else None
+    return lambda step, state: step_program(cfg, plan, step=step, state=state, hybrid=hybrid, key_service=key)
+
+
+def _verified_at_every_party(cfg: RunConfig, svc: Any, session: PartySession, endpoints: Any) -> Any:
+    """Every party checks K's attestation in its own process, over its own channel (fresh
+    nonce; code identity, the material it received, the decryption policy and the TLS channel)
+    before anything is sent; returns the encryption part of the material they all verified."""
+    from ppml_hybrid.protocols.errors import KeyServiceNotVerifiedError
+    from ppml_hybrid.protocols.hybrid_train_step import VerifyKeyService
+
+    # This launcher started K itself, on this host: it alone may accept that K's development
+    # documents (with the root K reported), and says so; no shared config key can.
+    root = svc.key_service.ready.extra.get("development_attestation_root_pem") or None
+    # (each client's verifier warns when it accepts a development document)
+    run = session.run(VerifyKeyService(endpoints=endpoints, keyservice=cfg.keyservice, registry=svc.key_registry,
+                                       development_root_pem=root.encode() if root else None,
+                                       accept_development=cfg.keyservice.attestation == "development"))
+    digests = {digest for digest, _, _ in run.results}
+    if len(digests) != 1:
+        raise KeyServiceNotVerifiedError("the key service gave the parties different public material: stopped")
+    material = run.results[0][2]
+    development = any(dev for _, dev, _ in run.results)
+    log.info("every party verified the key service's attestation itself%s",
+             " (DEVELOPMENT signer, accepted for the launcher's own K)" if development else "")
+    return material
