@@ -55,7 +55,7 @@ from ppml_hybrid.protocols.exact_clip import clip_rows, clipped_row_norm_bound
 from ppml_hybrid.protocols.he_to_ss import share_to_mpc
 from ppml_hybrid.protocols.key_access import VERIFIED_KEY_SERVICE, KeyEndpoint, own_credential, step_noise
 from ppml_hybrid.protocols.messages import EncryptedShare
-from ppml_hybrid.protocols.mpc_train_step import PartyRows, StageClock, StepOutput, share_own_sample, trainable_shapes
+from ppml_hybrid.protocols.step_common import PartyRows, StageClock, StepOutput, share_own_sample, trainable_shapes
 from ppml_hybrid.protocols.params import ConversionParams
 from ppml_hybrid.protocols.ss_to_he import combine, ss_to_he_party
 from ppml_hybrid.protocols.value_bounds import he_value_bounds, value_bits_for

@@ -26,7 +26,7 @@ from typing import Any, Dict, Tuple
 
 import torch
 
-from ppml_hybrid.protocols.mpc_train_step import StageCost, StepOutput
+from ppml_hybrid.protocols.step_common import StageCost, StepOutput
 from ppml_hybrid.smpc_stage.stage import LayerCost
 from ppml_hybrid.smpc_stage.transport import ChannelTraffic, Traffic
 from ppml_hybrid.training.site_metrics import SiteAggregate

@@ -35,7 +35,7 @@ from ppml_hybrid.config import RunConfig, digest_fields, run_digest
 from ppml_hybrid.data import ImageSet
 from ppml_hybrid.data.sites import owners
 from ppml_hybrid.model import BlockModel, build_model
-from ppml_hybrid.protocols.mpc_train_step import PartyRows, StepOutput
+from ppml_hybrid.protocols.step_common import PartyRows, StepOutput
 from ppml_hybrid.smpc_stage.errors import MPCError
 from ppml_hybrid.smpc_stage.cost_model import STANDARD_PROFILES, measure_loopback, project_step
 from ppml_hybrid.smpc_stage.transport import ChannelTraffic, Traffic

@@ -36,7 +36,7 @@ from torch import nn
 from ppml_hybrid.config import ModelConfig
 from ppml_hybrid.errors import TrainingDivergedError
 from ppml_hybrid.model import build_model
-from ppml_hybrid.protocols.mpc_train_step import PartyRows
+from ppml_hybrid.protocols.step_common import PartyRows
 from ppml_hybrid.training.evaluation import SplitMetrics, logits_of
 
 DEFAULT_BINS = 20

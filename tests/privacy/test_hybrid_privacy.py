@@ -37,7 +37,7 @@ from privacy_checks import CHECKS, rebuild
 from ppml_hybrid.config import parse_run_config
 from ppml_hybrid.model import build_model
 from ppml_hybrid.protocols.dp_step import DPStepParams
-from ppml_hybrid.protocols.mpc_train_step import PartyRows
+from ppml_hybrid.protocols.step_common import PartyRows
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 IMAGE = 8

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from ppml_hybrid.config import parse_run_config
 from ppml_hybrid.model import build_model
 from ppml_hybrid.protocols.hybrid_train_step import HybridPartyInputs, VerifyKeyService
-from ppml_hybrid.protocols.mpc_train_step import PartyRows
+from ppml_hybrid.protocols.step_common import PartyRows
 from ppml_hybrid.roles.local_services import step_factory
 from ppml_hybrid.rpc.errors import PermissionDeniedError
 from ppml_hybrid.rpc.tls import _issue, fingerprint

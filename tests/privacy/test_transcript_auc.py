@@ -21,7 +21,7 @@ import torch
 from transcript_auc import IMAGE, MODEL, ROWS, StepTranscripts, distinguisher_auc
 from ppml_hybrid.config import SMPCConfig
 from ppml_hybrid.model import build_model
-from ppml_hybrid.protocols.mpc_train_step import PartyRows
+from ppml_hybrid.protocols.step_common import PartyRows
 
 PLANTS = ("unnoised_sums_opened", "clip_factors_opened")
 PLANT_TRANSCRIPTS = 30  # default suite; measured AUCs at 30: see the module doc

@@ -14,7 +14,7 @@ from ppml_hybrid.roles import messages as m
 from ppml_hybrid.rpc.codec import WireFormatError, decode, encode
 from ppml_hybrid.rpc.coordination import ControlChannelError, CoordinatorLink, CoordinatorServer
 from ppml_hybrid.smpc_stage.transport import ChannelTraffic, Traffic
-from ppml_hybrid.protocols.mpc_train_step import StageCost, StepOutput
+from ppml_hybrid.protocols.step_common import StageCost, StepOutput
 
 
 def test_step_results_round_trip_exactly():

@@ -11,7 +11,7 @@ import yaml
 
 from ppml_hybrid.config import ModelConfig, from_mapping
 from ppml_hybrid.model.plaintext import build_model
-from ppml_hybrid.protocols.mpc_train_step import PartyRows
+from ppml_hybrid.protocols.step_common import PartyRows
 from ppml_hybrid.smpc_stage.baseline import CrypTenTrainStep, build_crypten_blocks
 from ppml_hybrid.smpc_stage.launcher import PartySession
 from smpc_helpers import smpc
