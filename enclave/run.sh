@@ -19,6 +19,18 @@ vsock-proxy 8000 "kms.${REGION}.amazonaws.com" 443 --config "${HERE}/vsock-proxy
 PROXY=$!
 trap 'kill "${PROXY}" 2>/dev/null || true' EXIT
 
+# K's sealed key stays on this (untrusted) parent: it is ciphertext that only an enclave with the
+# pinned PCRs can unseal through KMS. The store hands it to K at start (a restart unseals instead
+# of making new keys) and keeps what K seals on its first start (vsock 5003; the spec's
+# keyservice.sealed_key_path is "vsock:3:5003").
+PY="${PPML_PYTHON:-${HERE}/../.venv/bin/python}"
+SEALED="${PPML_SEALED_KEY:-/var/lib/ppml-hybrid/k.sealed}"
+jq -e '.keyservice.sealed_key_path == "vsock:3:5003"' "${SPEC}" >/dev/null \
+    || { echo "SPEC.json: keyservice.sealed_key_path must be vsock:3:5003 (the parent's sealed-key store)" >&2; exit 1; }
+"${PY}" -m ppml_hybrid sealed-store --listen vsock:5003 --file "${SEALED}" &
+STORE=$!
+trap 'kill "${PROXY}" "${STORE}" 2>/dev/null || true' EXIT
+
 # Listen for K's ready line (address, TLS trust certificate, material hash; vsock 5002) BEFORE the
 # enclave boots: entry.sh connects to it as soon as K is up, and a connection to a port nobody
 # listens on yet is refused (the ready line would be lost).

@@ -199,7 +199,8 @@ class KeyServiceConfig:
     allow_debug_enclave: bool = False
     # oldest attestation document a client accepts
     attestation_max_age_s: float = 300.0
-    # where K keeps its KMS-sealed secret key ("" = fresh keys at every start, nothing sealed)
+    # where K keeps its KMS-sealed secret key: a file, or the parent's sealed-key store
+    # (vsock:CID:PORT, unix:PATH; keyservice/sealing/store.py); "" = fresh keys at every start
     sealed_key_path: str = ""
     # KMS key (ARN or alias) that wraps the sealing data key
     kms_key_id: str = ""

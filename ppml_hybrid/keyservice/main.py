@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -88,32 +87,35 @@ def resolved_hiding_bits(he: Any) -> int:
 
 
 def _load_or_make_keys(*, spec: Any, kms: Any, producer: Any):
-    from pathlib import Path
-
     from ppml_hybrid.errors import ConfigError
     from ppml_hybrid.he_stage.material import PublishedMaterial
     from ppml_hybrid.keyservice.hazmat import KeyVault
 
     ks = spec.keyservice
+    store = None
     if ks.sealed_key_path:
         from ppml_hybrid.keyservice.sealing.seal import seal_vault, unseal_vault
         from ppml_hybrid.keyservice.sealing.sealed import SealedKey
+        from ppml_hybrid.keyservice.sealing.store import sealed_store
 
         if kms is None or not ks.kms_key_id:
             raise ConfigError("keyservice.sealed_key_path needs keyservice.kms_key_id and a KMS client")
-        path = Path(ks.sealed_key_path)
-        if path.exists():
-            vault, published = unseal_vault(sealed=SealedKey.read(path), spec=spec.run, kms=kms, producer=producer,
+        store = sealed_store(ks.sealed_key_path)  # a file, or the parent's store (an enclave has no disk)
+        raw = store.read()
+        if raw is not None:
+            vault, published = unseal_vault(sealed=SealedKey.decode(raw), spec=spec.run, kms=kms, producer=producer,
                                             key_id=ks.kms_key_id)
-            log.info("secret key unsealed from %s", path)
+            log.info("secret key unsealed from %s", store)
             return vault, published
+        log.info("no sealed key at %s: making new keys", store)
     vault = KeyVault(spec=spec.run)
     he = spec.run.he
     published = PublishedMaterial(material=vault.public, hiding_bits=resolved_hiding_bits(he),
                                   max_mask_bits=he.max_mask_bits, parties=spec.run.parties)
-    if ks.sealed_key_path:
-        seal_vault(vault=vault, published=published, kms=kms, producer=producer, key_id=ks.kms_key_id).write(path)
-        log.info("secret key sealed to %s", path)
+    if store is not None:
+        store.write(seal_vault(vault=vault, published=published, kms=kms, producer=producer,
+                               key_id=ks.kms_key_id).encode())
+        log.info("secret key sealed to %s", store)
     return vault, published
 
 

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
-from ppml_hybrid.errors import PPMLError
+from ppml_hybrid.errors import ConfigError, PPMLError
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -89,6 +89,35 @@ def _keyservice_spec(args: argparse.Namespace) -> int:
     args.out.write_text(json.dumps(spec.to_json(), indent=2) + "\n")
     print(f"wrote {args.out}: K's launch spec for {len(spec.registry.roles)} registered roles "
           f"(registry sha384 {spec.registry.digest().hex()[:16]}...); hand it to enclave/run.sh")
+    return 0
+
+
+def _sealed_store(args: argparse.Namespace) -> int:
+    """The parent's sealed-key store (keyservice/sealing/store.py) until SIGTERM or Ctrl-C."""
+    import socket
+
+    from ppml_hybrid.keyservice.sealing.store import SealedStoreServer
+    from ppml_hybrid.rpc.vsock_relay import vsock_listener
+
+    if args.listen.startswith("vsock:"):
+        listener = vsock_listener(port=int(args.listen.split(":", 1)[1]))
+    elif args.listen.startswith("unix:"):
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(args.listen[len("unix:"):])
+        listener.listen(4)
+    else:
+        raise ConfigError(f"--listen {args.listen!r}: use vsock:PORT (the parent, for the enclave) or unix:PATH")
+    args.file.parent.mkdir(parents=True, exist_ok=True)
+    server = SealedStoreServer(listener=listener, path=args.file).start()
+    logging.getLogger("ppml_hybrid").info("sealed-key store on %s for %s (%s)", args.listen, args.file,
+                                          "a sealed key is there" if args.file.exists() else "empty")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
     return 0
 
 
@@ -172,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--run-config", type=Path, default=None, help="a complete run config YAML")
     sp.add_argument("--out", type=Path, required=True, help="where the spec goes (JSON, public)")
     sp.add_argument("overrides", nargs="*", help="run config overrides (e.g. keyservice=enclave split_layer=3)")
+    ss = sub.add_parser("sealed-store", help="on K's parent instance: keep K's KMS-sealed key (ciphertext) and hand it "
+                                             "to the enclave at start, so a restart unseals instead of making new keys")
+    ss.add_argument("--listen", required=True, help="vsock:PORT (the enclave dials the parent, CID 3) or unix:PATH")
+    ss.add_argument("--file", type=Path, required=True, help="where the sealed key is kept (0600)")
     ev = _role_parser(sub, "evaluator", "E: evaluates the HE blocks on ciphertexts")
     ev.add_argument("--accept-development-attestation", type=Path, default=None, metavar="ROOT_PEM", help=dev_help)
     co = _role_parser(sub, "coordinator", "schedules steps, applies the public update, writes the metrics")
@@ -188,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"keygen": _keygen, "party": _party, "dealer": _dealer, "keyservice": _keyservice,
-            "keyservice-spec": _keyservice_spec,
+            "keyservice-spec": _keyservice_spec, "sealed-store": _sealed_store,
             "evaluator": _evaluator, "coordinator": _coordinator, "predict": _predict}
 
 

@@ -151,3 +151,43 @@ def test_cms_envelope_is_ber_and_opens_only_for_its_recipient():
         holder.open(env[:-10])
     with pytest.raises(SealingError):
         holder.open(build_enveloped(plaintext=b"short", recipient_public_der=holder.public_der()))
+
+
+def test_restart_unseals_the_key_the_parent_keeps(tmp_path, signer):
+    """The enclave deployment: K's sealed key lives on the parent (the `sealed-store` command,
+    here over a Unix socket instead of vsock). The first K finds nothing and stores its sealed
+    key there; a restarted K gets it back, unseals it and serves the same material; a blob the
+    parent corrupted is refused (K does not silently make new keys)."""
+    import subprocess
+    import sys
+    import time
+
+    store_file, sock = tmp_path / "parent" / "k.sealed", tmp_path / "store.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "ppml_hybrid", "sealed-store", "--listen", f"unix:{sock}",
+                             "--file", str(store_file)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pki = test_pki(2)
+        ks = keyservice_config(sealed_key_path=f"unix:{sock}", kms_key_id=KEY_ID)
+        spec = KeyServiceSpec(run=run_spec(parties=2), keyservice=ks, client_ca_pem=pki.ca.cert_pem,
+                              registry=key_service_registry(pki=pki, parties=2))
+        kms = kms_for(signer)
+        first = start_key_service(spec=spec, kms=kms, producer=signer)
+        first.stop()
+        assert store_file.exists() and oct(store_file.stat().st_mode & 0o777) == "0o600"
+        assert SealedKey.decode(store_file.read_bytes()).key_id == KEY_ID
+        second = start_key_service(spec=spec, kms=kms, producer=signer)
+        second.stop()
+        assert second.public_material_sha256 == first.public_material_sha256
+        blob = bytearray(store_file.read_bytes())
+        blob[-100] ^= 1  # the parent flips a bit of the stored public material
+        store_file.write_bytes(bytes(blob))
+        with pytest.raises(SealingError):
+            start_key_service(spec=spec, kms=kms, producer=signer)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0, out
+    assert "handed K nothing" in out and "stored" in out

@@ -4,15 +4,14 @@ CBOR map ``{v, key_id, ciphertext_blob, nonce, ciphertext, material}`` where ``m
 public material as its wire chunks (so a restarted K serves byte-identical material) and the
 AES-GCM associated data (:meth:`SealedKey.aad`) binds the version, KMS key id, KMS blob and the
 SHA-256 of the stored material chunks: swapping any of them makes unsealing fail. The file holds nothing secret in
-the clear; it lives on the parent's disk (or anywhere) and is written with mode 0600 anyway.
+the clear; it lives on the parent's disk (or anywhere: :mod:`.store`) and is written with mode
+0600 anyway.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Tuple
 
 import cbor2
@@ -71,14 +70,3 @@ class SealedKey:
         except Exception as exc:  # noqa: BLE001
             raise sealing_failure(f"sealed file does not parse ({type(exc).__name__})") from None
         return sealed
-
-    def write(self, path: Path) -> None:
-        tmp = Path(f"{path}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(self.encode())
-        os.replace(tmp, path)
-
-    @classmethod
-    def read(cls, path: Path) -> "SealedKey":
-        return cls.decode(Path(path).read_bytes())
