@@ -13,6 +13,8 @@ CID="$(jq -r .enclave_cid "${HERE}/enclave-config.json")"
 IMDS=http://169.254.169.254/latest
 jq -e --arg r "${REGION}" '.keyservice.kms_region == $r' "${SPEC}" >/dev/null \
     || { echo "SPEC.json: keyservice.kms_region must be ${REGION} (the KMS key's region)" >&2; exit 1; }
+jq -e '.keyservice.sealed_key_path == "vsock:3:5003"' "${SPEC}" >/dev/null \
+    || { echo "SPEC.json: keyservice.sealed_key_path must be vsock:3:5003 (the parent's sealed-key store)" >&2; exit 1; }
 
 # KMS only, through the allowlisted proxy (vsock 8000 -> kms.REGION.amazonaws.com:443).
 vsock-proxy 8000 "kms.${REGION}.amazonaws.com" 443 --config "${HERE}/vsock-proxy.yaml" &
@@ -25,8 +27,6 @@ trap 'kill "${PROXY}" 2>/dev/null || true' EXIT
 # keyservice.sealed_key_path is "vsock:3:5003").
 PY="${PPML_PYTHON:-${HERE}/../.venv/bin/python}"
 SEALED="${PPML_SEALED_KEY:-/var/lib/ppml-hybrid/k.sealed}"
-jq -e '.keyservice.sealed_key_path == "vsock:3:5003"' "${SPEC}" >/dev/null \
-    || { echo "SPEC.json: keyservice.sealed_key_path must be vsock:3:5003 (the parent's sealed-key store)" >&2; exit 1; }
 "${PY}" -m ppml_hybrid sealed-store --listen vsock:5003 --file "${SEALED}" &
 STORE=$!
 trap 'kill "${PROXY}" "${STORE}" 2>/dev/null || true' EXIT
