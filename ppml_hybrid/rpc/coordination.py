@@ -40,6 +40,12 @@ PATH = f"/{SERVICE}/{METHOD}"
 _END = object()
 KEEPALIVE = (("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 10_000),
              ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0))
+# The coordinator accepts those pings however long the stream stays idle (a step, K's
+# verification): gRPC servers otherwise answer the third ping without data with a
+# "too_many_pings" GOAWAY, which closed every party's stream after about 30 s of silence.
+SERVER_KEEPALIVE = (("grpc.keepalive_permit_without_calls", 1),
+                    ("grpc.http2.min_recv_ping_interval_without_data_ms", 100),
+                    ("grpc.http2.max_ping_strikes", 0))
 
 
 class ControlChannelError(PPMLError):
@@ -67,7 +73,7 @@ class CoordinatorServer:
                                             root_certificates=b"".join(callers.values()), require_client_auth=True)
         self._server, self.address = start_server(
             address=address, credentials=creds, register=lambda s: s.add_generic_rpc_handlers((handler,)),
-            workers=workers or 2 * len(callers) + 4)
+            workers=workers or 2 * len(callers) + 4, options=SERVER_KEEPALIVE)
 
     # ------------------------------------------------------------------ gRPC side
 

@@ -53,7 +53,8 @@ def _service_boundary(name: str, context: grpc.ServicerContext) -> Iterator[None
 
 
 def start_server(*, address: str, credentials: grpc.ServerCredentials, register: Callable[[grpc.Server], None],
-                 wire_log: Optional[str] = None, workers: int = 16) -> Tuple[grpc.Server, str]:
+                 wire_log: Optional[str] = None, workers: int = 16,
+                 options: Tuple[Tuple[str, Any], ...] = ()) -> Tuple[grpc.Server, str]:
     """Start a mutual-TLS server bound to ``address`` (``host:port``; port 0 picks one); return it
     and the bound address. Across hosts a service binds its consortium address (or 0.0.0.0)."""
     host, _, port = address.rpartition(":")
@@ -61,7 +62,7 @@ def start_server(*, address: str, credentials: grpc.ServerCredentials, register:
         raise ConfigError(f"a service address is host:port; got {address!r}")
     host = LOOPBACK if host == "localhost" else host
     interceptors = (ServerRecorder(WireLog(path=wire_log)),) if wire_log else ()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS,
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS + tuple(options),
                          interceptors=interceptors)
     register(server)
     try:

@@ -10,25 +10,30 @@ to compare time, bytes and rounds:
 * :class:`CrypTenTrainStep`: one NON-PRIVATE training step of the whole model, CrypTen's
   standard recipe (share the batch, forward, ``CrossEntropyLoss``, backward,
   ``update_parameters``); the reference for the hybrid DP step's speed target.
+
+``rewritten=True`` builds what a competent CrypTen user would write instead of the twin's
+literal order: max pooling BEFORE the ReLU (the same function, since ReLU is monotone: the
+comparisons run on a quarter of the values) and ``CrossEntropyLoss(skip_forward=True)`` (the
+loss value is not computed, only its gradient). Both baselines are reported.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 import torch
 
 from ppml_hybrid.config import ModelConfig
 from ppml_hybrid.model.spec import block_shapes
-from ppml_hybrid.smpc_stage.errors import LayerShapeError
 from ppml_hybrid.smpc_stage.programs import PartyInputs, StepReport, share_batch
 
 
 def build_crypten_blocks(crypten: Any, *, model: ModelConfig, state_dict: Mapping[str, torch.Tensor],
-                             image_size: int, stop: int) -> Any:
-    """``crypten.nn.Sequential`` of blocks 1..stop with the twin's weights (not yet encrypted)."""
+                             image_size: int, stop: int, rewritten: bool = False) -> Any:
+    """``crypten.nn.Sequential`` of blocks 1..stop with the twin's weights (not yet encrypted);
+    ``rewritten``: max pooling before ReLU (module doc)."""
     cnn = crypten.nn
     shapes = block_shapes(model, image_size)
 
@@ -55,13 +60,16 @@ def build_crypten_blocks(crypten: Any, *, model: ModelConfig, state_dict: Mappin
         layer.set_parameter("weight", state_dict[f"{pre}.{name}.weight"].detach().clone())
         layer.set_parameter("bias", state_dict[f"{pre}.{name}.bias"].detach().clone())
         mods.append(layer)
+        pool_first = rewritten and block.activation == "relu" and block.type == "conv" and block.pool == "max"
+        if pool_first:  # max(relu(x)) == relu(max(x)): the comparisons of the ReLU on the pooled values only
+            mods.append(cnn.MaxPool2d(block.pool_size))
         if block.activation == "relu":
             mods.append(cnn.ReLU())
         elif block.activation == "poly":
             mods.append(PolyAct(float(state_dict[f"{pre}.act.a"]), float(state_dict[f"{pre}.act.b"])))
         elif block.activation == "square":
             mods.append(PolyAct(1.0, 0.0))
-        if block.type == "conv" and block.pool == "max":
+        if block.type == "conv" and block.pool == "max" and not pool_first:
             mods.append(cnn.MaxPool2d(block.pool_size))
         elif block.type == "conv" and block.pool == "avg":
             mods.append(cnn.AvgPool2d(block.pool_size))
@@ -69,10 +77,11 @@ def build_crypten_blocks(crypten: Any, *, model: ModelConfig, state_dict: Mappin
 
 
 def _encrypted_blocks(ctx: Any, *, model: ModelConfig, state_dict: Mapping[str, torch.Tensor], image_size: int,
-                      stop: int) -> Any:
+                      stop: int, rewritten: bool = False) -> Any:
     """Blocks 1..stop as CrypTen builds them, weights secret-shared by party 0, in training mode."""
     torch.set_num_threads(1)
-    net = build_crypten_blocks(ctx.crypten, model=model, state_dict=state_dict, image_size=image_size, stop=stop)
+    net = build_crypten_blocks(ctx.crypten, model=model, state_dict=state_dict, image_size=image_size, stop=stop,
+                               rewritten=rewritten)
     net.encrypt(src=0)  # CrypTen's way: the weights are secret-shared
     net.train()
     return net
@@ -87,10 +96,11 @@ class CrypTenStep:
     image_size: int
     stop: int
     delta_src: int = 0
+    rewritten: bool = False  # max pooling before ReLU (module doc)
 
     def __call__(self, ctx: Any, inputs: PartyInputs) -> StepReport:
         net = _encrypted_blocks(ctx, model=self.model, state_dict=self.state_dict, image_size=self.image_size,
-                                stop=self.stop)
+                                stop=self.stop, rewritten=self.rewritten)
         start = ctx.transport.snapshot()
         t0 = time.perf_counter()
         x = share_batch(ctx, inputs.rows)
@@ -122,12 +132,13 @@ class CrypTenTrainStep:
     state_dict: Mapping[str, torch.Tensor]
     image_size: int
     lr: float = 0.05
+    rewritten: bool = False  # max pooling before ReLU, skip_forward in the loss (module doc)
 
     def __call__(self, ctx: Any, rows: Any) -> CrypTenTrainResult:
         crypten = ctx.crypten
         net = _encrypted_blocks(ctx, model=self.model, state_dict=self.state_dict, image_size=self.image_size,
-                                stop=len(self.model.blocks))
-        loss_fn = crypten.nn.CrossEntropyLoss()
+                                stop=len(self.model.blocks), rewritten=self.rewritten)
+        loss_fn = crypten.nn.CrossEntropyLoss(skip_forward=self.rewritten)
         start, t0 = ctx.transport.snapshot(), time.perf_counter()
         xs, ys = [], []
         for src in range(ctx.parties):

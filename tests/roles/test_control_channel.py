@@ -152,3 +152,31 @@ def test_a_party_failure_is_reported_with_its_role_and_host_and_beats_the_peers_
         links["party-0"].close()
     finally:
         server.close()
+
+
+def test_an_idle_control_stream_survives_the_clients_keepalive_pings(identities, monkeypatch):
+    """A step or a K verification can keep the control stream idle for minutes. The parties'
+    keepalive pings must not make the coordinator close the stream ("too_many_pings" GOAWAY:
+    gRPC servers by default tolerate two pings without data, which took a resumed run down
+    after 30 s). Pings here every 0.5 s, 6 s idle."""
+    import time
+
+    from ppml_hybrid.rpc import coordination
+
+    monkeypatch.setattr(coordination, "KEEPALIVE", (("grpc.keepalive_time_ms", 500),
+                                                    *[o for o in coordination.KEEPALIVE
+                                                      if o[0] != "grpc.keepalive_time_ms"]))
+    server = _server(identities)
+    try:
+        link = CoordinatorLink(address=server.address, coordinator_cert_pem=identities["coordinator"].cert_pem,
+                               identity=identities["party-0"], connect_timeout_s=10)
+        link.send(b"hello")
+        assert server.recv(timeout_s=10) == ("party-0", b"hello")
+        time.sleep(6)
+        server.send("party-0", b"start")
+        assert link.recv() == b"start"
+        link.send(b"ready")
+        assert server.recv(timeout_s=10) == ("party-0", b"ready")
+        link.close()
+    finally:
+        server.close()
