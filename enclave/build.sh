@@ -9,7 +9,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "${HERE}/.." && pwd)"
 OUT="${HERE}/out"
 TAG="ppml-hybrid-keyservice:enclave"
-mkdir -p "${OUT}" "${HERE}/wheelhouse/debs"
+mkdir -p "${OUT}" "${HERE}/wheelhouse"
 
 # 1. Wheelhouse: the project's wheel and K's own dependencies only (its import closure: no PyTorch,
 #    no Hydra), pinned to uv.lock with every wheel's hash (enclave/requirements-keyservice.txt,
@@ -22,10 +22,7 @@ cmp "${OUT}/requirements-check.txt" "${HERE}/requirements-keyservice.txt" \
 python3 -m pip download --only-binary=:all: --require-hashes --no-deps --python-version 3.10 \
     --platform manylinux_2_35_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -r "${HERE}/requirements-keyservice.txt" -d "${HERE}/wheelhouse"
-# socat + iproute2 .debs for Debian 12 (the base image's release)
-docker run --rm -v "${HERE}/wheelhouse/debs:/out" \
-    python:3.10-slim-bookworm@sha256:9643927a6fc74bd81b0f1bbb5cce3cb4a491f46b4c5dbee770f28e575f180015 \
-    sh -c 'apt-get update && apt-get install -y --download-only socat iproute2 && cp /var/cache/apt/archives/*.deb /out/'
+# (no Debian packages: the image's vsock relays are Python, keyservice/enclave_entry.py)
 
 # 2. Image, then EIF.
 docker build -f "${HERE}/Dockerfile" -t "${TAG}" "${ROOT}"

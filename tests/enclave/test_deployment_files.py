@@ -66,12 +66,14 @@ def test_dockerfile_base_image_pinned_by_digest_and_no_runtime_download():
     froms = [ln for ln in text.splitlines() if ln.strip().upper().startswith("FROM ")]
     assert froms and all(re.search(r"@sha256:[0-9a-f]{64}\b", ln) for ln in froms)
     assert "--no-index" in text
-    entry = (ENCLAVE / "entry.sh").read_text()
-    assert not re.search(r"\b(curl|wget|pip install|apt-get)\b", entry)
+    # nothing from a live package mirror: no Debian package in the image, none fetched by the build
+    assert not re.search(r"\b(apt-get|dpkg|apk)\b", text)
+    assert not re.search(r"\bapt-get\b", (ENCLAVE / "build.sh").read_text())
+    assert 'ENTRYPOINT ["python", "-m", "ppml_hybrid.keyservice.enclave_entry"]' in text
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
-@pytest.mark.parametrize("script", ["build.sh", "run.sh", "entry.sh"])
+@pytest.mark.parametrize("script", ["build.sh", "run.sh"])
 def test_scripts_parse(script):
     subprocess.run(["bash", "-n", str(ENCLAVE / script)], check=True)
 
@@ -108,10 +110,12 @@ def test_operator_readme_covers_the_path():
 
 
 def test_run_script_listens_for_the_ready_line_before_the_enclave_boots():
-    """entry.sh dials vsock 5002 as soon as K is up; run.sh must already listen there (the old
-    order started the listener only after run-enclave returned, and the ready line was lost)."""
+    """The enclave's entry dials vsock 5002 as soon as K is up; run.sh must already listen there
+    (the old order started the listener only after run-enclave returned, and the line was lost)."""
     text = (ENCLAVE / "run.sh").read_text()
     listen = text.index("VSOCK-LISTEN:5002")
     boot = text.index("nitro-cli run-enclave")
     assert listen < boot
-    assert "VSOCK-CONNECT:3:5002" in (ENCLAVE / "entry.sh").read_text()
+    from ppml_hybrid.keyservice import enclave_entry
+
+    assert (enclave_entry.PARENT_CID, enclave_entry.READY_PORT, enclave_entry.SPEC_PORT) == (3, 5002, 5001)

@@ -73,7 +73,7 @@ SOCAT = COMMON + r'''
 # the two vsock ends run.sh uses: K's ready line in (listen 5002), the spec out (connect CID:5001)
 if args[:2] == ["-u", "VSOCK-LISTEN:5002,reuseaddr"] and args[2].startswith("CREATE:"):
     log(argv=args, role="ready-listener")
-    time.sleep(1.0)  # K boots, then entry.sh dials in with the ready line
+    time.sleep(1.0)  # K boots, then the enclave's entry dials in with the ready line
     with open(args[2][len("CREATE:"):], "w") as f:
         f.write('{"address": "unix:/tmp/k.sock", "material_sha256": "ab12"}\n')
 elif args[:2] == ["-u", "-"] and args[2].startswith("VSOCK-CONNECT:"):
