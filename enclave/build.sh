@@ -23,6 +23,12 @@ python3 -m pip download --only-binary=:all: --require-hashes --no-deps --python-
     --platform manylinux_2_35_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -r "${HERE}/requirements-keyservice.txt" -d "${HERE}/wheelhouse"
 # (no Debian packages: the image's vsock relays are Python, keyservice/enclave_entry.py)
+# The committed manifest of the image's inputs must match this checkout, and the files used are recorded.
+"${ROOT}/.venv/bin/python" "${HERE}/build_manifest.py" --out "${OUT}/manifest-check.json"
+cmp "${OUT}/manifest-check.json" "${HERE}/build-manifest.json" \
+    || { echo "enclave/build-manifest.json is stale: regenerate it and commit" >&2; exit 1; }
+(cd "${ROOT}" && sha256sum enclave/Dockerfile enclave/requirements-keyservice.txt conf/keyservice/enclave.yaml \
+    enclave/wheelhouse/*.whl && git rev-parse HEAD) > "${OUT}/build-inputs.txt"
 
 # 2. Image, then EIF.
 docker build -f "${HERE}/Dockerfile" -t "${TAG}" "${ROOT}"
