@@ -68,14 +68,14 @@ def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_hydra_multirun_writes_one_result_per_job_goes_on_after_a_failed_job_and_exits_with_its_code(tmp_path):
-    proc = _run_cli("-m", "mode=plaintext", "train.lr=-1,0.05,0.1", "train.max_steps=2", "train.progress=false",
+    proc = _run_cli("-m", "mode=plaintext", "train.lr=-1,0.05", "train.max_steps=2", "train.progress=false",
                     f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-3000:]  # ConfigError of the first job
     results = sorted((tmp_path / "sweep").glob("*/metrics.json"))
-    assert [p.parent.name[:2] for p in results] == ["1_", "2_"]  # one result per job that ran
+    assert [p.parent.name[:2] for p in results] == ["1_"]  # one result per job that ran, none for the failed one
     summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
     status = [r["status"] for r in summary["rows"]]
-    assert status[0].startswith("failed: ConfigError: train.lr must be positive") and status[1:] == ["ok", "ok"], status
+    assert status[0].startswith("failed: ConfigError: train.lr must be positive") and status[1:] == ["ok"], status
     text = (tmp_path / "sweep" / "summary.md").read_text()
     assert "failed: ConfigError" in text and "| job | mode |" in text
 

@@ -121,8 +121,8 @@ def test_rows_are_assigned_by_site_or_patient():
 
 @pytest.mark.parametrize("split", [3, pytest.param(4, marks=pytest.mark.slow)])
 def test_hybrid_steps_with_he_blocks_track_plaintext_without_noise(split, tmp_path):
-    """K and E as processes, he=insecure_test (small ring, for speed), 2 parties, full batch, 5 steps."""
-    steps, n = 5, 8
+    """K and E as processes, he=insecure_test (small ring, for speed), 2 parties, full batch, 3 steps."""
+    steps, n = 3, 8
     cfg = _cfg("mode=hybrid", "he=insecure_test", f"split_layer={split}", "dp.noise_multiplier=0",
                f"train.batch_size={n}", f"train.epochs={steps}", f"train.max_steps={steps}", "train.lr=0.05", "dp.max_grad_norm=0.5")
     result, diffs = _train_against_twin(cfg, n=n, steps=steps, tmp_path=tmp_path)
