@@ -7,13 +7,18 @@ riding in the channel axis until the very end:
    fractional range ``[start, stop)`` with ``step`` -> channel-first ``[k, H, W]``.
 2. :class:`SquarePad` -- pad each slice to a square with its own minimum (air stays air, so
    CT at -1024 HU is not framed by a bright border), keeping the aspect ratio.
-3. :class:`ResizeSquare` -- MONAI ``Resize`` to ``size x size``; area averaging when shrinking
-   (anti-aliasing), bilinear when enlarging.
+3. :class:`ResizeSquare` -- resize to ``size x size``; area averaging when shrinking
+   (anti-aliasing), bilinear when enlarging (what MONAI's ``Resize`` does with those modes: a
+   test compares the two).
 4. :class:`ZScoreSlices` -- per-slice z-score. Per-image normalisation removes scanner gain and
    offset, so a model (or an attacker on the features) cannot key on global brightness.
 
 :func:`volume_to_slices` returns float32 ``[k, 1, size, size]``. Dict variants (``...d``) are
-provided for use in MONAI ``Compose`` pipelines over dictionaries.
+provided for pipelines over dictionaries (MONAI's ``Compose`` takes them as they are).
+
+The transforms follow MONAI's array/dictionary pattern without importing MONAI: importing it
+loads every MONAI submodule (pandas, matplotlib, scipy.signal: 8 s here), which every party,
+``train.py`` and each role process paid at start for one resize.
 """
 
 from __future__ import annotations
@@ -23,9 +28,43 @@ from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
-from monai.transforms import Compose, MapTransform, Resize, Transform
 
 from ppml_hybrid.errors import DataError
+
+
+class Transform:
+    """An array transform: a callable on one image (MONAI's pattern)."""
+
+    def __call__(self, img):  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+
+class Compose:
+    """Apply ``transforms`` in order."""
+
+    def __init__(self, transforms: Sequence) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, data):
+        for t in self.transforms:
+            data = t(data)
+        return data
+
+
+class MapTransform:
+    """A dictionary transform over ``keys`` (a missing key is an error unless ``allow_missing_keys``)."""
+
+    def __init__(self, keys, allow_missing_keys: bool = False) -> None:
+        self.keys = (keys,) if isinstance(keys, (str, int)) else tuple(keys)
+        self.allow_missing_keys = allow_missing_keys
+
+    def key_iterator(self, data: Mapping[Hashable, object]):
+        for key in self.keys:
+            if key in data:
+                yield key
+            elif not self.allow_missing_keys:
+                raise KeyError(f"key {key!r} is not in the data ({sorted(map(str, data))}); "
+                               "set allow_missing_keys=True to skip it")
 
 
 def slice_indices(length: int, *, slice_range: tuple[float, float], step: int) -> range:
@@ -88,23 +127,24 @@ class SquarePad(Transform):
 
 
 class ResizeSquare(Transform):
-    """MONAI ``Resize`` of square ``[k, M, M]`` to ``[k, size, size]``: area when shrinking, bilinear when enlarging."""
+    """Resize square ``[k, M, M]`` to ``[k, size, size]``: area when shrinking, bilinear when enlarging."""
 
     def __init__(self, *, size: int) -> None:
         if size < 1:
             raise DataError(f"image_size must be positive; got {size}")
         self.size = int(size)
-        self._shrink = Resize(spatial_size=(self.size, self.size), mode="area")
-        self._grow = Resize(spatial_size=(self.size, self.size), mode="bilinear", align_corners=False)
 
     def __call__(self, img: np.ndarray | torch.Tensor) -> torch.Tensor:
         data = torch.as_tensor(np.asarray(img, dtype=np.float32))
         m = data.shape[-1]
         if m == self.size:
             return data
-        resize = self._shrink if m > self.size else self._grow
-        out = resize(data)
-        return torch.as_tensor(out.as_tensor() if hasattr(out, "as_tensor") else out, dtype=torch.float32)
+        size = (self.size, self.size)
+        if m > self.size:  # area averaging: every source pixel counts (no aliasing)
+            out = torch.nn.functional.interpolate(data[None], size=size, mode="area")
+        else:
+            out = torch.nn.functional.interpolate(data[None], size=size, mode="bilinear", align_corners=False)
+        return out[0].to(torch.float32)
 
 
 class ZScoreSlices(Transform):

@@ -78,3 +78,22 @@ def test_dict_variants():
     z = ZScoreSlicesd(keys="image")(d)["image"]
     assert torch.allclose(z.reshape(2, -1).mean(1), torch.zeros(2), atol=1e-6)
     assert torch.equal(ZScoreSlices()(d["image"]), z)
+
+
+def test_resize_and_pipeline_match_monai():
+    """The project's resize (no MONAI import at run time) gives what MONAI's Resize gives with
+    the same modes, and the dict variants run inside MONAI's own Compose."""
+    import torch
+    from monai.transforms import Compose as MonaiCompose
+    from monai.transforms import Resize
+
+    from ppml_hybrid.data.transforms import ResizeSquare, ResizeSquared
+
+    g = torch.Generator().manual_seed(0)
+    for m, size in ((64, 32), (48, 32), (37, 16), (16, 32), (20, 32)):
+        img = torch.randn(3, m, m, generator=g)
+        mode = dict(mode="area") if m > size else dict(mode="bilinear", align_corners=False)
+        want = torch.as_tensor(Resize(spatial_size=(size, size), **mode)(img).as_tensor())
+        assert torch.allclose(ResizeSquare(size=size)(img.numpy()), want, atol=1e-6), (m, size)
+    out = MonaiCompose([ResizeSquared(keys="image", size=8)])({"image": torch.randn(2, 16, 16).numpy(), "label": 1})
+    assert tuple(out["image"].shape) == (2, 8, 8) and out["label"] == 1
