@@ -55,6 +55,20 @@ class Checkpoint:
     reason: str = "epoch"  # "epoch" or "interrupted"
 
 
+def checkpoint_of(cfg: RunConfig, *, step: int, epochs: Sequence[Dict[str, Any]], model: torch.nn.Module,
+                  optimizer: Any, schedule: Any, accountant: Any, data: Dict[str, Any],
+                  baseline_loss: Optional[float], reason: str, ledger_dir: Optional[str] = None) -> Checkpoint:
+    """The run's state after ``step`` steps, from the live objects of either training loop (an
+    Opacus ``DPOptimizer`` is saved as the optimiser it wraps)."""
+    return Checkpoint(
+        run_digest=run_digest(cfg), config=digest_fields(cfg), mode=cfg.mode, step=step, epochs=tuple(epochs),
+        model={k: v.detach().clone() for k, v in model.state_dict().items()},
+        optimizer=getattr(optimizer, "original_optimizer", optimizer).state_dict(),
+        schedule=schedule_position(schedule),
+        accountant_history=history_of(accountant) if accountant is not None else (),
+        data=data, ledger_dir=ledger_dir, baseline_loss=baseline_loss, reason=reason)
+
+
 def save_checkpoint(out_dir: Optional[str], ckpt: Checkpoint) -> Optional[Path]:
     """Write ``ckpt`` to ``out_dir/checkpoint.pt`` atomically (a crash mid-write keeps the last one)."""
     if out_dir is None:
@@ -117,7 +131,7 @@ def data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def resume_position(ckpt: Optional[Checkpoint], steps_per_epoch: int) -> Tuple[int, int]:
+def resume_position(ckpt: Optional[Checkpoint]) -> Tuple[int, int]:
     """(first epoch to run, steps already done): an epoch whose evaluation did not run (an
     interruption at its end) is finished, not skipped."""
     if ckpt is None:

@@ -23,15 +23,15 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 import ppml_hybrid.privacy.grad_samplers  # noqa: F401  (fills Opacus's grad-sampler registry)
-from ppml_hybrid.config import RunConfig, digest_fields, run_digest
+from ppml_hybrid.config import RunConfig
 from ppml_hybrid.data import DataSplits
 from ppml_hybrid.errors import Interrupted, PrivacyBudgetError
 from ppml_hybrid.model import BlockModel, build_model
 from ppml_hybrid.privacy.accounting import resolve_noise_multiplier
 from ppml_hybrid.training.checks import check_divergence, check_schedule
 from ppml_hybrid.training.checkpoint import (
-    Checkpoint, CheckpointError, check_same_data, data_digest, epoch_end, history_of, load_checkpoint, resume_position,
-    restore_history, restore_schedule, save_checkpoint, schedule_position,
+    Checkpoint, CheckpointError, check_same_data, checkpoint_of, data_digest, epoch_end, load_checkpoint,
+    restore_history, restore_schedule, resume_position, save_checkpoint,
 )
 from ppml_hybrid.training.interrupts import Interrupts
 from ppml_hybrid.training.evaluation import SplitMetrics, evaluate, logits_of
@@ -176,19 +176,16 @@ def _run_epochs(cfg: RunConfig, model: BlockModel, train_module: nn.Module, opti
                 total_steps: int, sample_rate: float, *, resume: Optional[Checkpoint], data: dict) -> list:
     loss_fn = nn.CrossEntropyLoss()
     steps_per_epoch = max(len(loader), 1)
-    first_epoch, step = resume_position(resume, steps_per_epoch)
+    first_epoch, step = resume_position(resume)
     records = [_record_of(e) for e in resume.epochs] if resume is not None else []
     capped = False
     first_loss: Optional[float] = resume.baseline_loss if resume is not None else None
 
     def checkpoint(reason: str) -> None:
-        save_checkpoint(cfg.output_dir, Checkpoint(
-            run_digest=run_digest(cfg), config=digest_fields(cfg), mode=cfg.mode, step=step,
-            epochs=tuple({**asdict(r), "val": r.val.as_dict()} for r in records),
-            model={k: v.detach().clone() for k, v in model.state_dict().items()},
-            optimizer=getattr(optimizer, "original_optimizer", optimizer).state_dict(),
-            schedule=schedule_position(schedule), accountant_history=history_of(engine.accountant) if engine else (),
-            data=data, baseline_loss=first_loss, reason=reason))
+        save_checkpoint(cfg.output_dir, checkpoint_of(
+            cfg, step=step, epochs=[{**asdict(r), "val": r.val.as_dict()} for r in records], model=model,
+            optimizer=optimizer, schedule=schedule, accountant=engine.accountant if engine else None, data=data,
+            baseline_loss=first_loss, reason=reason))
 
     # train.max_steps can end the run before train.epochs: the bar counts the epochs that run
     epochs_run = min(cfg.train.epochs, -(-total_steps // steps_per_epoch)) if total_steps else cfg.train.epochs

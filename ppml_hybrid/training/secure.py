@@ -31,7 +31,7 @@ import torch
 from opacus.accountants import create_accountant
 from tqdm import tqdm
 
-from ppml_hybrid.config import RunConfig, digest_fields, run_digest
+from ppml_hybrid.config import RunConfig
 from ppml_hybrid.data import ImageSet
 from ppml_hybrid.data.sites import owners
 from ppml_hybrid.model import BlockModel, build_model
@@ -47,8 +47,8 @@ from ppml_hybrid.training.optim import make_optimizer, make_schedule
 from ppml_hybrid.privacy.accounting import epsilon_options
 from ppml_hybrid.errors import Interrupted, PrivacyBudgetError
 from ppml_hybrid.training.checkpoint import (
-    Checkpoint, CheckpointError, epoch_end, history_of, restore_history, restore_schedule, resume_position,
-    save_checkpoint, schedule_position,
+    Checkpoint, CheckpointError, checkpoint_of, epoch_end, restore_history, restore_schedule, resume_position,
+    save_checkpoint,
 )
 from ppml_hybrid.training.interrupts import Interrupts
 from ppml_hybrid.training.ledger import Release
@@ -230,7 +230,7 @@ def _loop(cfg: RunConfig, model: BlockModel, optimizer: torch.optim.Optimizer, s
     steps_per_epoch, sigma, sigma_eff = plan.schedule.steps_per_epoch, plan.sigma, plan.sigma_eff
     # train.max_steps can end the run before train.epochs: the bar counts the epochs that run
     epochs_run = min(cfg.train.epochs, -(-total_steps // max(steps_per_epoch, 1)))
-    first_epoch, step = resume_position(resume, steps_per_epoch)
+    first_epoch, step = resume_position(resume)
     session_start = step
     epochs = [_epoch_of(e) for e in resume.epochs] if resume is not None else []
     step_seconds: List[float] = []  # this session's steps (as the traffic below)
@@ -245,13 +245,10 @@ def _loop(cfg: RunConfig, model: BlockModel, optimizer: torch.optim.Optimizer, s
     first_traffic: List[Traffic] = []
 
     def checkpoint(reason: str) -> None:
-        save_checkpoint(cfg.output_dir, Checkpoint(
-            run_digest=run_digest(cfg), config=digest_fields(cfg), mode=cfg.mode, step=step,
-            epochs=tuple(_epoch_dict(e) for e in epochs), model=_state(model), optimizer=optimizer.state_dict(),
-            schedule=schedule_position(schedule),
-            accountant_history=history_of(accountant) if accountant is not None else (),
-            data={"site_train_rows": list(plan.train_rows)}, ledger_dir=ledger_dir, baseline_loss=first_val,
-            reason=reason))
+        save_checkpoint(cfg.output_dir, checkpoint_of(
+            cfg, step=step, epochs=[_epoch_dict(e) for e in epochs], model=model, optimizer=optimizer,
+            schedule=schedule, accountant=accountant, data={"site_train_rows": list(plan.train_rows)},
+            baseline_loss=first_val, reason=reason, ledger_dir=ledger_dir))
 
     with Interrupts() as interrupts:
         try:
