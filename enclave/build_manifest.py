@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_DATA = {"ppml_hybrid/rpc/attestation": ["data/*.pem"], "ppml_hybrid/keyservice": ["PROTOCOL.md"]}
 
 
 def _dockerfile(text: str) -> Dict[str, Any]:
@@ -52,11 +51,21 @@ def _wheels(requirements: str) -> List[Dict[str, Any]]:
     return out
 
 
+def _package_data() -> Dict[str, List[str]]:
+    """pyproject.toml's ``[tool.setuptools.package-data]``: what the wheel carries besides code."""
+    try:
+        import tomllib  # Python 3.11+
+    except ModuleNotFoundError:  # 3.10: tomli (a dev dependency)
+        import tomli as tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return project["tool"]["setuptools"]["package-data"]
+
+
 def _package_files() -> List[str]:
     files = [p for p in (ROOT / "ppml_hybrid").rglob("*.py") if "__pycache__" not in p.parts]
-    for folder, patterns in PACKAGE_DATA.items():
+    for package, patterns in _package_data().items():
         for pattern in patterns:
-            files.extend((ROOT / folder).glob(pattern))
+            files.extend((ROOT / package.replace(".", "/")).glob(pattern))
     return sorted(str(p.relative_to(ROOT)) for p in files)
 
 
