@@ -54,6 +54,19 @@ def _mean(runs: List[Dict[str, Any]]) -> str:
     return f"{100 * statistics.mean(accs):.1f}% (sd {100 * sd:.1f})"
 
 
+def _mean_interval(runs: List[Dict[str, Any]]) -> Dict[str, float]:
+    """Mean test accuracy in percent with its 95% t-interval over the runs, and their sd."""
+    from scipy import stats
+
+    x = [100 * r["accuracy"] for r in runs]
+    mean = statistics.mean(x)
+    if len(x) < 2:
+        return {"mean": mean, "sd": float("nan"), "low": float("nan"), "high": float("nan"), "runs": len(x)}
+    sd = statistics.stdev(x)
+    half = stats.t.ppf(0.975, len(x) - 1) * sd / math.sqrt(len(x))
+    return {"mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "runs": len(x)}
+
+
 def _welch(a: List[Dict[str, Any]], b: List[Dict[str, Any]]) -> Dict[str, float]:
     """mean(a) - mean(b) in points with its 95% Welch t-interval (run-to-run spread: OS-entropy
     batches and noise), so a gap is read against what the runs can resolve."""
@@ -99,15 +112,17 @@ def main() -> int:
                     f"plaintext, noise x{total / sigma:.3f}", ["mode=plaintext", *common, "dp.target_epsilon=null",
                                                                f"dp.noise_multiplier={total}"]))
     print(f"\nmean test accuracy over seeds {args.seeds} (dp.noise_source={args.noise_source}):")
+    means = {k: _mean_interval(v) for k, v in runs.items()}
     for k, v in runs.items():
-        print(f"  {k:24s} {_mean(v)} over {len(v)} runs")
+        print(f"  {k:24s} {_mean(v)} over {len(v)} runs, 95% t-interval of the mean "
+              f"[{means[k]['low']:.1f}, {means[k]['high']:.1f}]")
     gaps = {k: _welch(runs["hybrid"], runs[k]) for k in arms[1:]}
     for k, g in gaps.items():
         print(f"hybrid - {k}: {g['gap_points']:+.1f} points, 95% Welch interval [{g['low']:+.1f}, {g['high']:+.1f}]"
               + (" (target: within 2)" if k == "plaintext_same_epsilon" and args.noise_source == "enclave" else ""))
     if args.json:
         args.json.write_text(json.dumps({"config": vars(args) | {"json": str(args.json)}, "runs": runs,
-                                         "gaps": gaps}, indent=2) + "\n")
+                                         "means": means, "gaps": gaps}, indent=2) + "\n")
     missed = args.noise_source == "enclave" and abs(gaps["plaintext_same_epsilon"]["gap_points"]) > 2.0
     return 1 if args.check and missed else 0
 

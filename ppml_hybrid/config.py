@@ -121,6 +121,7 @@ class TrainConfig:
     lr_reference_batch: Optional[int] = None
     momentum: float = 0.9
     lr_schedule: str = "cosine"
+    lr_warmup: float = 0.0  # fraction of the run's steps with a linear learning-rate warm-up
     num_threads: int = 1
     progress: bool = True
     # A run folder whose checkpoint.pt this run continues (same settings; training/checkpoint.py).
@@ -266,6 +267,7 @@ def _check_ranges(cfg: RunConfig) -> None:
         ("train.lr", cfg.train.lr > 0, "must be positive"),
         ("train.lr_reference_batch", cfg.train.lr_reference_batch is None or cfg.train.lr_reference_batch >= 1,
          "must be at least 1 or null"),
+        ("train.lr_warmup", 0.0 <= cfg.train.lr_warmup < 1.0, "must be in [0, 1) (a fraction of the run's steps)"),
         ("train.num_threads", cfg.train.num_threads >= 1, "must be at least 1"),
         ("dp.max_grad_norm", cfg.dp.max_grad_norm > 0, "must be positive"),
         ("dp.delta", 0 < cfg.dp.delta < 1, "must be in (0, 1)"),

@@ -43,11 +43,24 @@ def make_optimizer(cfg: RunConfig, model: nn.Module, *, train_rows: int) -> torc
 
 
 def make_schedule(cfg: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int):
-    """Per-step learning-rate schedule; cosine decay damps the late-epoch swings DP noise causes."""
-    if cfg.train.lr_schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    if cfg.train.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-        )
-    raise ConfigError(f"train.lr_schedule={cfg.train.lr_schedule!r} is not one of constant, cosine")
+    """Per-step learning-rate schedule: ``train.lr_schedule`` (cosine decay damps the late-epoch
+    swings DP noise causes) times a linear warm-up over the first ``train.lr_warmup`` of the run's
+    steps. Without the warm-up the demo's full rate with momentum 0.9 from the first noised step
+    sent some runs into loss spikes they never recovered from: 12 plaintext DP runs, 92.9% (sd
+    6.5) without, 96.1% (sd 2.7) with a quarter of the steps warming up (docs/architecture.md)."""
+    if cfg.train.lr_schedule not in ("constant", "cosine"):
+        raise ConfigError(f"train.lr_schedule={cfg.train.lr_schedule!r} is not one of constant, cosine")
+    warmup = warmup_steps(cfg, total_steps)
+    cosine = cfg.train.lr_schedule == "cosine"
+
+    def factor(step: int) -> float:
+        ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+        decay = 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)) if cosine else 1.0
+        return ramp * decay
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def warmup_steps(cfg: RunConfig, total_steps: int) -> int:
+    """Steps of linear warm-up: ``train.lr_warmup`` of the run's ``total_steps``, rounded."""
+    return int(round(cfg.train.lr_warmup * total_steps))
