@@ -1,0 +1,59 @@
+"""benchmarks/run_all.py: one command runs the scripts, records where and when, and writes the table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_ALL = ROOT / "benchmarks" / "run_all.py"
+
+
+def test_run_all_records_the_machine_and_renders_the_table(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Benchmarks\n\nbefore\n<!-- run_all:begin -->\nold table\n<!-- run_all:end -->\nafter\n")
+    out = subprocess.run([sys.executable, str(RUN_ALL), "--smoke", "--only", "plaintext_accuracy", "--out",
+                          str(tmp_path / "r"), "--readme", str(readme)], capture_output=True, text=True, timeout=300,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    summary = json.loads((tmp_path / "r" / "run_all.json").read_text())
+    assert summary["smoke"] is True
+    assert summary["machine"]["cores"] >= 1 and summary["machine"]["cpu"] and len(summary["machine"]["commit"]) == 40
+    (run,) = summary["runs"]
+    assert run["name"] == "plaintext_accuracy" and run["returncode"] == 0
+    assert "--smoke" in run["command"] and len(run["load_before"]) == 3 and run["seconds"] > 0
+    printed = (tmp_path / "r" / "plaintext_accuracy.txt").read_text()
+    assert run["headline"] and run["headline"] in printed  # the script's own summary line
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# Benchmarks\n\nbefore\n") and text.endswith("after\n")
+    assert "| plaintext_accuracy | `benchmarks/plaintext_accuracy.py --smoke` |" in text
+    assert "smoke sizes" in text and summary["machine"]["commit"][:10] in text
+
+
+def test_render_refuses_a_readme_without_markers(tmp_path):
+    (tmp_path / "run_all.json").write_text(json.dumps({"date": "d", "smoke": True, "runs": [], "machine": {
+        "commit": "c", "dirty": False, "cpu": "x", "cores": 2, "memory_gib": 1, "python": "3", "versions": {}}}))
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    out = subprocess.run([sys.executable, str(RUN_ALL), "--render", "--out", str(tmp_path), "--readme", str(readme)],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode != 0 and "markers" in out.stderr
+    assert readme.read_text() == "# no markers\n"
+
+
+def test_every_script_with_a_smoke_size_is_in_run_all():
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    spec = spec_from_file_location("run_all", RUN_ALL)
+    module = module_from_spec(spec)
+    sys.modules["run_all"] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules["run_all"]
+    listed = {b.name for b in module.BENCHES}
+    with_smoke = {p.stem for p in (ROOT / "benchmarks").glob("*.py")
+                  if '"--smoke"' in p.read_text() and p.stem != "run_all"}
+    assert with_smoke <= listed, with_smoke - listed
