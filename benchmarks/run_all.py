@@ -15,9 +15,10 @@ with its README command, and writes into ``--out``:
   line (the last line holding "ratio", "check" or "gap").
 
 Then it rewrites the table between ``<!-- run_all:begin -->`` and ``<!-- run_all:end -->`` in
-``benchmarks/README.md`` from ``run_all.json`` (``--render`` alone does only that). The
-sections below that table keep their hand-written discussion; each names the command and date
-of its figures. ``--check`` passes ``--check`` to the scripts that have one and exits 1 when any
+``benchmarks/README.md`` from ``run_all.json``, and each result table that has a renderer
+(``RENDERERS``: ``<!-- run_all:NAME:begin -->`` ... ``<!-- run_all:NAME:end -->``) from
+``NAME.json`` (``--render`` alone does only that, from what ``--out`` holds). The other sections
+keep their hand-written tables; each names the command and date of its figures. ``--check`` passes ``--check`` to the scripts that have one and exits 1 when any
 script failed or missed its target.
 
 Full sizes take about 3.5 hours here (hybrid_accuracy alone about 80 minutes); TenSEAL's
@@ -139,24 +140,67 @@ def render_table(summary: Dict[str, object]) -> str:
     rows = [f"Last `run_all.py` ({'smoke sizes' if summary['smoke'] else 'full sizes'}): {summary['date']}, "
             f"commit `{str(m['commit'])[:10]}`{' (uncommitted changes)' if m['dirty'] else ''}, {m['cpu']}, "
             f"{m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, torch {m['versions'].get('torch')}.",
-            "", "| script | command | started (UTC) | minutes | load before / after (1 min) | exit | headline |",
-            "|---|---|---|---|---|---|---|"]
+            "", "| script | command | started (UTC) | commit | minutes | load before / after (1 min) | exit | headline |",
+            "|---|---|---|---|---|---|---|---|"]
     for r in summary["runs"]:
-        cells = [r["name"], f"`{r['command']}`", r["started"], f"{r['seconds'] / 60:.1f}",
+        commit = str(r.get("commit", m["commit"]))[:10] + ("+" if r.get("dirty") else "")
+        cells = [r["name"], f"`{r['command']}`", r["started"], f"`{commit}`", f"{r['seconds'] / 60:.1f}",
                  f"{r['load_before'][0]:.1f} / {r['load_after'][0]:.1f}", str(r["returncode"]),
                  str(r["headline"]).replace("|", "/")]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
-def render(readme: Path, summary: Dict[str, object]) -> None:
-    """Rewrite the marked table of ``readme``; refuse a README without both markers."""
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{readme}: no {BEGIN} ... {END} markers to write the table between")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{BEGIN}\n{render_table(summary)}\n{END}{tail}")
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def render_hybrid_accuracy(result: Dict[str, object]) -> str:
+    """Per-seed accuracies of every arm, each arm's mean with its t-interval, and the gaps."""
+    runs, means, gaps = result["runs"], result["means"], result["gaps"]
+    arms = list(runs)
+    seeds = result["config"]["seeds"]
+    per_seed = {a: len(runs[a]) // len(seeds) for a in arms}
+    rows = ["| seed | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    for i, seed in enumerate(seeds):
+        cells = [" / ".join(_pct(r["accuracy"]) for r in runs[a][i * per_seed[a]:(i + 1) * per_seed[a]]) + "%"
+                 for a in arms]
+        rows.append(f"| {seed} | " + " | ".join(cells) + " |")
+    rows.append("| mean (sd) [95% t-interval] | " + " | ".join(
+        f"**{means[a]['mean']:.1f}%** ({means[a]['sd']:.1f}) [{means[a]['low']:.1f}, {means[a]['high']:.1f}]"
+        for a in arms) + " |")
+    rows.append("| epsilon (delta 1e-5) | " + " | ".join(f"{runs[a][0]['epsilon']:.2f}" for a in arms) + " |")
+    rows.append("")
+    for arm, g in gaps.items():
+        rows.append(f"- hybrid - {arm}: **{g['gap_points']:+.1f} points**, 95% Welch interval "
+                    f"[{g['low']:+.1f}, {g['high']:+.1f}]")
+    if result.get("provenance"):
+        rows.append(f"- {result['provenance']}")
+    return "\n".join(rows)
+
+
+RENDERERS = {"hybrid_accuracy": render_hybrid_accuracy}
+
+
+def _replace_block(text: str, begin: str, end: str, body: str, where: Path) -> str:
+    if begin not in text or end not in text:
+        raise SystemExit(f"{where}: no {begin} ... {end} markers to write the table between")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body}\n{end}{tail}"
+
+
+def render(readme: Path, summary: Dict[str, object], results: Optional[Path] = None) -> None:
+    """Rewrite the marked tables of ``readme``; refuse a README without the markers a table needs
+    (nothing is written then)."""
+    text = _replace_block(readme.read_text(), BEGIN, END, render_table(summary), readme)
+    for name, renderer in RENDERERS.items():
+        path = results / f"{name}.json" if results is not None else None
+        if path is None or not path.is_file():
+            continue
+        text = _replace_block(text, f"<!-- run_all:{name}:begin -->", f"<!-- run_all:{name}:end -->",
+                              renderer(json.loads(path.read_text())), readme)
+    readme.write_text(text)
 
 
 def main() -> int:
@@ -178,18 +222,27 @@ def main() -> int:
     if args.render:
         if not summary_path.is_file():
             raise SystemExit(f"{summary_path}: no run_all.json to render; run without --render first")
-        render(readme or README, json.loads(summary_path.read_text()))
+        render(readme or README, json.loads(summary_path.read_text()), results=args.out)
         return 0
     benches = [b for b in BENCHES if args.only is None or b.name in args.only]
     summary = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "smoke": args.smoke,
                "machine": machine(), "runs": []}
+    # --only keeps the other scripts' records of an earlier invocation of the same size (each
+    # record carries its own date and commit), so the table always lists every script run.
+    kept: Dict[str, Dict[str, object]] = {}
+    if summary_path.is_file():
+        earlier = json.loads(summary_path.read_text())
+        if earlier.get("smoke") == args.smoke:
+            kept = {r["name"]: r for r in earlier.get("runs", [])}
     for bench in benches:
         extra = ["--tenseal-python", args.tenseal_python] if bench.name == "he_head" and args.tenseal_python else []
-        summary["runs"].append(run_one(bench, args.out, smoke=args.smoke, check=args.check, extra=extra))
+        record = run_one(bench, args.out, smoke=args.smoke, check=args.check, extra=extra)
+        kept[bench.name] = {**record, "commit": summary["machine"]["commit"], "dirty": summary["machine"]["dirty"]}
+        summary["runs"] = [kept[b.name] for b in BENCHES if b.name in kept]
         summary_path.write_text(json.dumps(summary, indent=2) + "\n")  # after each: a stopped run keeps the rest
     if readme is not None:
-        render(readme, summary)
-    failed = [r["name"] for r in summary["runs"] if r["returncode"] != 0]
+        render(readme, summary, results=args.out)
+    failed = [r["name"] for r in summary["runs"] if r["name"] in {b.name for b in benches} and r["returncode"] != 0]
     print(f"[run_all] {len(benches) - len(failed)} of {len(benches)} scripts exited 0"
           + (f"; failed or missed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
