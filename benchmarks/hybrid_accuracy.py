@@ -4,6 +4,7 @@
         [--noise-source enclave|parties] [--plaintext-repeats 3] [--json out.json] [--check]
         [hydra overrides ...]
     .venv/bin/python benchmarks/hybrid_accuracy.py --smoke   # tiny: every code path (the suite runs it)
+    .venv/bin/python benchmarks/hybrid_accuracy.py --merge a.json b.json --json all.json [--check]
 
 Same data (demo), same model, same schedule and the same clipping for every run; per seed:
 
@@ -17,7 +18,8 @@ Same data (demo), same model, same schedule and the same clipping for every run;
   isolates what encryption costs.
 
 Each plaintext reference runs ``--plaintext-repeats`` times per seed (seconds each, against
-minutes for a hybrid run). Printed: test accuracy per run, means (sd), and each gap in points
+minutes for a hybrid run). ``--merge`` pools the JSON of earlier invocations of the same
+configuration (seeds run in separate commands) and reports them as one. Printed: test accuracy per run, means (sd), and each gap in points
 with its 95% Welch t-interval. Target (``enclave``): the hybrid mean within 2 points of the
 plaintext mean at the same epsilon (``--check`` exits 1 otherwise). Seeds fix model
 initialisation only; batches and noise come from OS entropy in every mode.
@@ -93,8 +95,12 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true",
                     help="1 seed, 2 steps of batch 16 on 8x8 images, insecure test CKKS, two plaintext runs: every code "
                          "path but the two-sided interval (the suite runs it; its accuracies mean nothing)")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="pool these earlier JSON outputs (same configuration) instead of running")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run, e.g. train.epochs=4")
     args = ap.parse_args()
+    if args.merge:
+        return _report(args, *_merged(args.merge, args))
     if args.smoke:
         args.seeds, args.plaintext_repeats = [0], 2
         args.overrides = ["data.image_size=8", "he=insecure_test", "train.max_steps=2", "train.batch_size=16",
@@ -119,6 +125,30 @@ def main() -> int:
                 runs["plaintext_same_noise"].append(_run(
                     f"plaintext, noise x{total / sigma:.3f}", ["mode=plaintext", *common, "dp.target_epsilon=null",
                                                                f"dp.noise_multiplier={total}"]))
+    return _report(args, runs, arms)
+
+
+def _merged(paths: List[Path], args: argparse.Namespace):
+    """Runs of earlier invocations pooled; refuses JSON of another configuration."""
+    same = ("split", "noise_source", "plaintext_repeats", "overrides")
+    loaded = [(p, json.loads(p.read_text())) for p in paths]
+    first = loaded[0][1]["config"]
+    for p, d in loaded[1:]:
+        for key in same:
+            if d["config"].get(key) != first.get(key):
+                raise SystemExit(f"--merge: {p} has {key}={d['config'].get(key)!r}, {paths[0]} has {first.get(key)!r}; "
+                                 "only runs of one configuration can be pooled")
+    for key in same:
+        setattr(args, key, first.get(key))
+    args.seeds = [s for _, d in loaded for s in d["config"]["seeds"]]
+    runs: Dict[str, List[Dict[str, Any]]] = {}
+    for _, d in loaded:
+        for arm, rs in d["runs"].items():
+            runs.setdefault(arm, []).extend(rs)
+    return runs, list(runs)
+
+
+def _report(args: argparse.Namespace, runs: Dict[str, List[Dict[str, Any]]], arms: List[str]) -> int:
     print(f"\nmean test accuracy over seeds {args.seeds} (dp.noise_source={args.noise_source}):")
     means = {k: _mean_interval(v) for k, v in runs.items()}
     for k, v in runs.items():
@@ -129,8 +159,10 @@ def main() -> int:
         print(f"hybrid - {k}: {g['gap_points']:+.1f} points, 95% Welch interval [{g['low']:+.1f}, {g['high']:+.1f}]"
               + (" (target: within 2)" if k == "plaintext_same_epsilon" and args.noise_source == "enclave" else ""))
     if args.json:
-        args.json.write_text(json.dumps({"config": vars(args) | {"json": str(args.json)}, "runs": runs,
-                                         "means": means, "gaps": gaps}, indent=2) + "\n")
+        config = {k: ([str(p) for p in v] if k == "merge" and v else str(v) if isinstance(v, Path) else v)
+                  for k, v in vars(args).items()}
+        args.json.write_text(json.dumps({"config": config, "runs": runs, "means": means, "gaps": gaps},
+                                        indent=2) + "\n")
     missed = args.noise_source == "enclave" and abs(gaps["plaintext_same_epsilon"]["gap_points"]) > 2.0
     if args.noise_source == "enclave":
         print(f"gap check: hybrid - plaintext at the same epsilon within 2 points: {'missed' if missed else 'met'}")

@@ -174,8 +174,9 @@ def render_hybrid_accuracy(result: Dict[str, object]) -> str:
     for arm, g in gaps.items():
         rows.append(f"- hybrid - {arm}: **{g['gap_points']:+.1f} points**, 95% Welch interval "
                     f"[{g['low']:+.1f}, {g['high']:+.1f}]")
-    if result.get("provenance"):
-        rows.append(f"- {result['provenance']}")
+    if result["config"].get("merge"):
+        rows.append("- pooled by `hybrid_accuracy.py --merge` from " + ", ".join(
+            f"`{Path(p).name}`" for p in result["config"]["merge"]))
     return "\n".join(rows)
 
 
