@@ -128,9 +128,36 @@ def main() -> int:
     return _report(args, runs, arms)
 
 
+def table_markdown(result: Dict[str, Any]) -> str:
+    """Per-seed accuracies of every arm, each arm's mean with its t-interval, and the gaps, from
+    this script's JSON (``run_all.py`` renders the README's table with it)."""
+    runs, means, gaps = result["runs"], result["means"], result["gaps"]
+    arms, seeds = list(runs), result["config"]["seeds"]
+    per_seed = {a: len(runs[a]) // len(seeds) for a in arms}
+    rows = ["| seed | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    for i, seed in enumerate(seeds):
+        cells = [" / ".join(f"{100 * r['accuracy']:.1f}" for r in runs[a][i * per_seed[a]:(i + 1) * per_seed[a]]) + "%"
+                 for a in arms]
+        rows.append(f"| {seed} | " + " | ".join(cells) + " |")
+    rows.append("| mean (sd) [95% t-interval] | " + " | ".join(
+        f"**{means[a]['mean']:.1f}%** ({means[a]['sd']:.1f}) [{means[a]['low']:.1f}, {means[a]['high']:.1f}]"
+        for a in arms) + " |")
+    rows.append("| epsilon (delta 1e-5) | " + " | ".join(f"{runs[a][0]['epsilon']:.2f}" for a in arms) + " |")
+    rows.append("")
+    for arm, g in gaps.items():
+        rows.append(f"- hybrid - {arm}: **{g['gap_points']:+.1f} points**, 95% Welch interval "
+                    f"[{g['low']:+.1f}, {g['high']:+.1f}]")
+    if result["config"].get("merge"):
+        rows.append("- pooled by `hybrid_accuracy.py --merge` from " + ", ".join(
+            f"`{Path(p).name}`" for p in result["config"]["merge"]))
+    return "\n".join(rows)
+
+
 def _merged(paths: List[Path], args: argparse.Namespace):
     """Runs of earlier invocations pooled; refuses JSON of another configuration."""
     same = ("split", "noise_source", "plaintext_repeats", "overrides")
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise SystemExit("--merge: a file is named twice; its runs would count twice")
     loaded = [(p, json.loads(p.read_text())) for p in paths]
     first = loaded[0][1]["config"]
     for p, d in loaded[1:]:
@@ -158,11 +185,12 @@ def _report(args: argparse.Namespace, runs: Dict[str, List[Dict[str, Any]]], arm
     for k, g in gaps.items():
         print(f"hybrid - {k}: {g['gap_points']:+.1f} points, 95% Welch interval [{g['low']:+.1f}, {g['high']:+.1f}]"
               + (" (target: within 2)" if k == "plaintext_same_epsilon" and args.noise_source == "enclave" else ""))
+    config = {k: ([str(p) for p in v] if k == "merge" and v else str(v) if isinstance(v, Path) else v)
+              for k, v in vars(args).items()}
+    result = {"config": config, "runs": runs, "means": means, "gaps": gaps}
+    print("\n" + table_markdown(result))
     if args.json:
-        config = {k: ([str(p) for p in v] if k == "merge" and v else str(v) if isinstance(v, Path) else v)
-                  for k, v in vars(args).items()}
-        args.json.write_text(json.dumps({"config": config, "runs": runs, "means": means, "gaps": gaps},
-                                        indent=2) + "\n")
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
     missed = args.noise_source == "enclave" and abs(gaps["plaintext_same_epsilon"]["gap_points"]) > 2.0
     if args.noise_source == "enclave":
         print(f"gap check: hybrid - plaintext at the same epsilon within 2 points: {'missed' if missed else 'met'}")

@@ -124,6 +124,32 @@ def _crypten(cfg: Any, splits: Any, *, batch: int, steps: int) -> Dict[str, Dict
     return out
 
 
+def table_markdown(runs: Dict[str, Any]) -> str:
+    """The results table and ratio lines from this script's JSON (``run_all.py`` renders the
+    README's table with it too)."""
+    splits = sorted({int(k.split("/")[0]) for k in runs["hybrid"]})
+    profiles = list(runs["crypten"]["projected_s"])
+    ratios = runs["ratios"]
+    lines = ["| split | DP s/step (min-max) | DP-off s/step | (a) DP / DP-off | MB/step (busier direction) | "
+             + " | ".join(f"projected {p} s" for p in profiles) + " |", "|---" * (5 + len(profiles)) + "|"]
+    for split in splits:
+        on, off = runs["hybrid"][f"{split}/on"], runs["hybrid"][f"{split}/off"]
+        lines.append(f"| {split} | {on['step_s']:.2f} ({on['spread_s'][0]:.2f}-{on['spread_s'][1]:.2f}) | "
+                     f"{off['step_s']:.2f} | {on['step_s'] / off['step_s']:.2f}x | {on['mb_per_step']:.0f} | "
+                     + " | ".join(f"{on['projected_s'][p]:.2f}" for p in profiles) + " |")
+    for key, label in (("crypten_literal", "as written"), ("crypten", "rewritten: pool before ReLU, skip_forward")):
+        cr = runs[key]
+        lines.append(f"| CrypTen whole model (non-private, batch {cr['batch']}, {label}) | {cr['step_s']:.2f} | | | "
+                     f"{cr['mb_per_step']:.0f} | " + " | ".join(f"{cr['projected_s'][p]:.2f}" for p in profiles) + " |")
+    lines += ["", f"(a) DP step / same pipeline DP off (target <= {TARGET_DP_OVERHEAD}x): "
+              + ", ".join(f"split {s} {r:.2f}x" for s, r in ratios["dp_over_dp_off"].items()),
+              "(b) hybrid DP step at the best split / CrypTen whole-model step as a competent user writes it "
+              "(target <= 2x on lan): " + ", ".join(f"{p} {ratios['hybrid_best_over_crypten'][p]:.2f}x "
+                                                    f"(split {ratios['best_split'][p]})" for p in profiles),
+              "(c) best split: " + ", ".join(f"{p} {ratios['best_split'][p]}" for p in profiles)]
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--splits", type=int, nargs="+", default=[3, 4, 5])
@@ -165,30 +191,13 @@ def main() -> int:
     runs.update(_crypten(cfg0, splits, batch=args.batch, steps=args.steps))
 
     profiles = [p.name for p in STANDARD_PROFILES]
-    print("\n| split | DP s/step (min-max) | DP-off s/step | (a) DP / DP-off | MB/step (busier direction) | "
-          + " | ".join(f"projected {p} s" for p in profiles) + " |")
-    print("|---" * (5 + len(profiles)) + "|")
-    ratios_a = {}
-    for split in args.splits:
-        on, off = runs["hybrid"][f"{split}/on"], runs["hybrid"][f"{split}/off"]
-        ratios_a[split] = on["step_s"] / off["step_s"]
-        print(f"| {split} | {on['step_s']:.2f} ({on['spread_s'][0]:.2f}-{on['spread_s'][1]:.2f}) | {off['step_s']:.2f} | "
-              f"{ratios_a[split]:.2f}x | "
-              f"{on['mb_per_step']:.0f} | " + " | ".join(f"{on['projected_s'][p]:.2f}" for p in profiles) + " |")
-    for key, label in (("crypten_literal", "as written"), ("crypten", "rewritten: pool before ReLU, skip_forward")):
-        cr = runs[key]
-        print(f"| CrypTen whole model (non-private, batch {cr['batch']}, {label}) | {cr['step_s']:.2f} | | | "
-              f"{cr['mb_per_step']:.0f} | " + " | ".join(f"{cr['projected_s'][p]:.2f}" for p in profiles) + " |")
-    cr = runs["crypten"]
+    ratios_a = {split: runs["hybrid"][f"{split}/on"]["step_s"] / runs["hybrid"][f"{split}/off"]["step_s"]
+                for split in args.splits}
     best = {p: min(args.splits, key=lambda s: runs["hybrid"][f"{s}/on"]["projected_s"][p]) for p in profiles}
-    ratios_b = {p: runs["hybrid"][f"{best[p]}/on"]["projected_s"][p] / cr["projected_s"][p] for p in profiles}
-    print(f"\n(a) DP step / same pipeline DP off (target <= {TARGET_DP_OVERHEAD}x): "
-          + ", ".join(f"split {s} {r:.2f}x" for s, r in ratios_a.items()))
-    print("(b) hybrid DP step at the best split / CrypTen whole-model step as a competent user writes it "
-          "(target <= 2x on lan): "
-          + ", ".join(f"{p} {ratios_b[p]:.2f}x (split {best[p]})" for p in profiles))
-    print("(c) best split: " + ", ".join(f"{p} {best[p]}" for p in profiles))
+    ratios_b = {p: runs["hybrid"][f"{best[p]}/on"]["projected_s"][p] / runs["crypten"]["projected_s"][p]
+                for p in profiles}
     runs["ratios"] = {"dp_over_dp_off": ratios_a, "hybrid_best_over_crypten": ratios_b, "best_split": best}
+    print("\n" + table_markdown(runs))
     missed = [s for s, r in ratios_a.items() if r > TARGET_DP_OVERHEAD]
     print(f"ratio check: (a) {'missed at split(s) ' + ', '.join(map(str, missed)) if missed else 'met'}")
     if args.json:

@@ -151,36 +151,15 @@ def render_table(summary: Dict[str, object]) -> str:
     return "\n".join(rows)
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
+# Scripts whose README table is rendered from their JSON by their own ``table_markdown(result)``
+# (the function the script prints its table with, so the two cannot drift apart).
+RENDERERS = ("hybrid_accuracy", "hybrid_speed")
 
 
-def render_hybrid_accuracy(result: Dict[str, object]) -> str:
-    """Per-seed accuracies of every arm, each arm's mean with its t-interval, and the gaps."""
-    runs, means, gaps = result["runs"], result["means"], result["gaps"]
-    arms = list(runs)
-    seeds = result["config"]["seeds"]
-    per_seed = {a: len(runs[a]) // len(seeds) for a in arms}
-    rows = ["| seed | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
-    for i, seed in enumerate(seeds):
-        cells = [" / ".join(_pct(r["accuracy"]) for r in runs[a][i * per_seed[a]:(i + 1) * per_seed[a]]) + "%"
-                 for a in arms]
-        rows.append(f"| {seed} | " + " | ".join(cells) + " |")
-    rows.append("| mean (sd) [95% t-interval] | " + " | ".join(
-        f"**{means[a]['mean']:.1f}%** ({means[a]['sd']:.1f}) [{means[a]['low']:.1f}, {means[a]['high']:.1f}]"
-        for a in arms) + " |")
-    rows.append("| epsilon (delta 1e-5) | " + " | ".join(f"{runs[a][0]['epsilon']:.2f}" for a in arms) + " |")
-    rows.append("")
-    for arm, g in gaps.items():
-        rows.append(f"- hybrid - {arm}: **{g['gap_points']:+.1f} points**, 95% Welch interval "
-                    f"[{g['low']:+.1f}, {g['high']:+.1f}]")
-    if result["config"].get("merge"):
-        rows.append("- pooled by `hybrid_accuracy.py --merge` from " + ", ".join(
-            f"`{Path(p).name}`" for p in result["config"]["merge"]))
-    return "\n".join(rows)
-
-
-RENDERERS = {"hybrid_accuracy": render_hybrid_accuracy}
+def _renderer(name: str):
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    return __import__(name).table_markdown
 
 
 def _replace_block(text: str, begin: str, end: str, body: str, where: Path) -> str:
@@ -195,12 +174,12 @@ def render(readme: Path, summary: Dict[str, object], results: Optional[Path] = N
     """Rewrite the marked tables of ``readme``; refuse a README without the markers a table needs
     (nothing is written then)."""
     text = _replace_block(readme.read_text(), BEGIN, END, render_table(summary), readme)
-    for name, renderer in RENDERERS.items():
+    for name in RENDERERS:
         path = results / f"{name}.json" if results is not None else None
         if path is None or not path.is_file():
             continue
         text = _replace_block(text, f"<!-- run_all:{name}:begin -->", f"<!-- run_all:{name}:end -->",
-                              renderer(json.loads(path.read_text())), readme)
+                              _renderer(name)(json.loads(path.read_text())), readme)
     readme.write_text(text)
 
 

@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("script, summary", [
     ("mpc_links.py", "ratio"), ("smpc_stage.py", "ratio"), ("dp_step_overhead.py", "ratio"), ("dp_audit.py", "ratio"),
-    ("he_head.py", "ratio"), ("hybrid_speed.py", "ratio"),  # plaintext_accuracy.py: through run_all.py (test_run_all.py)
-    ("hybrid_gradient_error.py", "ratio check")])  # hybrid_accuracy.py too: through run_all.py
+    ("he_head.py", "ratio"),  # plaintext_accuracy, hybrid_speed, hybrid_accuracy: through run_all.py (test_run_all.py)
+    ("hybrid_gradient_error.py", "ratio check")])
 def test_benchmark_smoke_run(script, summary):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke"], capture_output=True,
                          text=True, timeout=300, cwd=ROOT)

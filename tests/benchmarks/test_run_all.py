@@ -14,16 +14,18 @@ RUN_ALL = ROOT / "benchmarks" / "run_all.py"
 def test_run_all_records_the_machine_and_renders_the_table(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# Benchmarks\n\nbefore\n<!-- run_all:begin -->\nold table\n<!-- run_all:end -->\nmiddle\n"
+                      "<!-- run_all:hybrid_speed:begin -->\nold speed\n<!-- run_all:hybrid_speed:end -->\n"
                       "<!-- run_all:hybrid_accuracy:begin -->\nold accuracy\n<!-- run_all:hybrid_accuracy:end -->\nafter\n")
-    out = subprocess.run([sys.executable, str(RUN_ALL), "--smoke", "--only", "plaintext_accuracy", "hybrid_accuracy",
-                          "--out", str(tmp_path / "r"), "--readme", str(readme)], capture_output=True, text=True,
-                         timeout=600, cwd=ROOT)
+    out = subprocess.run([sys.executable, str(RUN_ALL), "--smoke", "--only", "plaintext_accuracy", "hybrid_speed",
+                          "hybrid_accuracy", "--out", str(tmp_path / "r"), "--readme", str(readme)],
+                         capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     summary = json.loads((tmp_path / "r" / "run_all.json").read_text())
     assert summary["smoke"] is True
     assert summary["machine"]["cores"] >= 1 and summary["machine"]["cpu"] and len(summary["machine"]["commit"]) == 40
-    run, accuracy = summary["runs"]
+    run, speed, accuracy = summary["runs"]
     assert run["name"] == "plaintext_accuracy" and run["returncode"] == 0
+    assert speed["name"] == "hybrid_speed" and speed["returncode"] == 0 and "ratio check" in speed["headline"]
     assert accuracy["name"] == "hybrid_accuracy" and accuracy["returncode"] == 0 and "gap check" in accuracy["headline"]
     assert "--smoke" in run["command"] and len(run["load_before"]) == 3 and run["seconds"] > 0
     printed = (tmp_path / "r" / "plaintext_accuracy.txt").read_text()
@@ -34,6 +36,8 @@ def test_run_all_records_the_machine_and_renders_the_table(tmp_path):
     # the accuracy table is rendered from the script's own JSON: its seeds, both arms, the gap
     assert "old accuracy" not in text and "| seed | hybrid | plaintext_same_epsilon |" in text
     assert "| 0 | " in text and "95% Welch interval" in text and "\nmiddle\n" in text
+    # the speed table likewise, through the function the script prints its own table with
+    assert "old speed" not in text and "| 5 | " in text and "(c) best split:" in text
     assert "smoke sizes" in text and summary["machine"]["commit"][:10] in text
 
 
