@@ -170,10 +170,12 @@ def _replace_block(text: str, begin: str, end: str, body: str, where: Path) -> s
     return f"{head}{begin}\n{body}\n{end}{tail}"
 
 
-def render(readme: Path, summary: Dict[str, object], results: Optional[Path] = None) -> None:
+def render(readme: Path, summary: Optional[Dict[str, object]], results: Optional[Path] = None) -> None:
     """Rewrite the marked tables of ``readme``; refuse a README without the markers a table needs
     (nothing is written then)."""
-    text = _replace_block(readme.read_text(), BEGIN, END, render_table(summary), readme)
+    text = readme.read_text()
+    if summary is not None:
+        text = _replace_block(text, BEGIN, END, render_table(summary), readme)
     for name in RENDERERS:
         path = results / f"{name}.json" if results is not None else None
         if path is None or not path.is_file():
@@ -200,9 +202,9 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     summary_path = args.out / "run_all.json"
     if args.render:
-        if not summary_path.is_file():
-            raise SystemExit(f"{summary_path}: no run_all.json to render; run without --render first")
-        render(readme or README, json.loads(summary_path.read_text()), results=args.out)
+        # without run_all.json (scripts run on their own) only the per-script tables are rendered
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+        render(readme or README, summary, results=args.out)
         return 0
     benches = [b for b in BENCHES if args.only is None or b.name in args.only]
     summary = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "smoke": args.smoke,
