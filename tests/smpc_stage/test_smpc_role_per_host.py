@@ -123,13 +123,35 @@ def test_a_party_killed_mid_run_stops_every_other_role_naming_it(tmp_path):
 
     consortium = _consortium(tmp_path, 2)
     port1 = yaml.safe_load(consortium.read_text())["roles"]["party-1"]["port"]
+    import threading
+
     procs = [_start(tmp_path, consortium, role, "--values", "4096", "--repeat", "100000") for role in _roles(2)]
-    time.sleep(12.0)  # links up, the check running
-    assert all(p.poll() is None for p in procs), "the soak ended early"
-    procs[1].send_signal(signal.SIGKILL)
-    start = time.time()
-    outputs = _finish([procs[0], procs[2]], timeout=60)
-    took = time.time() - start
+    # Kill only once party-0 says its links carried a whole check (a fixed wait raced the start-up
+    # on a loaded machine: killed before the links were up, the others waited out their timeout).
+    lines: list = []
+    up = threading.Event()
+
+    def read_party0() -> None:
+        for line in procs[0].stdout:
+            lines.append(line)
+            if "first check done, links up" in line:
+                up.set()
+
+    reader = threading.Thread(target=read_party0, daemon=True)
+    reader.start()
+    try:
+        assert up.wait(90), "party-0 never reported its links up:\n" + "".join(lines)[-1500:]
+        assert all(p.poll() is None for p in procs), "the soak ended early"
+        procs[1].send_signal(signal.SIGKILL)
+        start = time.time()
+        procs[0].wait(60)
+        reader.join(10)
+        outputs = ["".join(lines), *_finish([procs[2]], timeout=60)]
+        took = time.time() - start
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     procs[1].wait(10)
     assert took < 30, f"the other roles took {took:.0f} s to stop (their timeout is 60 s)"
     for role, proc, out in zip(("party-0", "dealer"), (procs[0], procs[2]), outputs):
