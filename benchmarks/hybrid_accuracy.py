@@ -19,8 +19,9 @@ Same data (demo), same model, same schedule and the same clipping for every run;
 
 Each plaintext reference runs ``--plaintext-repeats`` times per seed (seconds each, against
 minutes for a hybrid run). ``--merge`` pools the JSON of earlier invocations of the same
-configuration (seeds run in separate commands) and reports them as one. Printed: test accuracy per run, means (sd), and each gap in points
-with its 95% Welch t-interval. Target (``enclave``): the hybrid mean within 2 points of the
+configuration (seeds run in separate commands) and reports them as one. Printed: test accuracy
+per run, means (sd) with their 95% t-intervals, and each gap in points with its 95% Welch
+t-interval. Target (``enclave``): the hybrid mean within 2 points of the
 plaintext mean at the same epsilon (``--check`` exits 1 otherwise). Seeds fix model
 initialisation only; batches and noise come from OS entropy in every mode.
 """
@@ -49,12 +50,6 @@ def _run(label: str, overrides: List[str]) -> Dict[str, Any]:
           f"epsilon {out['epsilon']:.3f}  noise multiplier {out['noise_multiplier']:.4f}  "
           f"({out['seconds']:.0f} s)", flush=True)
     return out
-
-
-def _mean(runs: List[Dict[str, Any]]) -> str:
-    accs = [r["accuracy"] for r in runs]
-    sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-    return f"{100 * statistics.mean(accs):.1f}% (sd {100 * sd:.1f})"
 
 
 def _mean_interval(runs: List[Dict[str, Any]]) -> Dict[str, float]:
@@ -178,9 +173,10 @@ def _merged(paths: List[Path], args: argparse.Namespace):
 def _report(args: argparse.Namespace, runs: Dict[str, List[Dict[str, Any]]], arms: List[str]) -> int:
     print(f"\nmean test accuracy over seeds {args.seeds} (dp.noise_source={args.noise_source}):")
     means = {k: _mean_interval(v) for k, v in runs.items()}
-    for k, v in runs.items():
-        print(f"  {k:24s} {_mean(v)} over {len(v)} runs, 95% t-interval of the mean "
-              f"[{means[k]['low']:.1f}, {means[k]['high']:.1f}]")
+    for k, m in means.items():
+        sd = m["sd"] if m["runs"] > 1 else 0.0
+        print(f"  {k:24s} {m['mean']:.1f}% (sd {sd:.1f}) over {m['runs']} runs, 95% t-interval of the mean "
+              f"[{m['low']:.1f}, {m['high']:.1f}]")
     gaps = {k: _welch(runs["hybrid"], runs[k]) for k in arms[1:]}
     for k, g in gaps.items():
         print(f"hybrid - {k}: {g['gap_points']:+.1f} points, 95% Welch interval [{g['low']:+.1f}, {g['high']:+.1f}]"
