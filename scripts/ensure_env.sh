@@ -31,5 +31,8 @@ UV="$(find_uv "$PPML_PY")"
 if [ ! -x .venv/bin/python ]; then
     echo "first run: creating .venv with $PPML_PY from uv.lock (downloads about 3 GB once) ..." >&2
 fi
-"$UV" sync --frozen --quiet --python "$PPML_PY"
+# --compile-bytecode: the dependencies' .pyc files are written once here; where PYTHONDONTWRITEBYTECODE
+# is set (as on our CI machines), every role process would otherwise recompile torch, opacus and
+# sympy from source at start (measured: about 9 s of each process's 11 s import)
+"$UV" sync --frozen --quiet --compile-bytecode --python "$PPML_PY"
 export PATH="$PWD/.venv/bin:$PATH"
