@@ -170,6 +170,9 @@ class HEConfig:
     max_held_steps: int = 2
     # OpenMP threads of E's OpenFHE (E computes while the parties wait for it)
     evaluator_threads: int = 1
+    # threads of E that encode the weights' plaintexts ahead of the thread that multiplies
+    # (he_stage/linear.py); 0: encode inline
+    encoder_threads: int = 2
 
 
 @dataclass(frozen=True)
@@ -287,6 +290,7 @@ def _check_ranges(cfg: RunConfig) -> None:
         ),
         ("smpc.parties", cfg.smpc.parties in (2, 3), "must be 2 or 3"),
         ("he.evaluator_threads", cfg.he.evaluator_threads >= 1, "must be at least 1"),
+        ("he.encoder_threads", 0 <= cfg.he.encoder_threads <= 16, "must be in [0, 16] (0: E encodes inline)"),
         (
             "he.mask_hiding_bits",
             cfg.he.mask_hiding_bits is None or 32 <= cfg.he.mask_hiding_bits <= 50,

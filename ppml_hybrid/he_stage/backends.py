@@ -7,8 +7,9 @@ head's own code on it. :class:`CKKSBackend` runs the same calls on OpenFHE ciphe
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 from ppml_hybrid.he_stage.errors import LayoutError
 from ppml_hybrid.he_stage.layout import SlotLayout
@@ -59,13 +60,15 @@ class LevelBackend:
 class CKKSBackend:
     """Runs the program on ciphertexts with public weights (as prepared linear plans)."""
 
-    def __init__(self, *, cc: Any, layout: SlotLayout, plans: Mapping[str, LinearPlan]) -> None:
+    def __init__(self, *, cc: Any, layout: SlotLayout, plans: Mapping[str, LinearPlan],
+                 encoder: Optional[Executor] = None) -> None:
         self._cc = cc
         self._layout = layout
         self._plans = plans
+        self._encoder = encoder
 
     def linear(self, *, op: str, terms: Sequence[CKKSTensor], n_out: int) -> CKKSTensor:
-        cts = apply_plan(cc=self._cc, plan=self._plans[op], inputs=[t.cts for t in terms])
+        cts = apply_plan(cc=self._cc, plan=self._plans[op], inputs=[t.cts for t in terms], encoder=self._encoder)
         return CKKSTensor(tuple(cts), n_out, self._layout)
 
     def mul(self, x: CKKSTensor, y: CKKSTensor) -> CKKSTensor:

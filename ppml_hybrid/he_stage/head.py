@@ -22,6 +22,7 @@ The head holds no key and no mutable state: weights are bound per training step 
 from __future__ import annotations
 
 import types
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -328,18 +329,21 @@ class HEHead:
         poly = {blk.index: (w[blk.index].a, w[blk.index].b) for blk in self.blocks}
         return HEWeights(plans=types.MappingProxyType(plans), poly=types.MappingProxyType(poly))
 
-    def forward(self, *, cc: Any, weights: HEWeights, inputs: CKKSTensor) -> HEForward:
-        """Blocks split+1..L on the encrypted split activations (``n_inputs`` features)."""
+    def forward(self, *, cc: Any, weights: HEWeights, inputs: CKKSTensor,
+                encoder: Optional[Executor] = None) -> HEForward:
+        """Blocks split+1..L on the encrypted split activations (``n_inputs`` features).
+        ``encoder``: threads that encode the weights' plaintexts ahead (:mod:`.linear`)."""
         self._check(inputs, self.n_inputs, "inputs")
-        return run_forward(self._backend(cc, weights), self.blocks, weights.poly, inputs)
+        return run_forward(self._backend(cc, weights, encoder), self.blocks, weights.poly, inputs)
 
-    def backward(self, *, cc: Any, weights: HEWeights, forward: HEForward, delta_logits: CKKSTensor) -> HEBackward:
+    def backward(self, *, cc: Any, weights: HEWeights, forward: HEForward, delta_logits: CKKSTensor,
+                 encoder: Optional[Executor] = None) -> HEBackward:
         """Deltas of every HE layer from the encrypted ``delta_z`` (same weights as forward)."""
         self._check(delta_logits, self.n_logits, "delta_logits")
-        return run_backward(self._backend(cc, weights), self.blocks, weights.poly, forward, delta_logits)
+        return run_backward(self._backend(cc, weights, encoder), self.blocks, weights.poly, forward, delta_logits)
 
-    def _backend(self, cc: Any, weights: HEWeights) -> CKKSBackend:
-        return CKKSBackend(cc=cc, layout=self.layout, plans=weights.plans)
+    def _backend(self, cc: Any, weights: HEWeights, encoder: Optional[Executor]) -> CKKSBackend:
+        return CKKSBackend(cc=cc, layout=self.layout, plans=weights.plans, encoder=encoder)
 
     def _check(self, t: CKKSTensor, n: int, what: str) -> None:
         if not isinstance(t, CKKSTensor):

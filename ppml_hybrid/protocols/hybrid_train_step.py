@@ -339,7 +339,7 @@ class HybridTrainStep:
         for src in range(last):
             party, cts = comm.recv_obj(src)
             shares.append(EncryptedShare(party=int(party), cts=tuple(cts)))
-        enc = combine(cc=keys.cc, layout=keys.layout, shares=shares, chain=contribution.chain,
+        enc = combine(cc=keys.cc, public_key=keys.public_key, layout=keys.layout, shares=shares, chain=contribution.chain,
                       params=params, shape=contribution.shape)
         return tuple(serialize_ciphertext(c) for c in enc.cts)
 

@@ -30,6 +30,7 @@ from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ppml_hybrid.he_stage.adopt import adopt_all
 from ppml_hybrid.he_stage.backends import CKKSTensor
 from ppml_hybrid.he_stage.codec import encrypt_batch
 from ppml_hybrid.he_stage.layout import SlotLayout
@@ -63,7 +64,8 @@ def chain_step(*, cc: Any, public_key: Any, layout: SlotLayout, rank: int, bits:
     if len(received.bits) != len(bits):
         raise ChainError(f"the chain message carries {len(received.bits)} carry bits; expected {len(bits)}")
     out = tuple(
-        serialize_all(xor_step(cc=cc, public_key=public_key, layout=layout, cts=deserialize_all(cts), bits=b))
+        serialize_all(xor_step(cc=cc, public_key=public_key, layout=layout, bits=b,
+                               cts=adopt_all(cc=cc, public_key=public_key, cts=deserialize_all(cts))))
         for cts, b in zip(received.bits, bits)
     )
     return ChainMessage(sender=rank, bits=out)
@@ -86,24 +88,31 @@ def ss_to_he_party(*, ctx: Any, x: Any, keys: Any, params: ConversionParams, tra
     if len(tuple(x.size())) != 2:
         raise ChainError(f"SS->HE converts (batch, features) tensors; got shape {tuple(x.size())}: flatten first")
     cs = carry_shares(crypten=ctx.crypten, rank=ctx.rank, parties=ctx.parties, x=x, params=params, bounded=bounded)
-    share = encrypt_share(cc=keys.cc, public_key=keys.public_key, layout=keys.layout, u=cs.u.numpy(),
-                          params=params, party=ctx.rank)
     comm = ctx.crypten.comm.get()
-    received = comm.recv_obj(ctx.rank - 1) if ctx.rank > 0 else None
-    if received is not None:
-        received = ChainMessage(sender=int(received[0]), bits=tuple(tuple(b) for b in received[1]))
     bits = [b.numpy() for b in cs.carry_bits]
+    last = ctx.rank == ctx.parties - 1
+
+    def own_share() -> EncryptedShare:
+        return encrypt_share(cc=keys.cc, public_key=keys.public_key, layout=keys.layout, u=cs.u.numpy(),
+                             params=params, party=ctx.rank)
+
+    received = None
+    if ctx.rank > 0:
+        share = own_share()  # while the previous party's chain message is on its way
+        raw = comm.recv_obj(ctx.rank - 1)
+        received = ChainMessage(sender=int(raw[0]), bits=tuple(tuple(b) for b in raw[1]))
     sent = chain_step(cc=keys.cc, public_key=keys.public_key, layout=keys.layout, rank=ctx.rank, bits=bits,
                       received=received)
-    last = ctx.rank == ctx.parties - 1
     if not last:  # plain tuples: CrypTen's receiver unpickles with a restricted unpickler
         comm.send_obj((sent.sender, sent.bits), ctx.rank + 1)
+    if ctx.rank == 0:
+        share = own_share()  # after the chain message: the next party waits for that, not for this
     log.debug("party %d: SS->HE contribution ready (%d ciphertexts)", ctx.rank, len(share.cts))
     contribution = PartyContribution(share=share, chain=sent if last else None, shape=tuple(int(s) for s in x.size()))
     return contribution, (ChainTranscript(received=received, sent=sent) if transcript else None), cs
 
 
-def combine(*, cc: Any, layout: SlotLayout, shares: Sequence[EncryptedShare], chain: ChainMessage,
+def combine(*, cc: Any, public_key: Any, layout: SlotLayout, shares: Sequence[EncryptedShare], chain: ChainMessage,
             params: ConversionParams, shape: Tuple[int, int]) -> CKKSTensor:
     """Step 4 at E: Enc(x) from every Enc(u_j / 2^f) and the chain's Enc(w_k).
 
@@ -120,8 +129,8 @@ def combine(*, cc: Any, layout: SlotLayout, shares: Sequence[EncryptedShare], ch
     if any(len(s.cts) != k_cts for s in shares) or any(len(b) != k_cts for b in chain.bits):
         raise ChainError(f"every message must hold {k_cts} ciphertexts for {n_features} features")
     offset = layout.pack(values=np.full((batch, n_features), -float(1 << (params.clamp_bits - params.fraction_bits))))
-    u_cts = [deserialize_all(s.cts) for s in shares]
-    w_cts = [deserialize_all(b) for b in chain.bits]
+    u_cts = [adopt_all(cc=cc, public_key=public_key, cts=deserialize_all(s.cts)) for s in shares]
+    w_cts = [adopt_all(cc=cc, public_key=public_key, cts=deserialize_all(b)) for b in chain.bits]
     out = []
     for i in range(k_cts):
         acc = cc.EvalAdd(u_cts[0][i], cc.MakeCKKSPackedPlaintext(offset[i]))

@@ -45,7 +45,7 @@ def converted(request):
     from ppml_hybrid.he_stage.keys import load_public_material
 
     ev = load_public_material(material=keys.public)
-    out = combine(cc=ev.cc, layout=ev.layout, shares=[r.contribution.share for r in res],
+    out = combine(cc=ev.cc, public_key=ev.public_key, layout=ev.layout, shares=[r.contribution.share for r in res],
                   chain=res[-1].contribution.chain, params=p, shape=(BATCH, FEATURES))
     return dict(n=n, keys=keys, params=p, x=x, res=res, out=out, got=decrypt(keys, out, BATCH), wall=run.wall_s)
 

@@ -46,7 +46,7 @@ def test_head_forward_on_converted_activations():
     out = run_parties(smpc=smpc(PARTIES), program=SSToHEProgram(material=public, params=p),
                       party_inputs=[a] + [None] * (PARTIES - 1)).results
     ev = load_public_material(material=public)
-    enc_a = combine(cc=ev.cc, layout=ev.layout, shares=[r.contribution.share for r in out],
+    enc_a = combine(cc=ev.cc, public_key=ev.public_key, layout=ev.layout, shares=[r.contribution.share for r in out],
                     chain=out[-1].contribution.chain, params=p, shape=tuple(ref["a"].shape))
     fwd = head.forward(cc=ev.cc, weights=head.load_weights(state_dict=tm.state_dict()), inputs=enc_a)
     got = dec(run, fwd.logits)

@@ -87,6 +87,6 @@ def test_combine_with_simulated_shares_three_parties(keys3):
     msg = None
     for j in range(3):
         msg = chain_step(rank=j, bits=[bit_shares[k][j] for k in range(p.carry_bits)], received=msg, **kw)
-    out = combine(cc=ev.cc, layout=ev.layout, shares=shares, chain=msg, params=p, shape=(BATCH, FEATURES))
+    out = combine(cc=ev.cc, public_key=ev.public_key, layout=ev.layout, shares=shares, chain=msg, params=p, shape=(BATCH, FEATURES))
     got = decrypt(keys3, out, BATCH)
     assert np.abs(got - X / 2 ** 16).max() < SS_TO_HE_TOL

@@ -10,8 +10,9 @@ import os
 import signal
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before openfhe is imported
 
@@ -28,10 +29,13 @@ class RunningEvaluator:
     trust_pem: bytes
     server: Any
     key_client: Any
+    encoder: Optional[ThreadPoolExecutor] = None
 
     def stop(self) -> None:
         self.server.stop(grace=1.0).wait()
         self.key_client.close()
+        if self.encoder is not None:
+            self.encoder.shutdown(wait=True, cancel_futures=True)
 
 
 def start_evaluator(spec: Any, *, server_identity: Any = None) -> RunningEvaluator:
@@ -62,18 +66,21 @@ def start_evaluator(spec: Any, *, server_identity: Any = None) -> RunningEvaluat
     missing = set(head.rotation_indices) - set(keys.rotation_indices)
     if missing:
         raise KeyMaterialError(f"K published no rotation keys for {sorted(missing)}; the run configs differ")
+    threads = spec.run.he.encoder_threads
+    encoder = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="E-encode") if threads else None
     servicer = EvaluatorServicer(
         keys=keys, head=head, registry=spec.registry, key_client=k,
         store=StepStore(max_steps=spec.run.he.max_held_steps),
         masks=MaskShareBook(parties=spec.run.parties, max_rounds=spec.max_mask_rounds),
         hiding_bits=published.hiding_bits, max_mask_bits=published.max_mask_bits, parties=spec.run.parties,
-        share_wait_s=spec.share_wait_s)
+        share_wait_s=spec.share_wait_s, encoder=encoder)
     identity = server_identity or self_signed_server(common_name="ppml-hybrid HE evaluator")
     server, address = start_server(
         address=spec.address, credentials=server_credentials(identity=identity, client_ca_pem=spec.client_ca_pem),
         register=lambda s: pb_grpc.add_EvaluatorServicer_to_server(servicer, s), wire_log=spec.wire_log)
     log.info("HE evaluator listening on %s", address)
-    return RunningEvaluator(address=address, trust_pem=identity.trust_pem, server=server, key_client=k)
+    return RunningEvaluator(address=address, trust_pem=identity.trust_pem, server=server, key_client=k,
+                            encoder=encoder)
 
 
 def serve(raw_spec: dict) -> None:

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, Iterator, List, Tuple
+import time
+from concurrent.futures import Executor
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import grpc
 import numpy as np
 
+from ppml_hybrid.he_stage.adopt import adopt_all
 from ppml_hybrid.he_stage.backends import CKKSTensor
 from ppml_hybrid.he_stage.errors import HEError
 from ppml_hybrid.he_stage.evaluator.mask_book import MaskShareBook
@@ -42,7 +45,7 @@ DRIVERS = (PARTY, ORCHESTRATOR)
 class EvaluatorServicer(pb_grpc.EvaluatorServicer):
     def __init__(self, *, keys: EvaluatorKeys, head: HEHead, registry: Registry, key_client: EvaluatorKeyClient,
                  store: StepStore, masks: MaskShareBook, hiding_bits: int, max_mask_bits: int, parties: int,
-                 share_wait_s: float) -> None:
+                 share_wait_s: float, encoder: Optional[Executor] = None) -> None:
         self._keys = keys
         self._head = head
         self._registry = registry
@@ -54,6 +57,7 @@ class EvaluatorServicer(pb_grpc.EvaluatorServicer):
         self._parties = parties
         self._wait = share_wait_s
         self._compute = threading.Lock()  # one HE computation at a time (one thread per process)
+        self._encoder = encoder  # its threads encode the weight plaintexts ahead (he_stage/linear.py)
 
     # ---------------------------------------------------------------- helpers
 
@@ -71,7 +75,7 @@ class EvaluatorServicer(pb_grpc.EvaluatorServicer):
                 cts.append(openfhe.DeserializeCiphertextString(bytes(c.ciphertext), openfhe.BINARY))
             except RuntimeError:
                 raise InvalidCiphertext() from None
-        return first.header, cts
+        return first.header, list(adopt_all(cc=self._keys.cc, public_key=self._keys.public_key, cts=cts))
 
     def _tensor(self, cts: List[Any], n_features: int) -> CKKSTensor:
         try:
@@ -89,7 +93,9 @@ class EvaluatorServicer(pb_grpc.EvaluatorServicer):
     @refusals
     def Forward(self, request_iterator, context: grpc.ServicerContext) -> pb.StepReceipt:
         role = self._registry.require(context, kinds=DRIVERS, operation="Forward")
+        start = time.perf_counter()
         header, cts = self._read_step(request_iterator)
+        received = time.perf_counter()
         self._store.check_new(int(header.step_id))
         if not 1 <= header.batch <= self._keys.layout.block:
             raise InvalidArgumentError(f"batch must be in 1..{self._keys.layout.block}; got {header.batch}")
@@ -99,19 +105,23 @@ class EvaluatorServicer(pb_grpc.EvaluatorServicer):
         inputs = self._tensor(cts, header.n_features)
         try:
             w = self._head.load_weights(state_dict=weights)
+            loaded = time.perf_counter()
             with self._compute:
-                fwd = self._head.forward(cc=self._keys.cc, weights=w, inputs=inputs)
+                fwd = self._head.forward(cc=self._keys.cc, weights=w, inputs=inputs, encoder=self._encoder)
         except HEError as exc:
             raise InvalidArgumentError(str(exc)) from None
         state = StepState(step_id=int(header.step_id), batch=int(header.batch), weights=w, forward=fwd)
         self._store.put_forward(state)
-        log.info("step %d forward done for %s (batch %d)", state.step_id, role, state.batch)
+        log.info("step %d forward done for %s (batch %d; s receiving %.2f, weights %.2f, computing %.2f)",
+                 state.step_id, role, state.batch, received - start, loaded - received, time.perf_counter() - loaded)
         return self._receipt(state)
 
     @refusals
     def Backward(self, request_iterator, context: grpc.ServicerContext) -> pb.StepReceipt:
         self._registry.require(context, kinds=DRIVERS, operation="Backward")
+        start = time.perf_counter()
         header, cts = self._read_step(request_iterator)
+        received = time.perf_counter()
         state = self._store.get(int(header.step_id))
         if state.backward is not None:
             self._store.put_backward(step_id=state.step_id, backward=state.backward)  # raises the replay error
@@ -119,11 +129,12 @@ class EvaluatorServicer(pb_grpc.EvaluatorServicer):
         try:
             with self._compute:
                 bwd = self._head.backward(cc=self._keys.cc, weights=state.weights, forward=state.forward,
-                                          delta_logits=delta)
+                                          delta_logits=delta, encoder=self._encoder)
         except HEError as exc:
             raise InvalidArgumentError(str(exc)) from None
         state = self._store.put_backward(step_id=state.step_id, backward=bwd)
-        log.info("step %d backward done", state.step_id)
+        log.info("step %d backward done (s receiving %.2f, computing %.2f)", state.step_id, received - start,
+                 time.perf_counter() - received)
         return self._receipt(state)
 
     @refusals
