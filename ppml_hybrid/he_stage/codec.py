@@ -15,11 +15,12 @@ from ppml_hybrid.he_stage.backends import CKKSTensor
 from ppml_hybrid.he_stage.layout import SlotLayout
 
 
-def encrypt_batch(*, cc: Any, public_key: Any, layout: SlotLayout, values: np.ndarray) -> CKKSTensor:
-    """(batch, features) -> packed ciphertexts under ``public_key``."""
+def encrypt_batch(*, cc: Any, public_key: Any, layout: SlotLayout, values: np.ndarray, level: int = 0) -> CKKSTensor:
+    """(batch, features) -> packed ciphertexts under ``public_key``, ``level`` levels down (fewer
+    towers: smaller and cheaper, for a ciphertext that only meets others at that level)."""
     x = np.asarray(values, dtype=np.float64)
     vectors = layout.pack(values=x)
-    cts = tuple(cc.Encrypt(public_key, cc.MakeCKKSPackedPlaintext(v)) for v in vectors)
+    cts = tuple(cc.Encrypt(public_key, cc.MakeCKKSPackedPlaintext(v, 1, level)) for v in vectors)
     return CKKSTensor(cts, x.shape[1], layout)
 
 

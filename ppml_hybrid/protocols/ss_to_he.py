@@ -34,6 +34,7 @@ from ppml_hybrid.he_stage.adopt import adopt_all
 from ppml_hybrid.he_stage.backends import CKKSTensor
 from ppml_hybrid.he_stage.codec import encrypt_batch
 from ppml_hybrid.he_stage.layout import SlotLayout
+from ppml_hybrid.he_stage.linear import rescaled
 from ppml_hybrid.protocols.carry import CarryShares, carry_shares
 from ppml_hybrid.protocols.errors import ChainError
 from ppml_hybrid.protocols.messages import ChainMessage, ChainTranscript, EncryptedShare, PartyContribution
@@ -45,9 +46,10 @@ log = logging.getLogger(__name__)
 
 def encrypt_share(*, cc: Any, public_key: Any, layout: SlotLayout, u: np.ndarray, params: ConversionParams,
                   party: int) -> EncryptedShare:
-    """Step 2: Enc(u_j / 2^f) for this party's reduced share (batch, features)."""
+    """Step 2: Enc(u_j / 2^f) for this party's reduced share (batch, features), encrypted at the
+    level the chain's output reaches (n - 1), where step 4 adds it: one tower fewer per chain step."""
     values = np.asarray(u, dtype=np.int64).astype(np.float64) / float(1 << params.fraction_bits)
-    t = encrypt_batch(cc=cc, public_key=public_key, layout=layout, values=values)
+    t = encrypt_batch(cc=cc, public_key=public_key, layout=layout, values=values, level=params.parties - 1)
     return EncryptedShare(party=party, cts=serialize_all(t.cts))
 
 
@@ -116,8 +118,8 @@ def combine(*, cc: Any, public_key: Any, layout: SlotLayout, shares: Sequence[En
             params: ConversionParams, shape: Tuple[int, int]) -> CKKSTensor:
     """Step 4 at E: Enc(x) from every Enc(u_j / 2^f) and the chain's Enc(w_k).
 
-    Uses additions and doublings only, so the output sits at the chain's level (n - 1).
-    Padding slots of the layout decrypt to 0.
+    Uses additions and doublings only, so the output sits at the chain's level (n - 1), rescaled
+    (one tower fewer to send than the un-rescaled chain output). Padding slots decrypt to 0.
     """
     batch, n_features = shape
     if sorted(s.party for s in shares) != list(range(params.parties)):
@@ -133,7 +135,7 @@ def combine(*, cc: Any, public_key: Any, layout: SlotLayout, shares: Sequence[En
     w_cts = [adopt_all(cc=cc, public_key=public_key, cts=deserialize_all(b)) for b in chain.bits]
     out = []
     for i in range(k_cts):
-        acc = cc.EvalAdd(u_cts[0][i], cc.MakeCKKSPackedPlaintext(offset[i]))
+        acc = cc.EvalAdd(u_cts[0][i], cc.MakeCKKSPackedPlaintext(offset[i], 1, u_cts[0][i].GetLevel()))
         for j in range(1, len(u_cts)):
             acc = cc.EvalAdd(acc, u_cts[j][i])
         w = w_cts[-1][i]  # Horner: w = sum_k 2^k w_k
@@ -141,5 +143,5 @@ def combine(*, cc: Any, public_key: Any, layout: SlotLayout, shares: Sequence[En
             w = cc.EvalAdd(cc.EvalAdd(w, w), w_cts[k][i])
         for _ in range(params.modulus_bits - params.fraction_bits):
             w = cc.EvalAdd(w, w)
-        out.append(cc.EvalSub(acc, w))
+        out.append(rescaled(cc, cc.EvalSub(acc, w)))
     return CKKSTensor(tuple(out), n_features, layout)
