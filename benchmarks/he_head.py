@@ -299,9 +299,33 @@ def main() -> int:
         lines.append("TenSEAL baseline skipped (no --tenseal-python interpreter: TenSEAL is not in the lock)")
     for ln in lines:
         print(ln)
+    print("\n" + table_markdown(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str))
     return 1 if args.check and results[0]["vs_floor"] > MAX_VS_FLOOR else 0
+
+
+def table_markdown(report: Dict[str, Any]) -> str:
+    """The README's table and ratio lines from this script's JSON (``run_all.py`` renders with it)."""
+    ctx = report["context"]
+    lines = [f"ring {ctx['ring']}, depth {ctx['depth']}, {ctx['security']}, one thread", "",
+             "| batch | G (features/ct) | fwd s | bwd s | ms/sample | op-count floor s | x floor | input cts |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in report["runs"]:
+        lines.append(f"| {r['batch']} | {r['groups']} | {r['forward_s']:.2f} | {r['backward_s']:.2f} | "
+                     f"{r['per_sample_s'] * 1e3:.1f} | {r['floor_s']:.2f} | {r['vs_floor']:.2f} | {r['input_ciphertexts']} |")
+    ours, batched, single = report["runs"][0], report.get("tenseal_batched"), report.get("tenseal")
+    lines.append("")
+    if batched:
+        lines.append(f"- TenSEAL {batched['tenseal']} batched ({batched['mode']}), batch {batched['batch']}: "
+                     f"{batched['per_sample_s'] * 1e3:.0f} ms per sample, **"
+                     f"{batched['per_sample_s'] / ours['per_sample_s']:.1f}x ours** (the like-for-like baseline)")
+    if single:
+        lines.append(f"- TenSEAL one sample at a time (straw man, continuity): {single['per_sample_s']:.1f} s per sample, "
+                     f"{single['per_sample_s'] / ours['per_sample_s']:.0f}x ours")
+    if not (batched or single):
+        lines.append("- TenSEAL baselines not run (no `--tenseal-python`)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

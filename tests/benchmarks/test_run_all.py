@@ -66,3 +66,25 @@ def test_every_script_with_a_smoke_size_is_in_run_all():
     with_smoke = {p.stem for p in (ROOT / "benchmarks").glob("*.py")
                   if '"--smoke"' in p.read_text() and p.stem != "run_all"}
     assert with_smoke <= listed, with_smoke - listed
+
+
+def test_render_writes_each_scripts_table_from_its_committed_json(tmp_path):
+    """--render alone: every renderer's table from the JSON in --out (here the committed results)."""
+    import shutil
+
+    for name in ("he_head", "hybrid_accuracy"):
+        shutil.copy(ROOT / "benchmarks" / "results" / f"{name}.json", tmp_path / f"{name}.json")
+    readme = tmp_path / "README.md"
+    readme.write_text("# B\n<!-- run_all:he_head:begin -->\nold\n<!-- run_all:he_head:end -->\n"
+                      "<!-- run_all:hybrid_accuracy:begin -->\nold\n<!-- run_all:hybrid_accuracy:end -->\n"
+                      "<!-- run_all:hybrid_speed:begin -->\nkept\n<!-- run_all:hybrid_speed:end -->\n")
+    out = subprocess.run([sys.executable, str(RUN_ALL), "--render", "--out", str(tmp_path), "--readme", str(readme)],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = readme.read_text()
+    head = json.loads((tmp_path / "he_head.json").read_text())
+    ours = head["runs"][0]
+    assert "old" not in text and "kept" in text  # no hybrid_speed.json there: its block is left alone
+    assert f"| {ours['batch']} | {ours['groups']} | {ours['forward_s']:.2f} |" in text
+    assert f"{head['tenseal_batched']['per_sample_s'] / ours['per_sample_s']:.1f}x ours" in text
+    assert "| seed | hybrid | plaintext_same_epsilon |" in text
