@@ -9,11 +9,13 @@ m = l + 1 (:class:`~ppml_hybrid.protocols.params.ConversionParams`):
    the parties' bit-sliced u_j, cut to m + ceil(log2 n) bits (``ConversionParams.adder``;
    ``"full"`` is CrypTen's 64-bit adder), gives every party XOR shares of the bits of the
    carry w = (sum_j u_j - y) / 2^m;
-2. each P_j encrypts u_j / 2^f under K's public key (:class:`EncryptedShare`, to E);
+2. each P_j encrypts u_j / 2^f under K's public key at level n - 1, where step 4 adds it
+   (:class:`EncryptedShare`, to the combiner); P_1 does this after sending its chain message
+   (step 3), every later party while the previous party's message is on its way;
 3. XOR chain P_1 -> ... -> P_n -> E on each carry bit (:mod:`~ppml_hybrid.protocols.xor_chain`):
    P_1 sends Enc(b_1); P_j maps ct <- ct (1 - 2 b_j) + Enc(b_j) (fresh: re-randomised) and passes
-   it on; P_n's message goes to E (n - 1 levels);
-4. E (public material only, :func:`combine`):
+   it on; P_n's message goes to the combiner (n - 1 levels);
+4. the combiner (public material only, :func:`combine`; in training the last party, which drives E):
    Enc(x) = sum_j Enc(u_j / 2^f) - 2^(m-f) sum_k 2^k Enc(w_k) - 2^(l-f), computed with additions
    and doublings only (no level), packed with the run's :class:`SlotLayout`.
 
