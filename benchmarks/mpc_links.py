@@ -110,6 +110,22 @@ def _run(kind: str, sizes: List[int], reps: int) -> Dict[int, List[float]]:
     return results[0]
 
 
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 and not n % (1 << 20) else f"{n >> 10} KiB" if n >= 1024 and not n % 1024 \
+        else str(n)
+
+
+def table_markdown(rows: List[Dict[str, float]]) -> str:
+    """The results table from this script's JSON (printed by the script; ``run_all.py`` renders
+    the README's table with it)."""
+    lines = ["| bytes | gloo ms | links ms | ratio links / gloo | target |", "|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        miss = " (missed)" if r["ratio"] > r["target"] else ""
+        lines.append(f"| {_size(int(r['bytes']))} | {r['gloo_ms']:.3g} | {r['links_ms']:.3g} | {r['ratio']:.2f}x{miss} | "
+                     f"<= {r['target']:g}x |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes and repetitions (CI)")
@@ -125,7 +141,6 @@ def main(argv=None) -> int:
         for kind in ("gloo", "links"):
             for s, ts in _run(kind, sizes, reps).items():
                 times[kind][s].extend(ts)
-    print(f"{'bytes':>10} {'gloo ms':>10} {'links ms':>10} {'ratio':>7}")
     ok, rows = True, []
     for s in sizes:
         g, l = statistics.median(times["gloo"][s]), statistics.median(times["links"][s])
@@ -134,7 +149,7 @@ def main(argv=None) -> int:
         miss = ratio > target
         ok &= not miss
         rows.append({"bytes": s, "gloo_ms": g * 1e3, "links_ms": l * 1e3, "ratio": ratio, "target": target})
-        print(f"{s:>10} {g * 1e3:>10.3f} {l * 1e3:>10.3f} {ratio:>6.2f}x{'  (target %.0fx missed)' % target if miss else ''}")
+    print(table_markdown(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     if args.check and not ok:

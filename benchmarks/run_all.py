@@ -153,7 +153,7 @@ def render_table(summary: Dict[str, object]) -> str:
 
 # Scripts whose README table is rendered from their JSON by their own ``table_markdown(result)``
 # (the function the script prints its table with, so the two cannot drift apart).
-RENDERERS = ("hybrid_accuracy", "hybrid_speed", "he_head")
+RENDERERS = ("hybrid_accuracy", "hybrid_speed", "he_head", "mpc_links", "dp_audit")
 
 
 def _renderer(name: str):

@@ -72,12 +72,14 @@ def test_render_writes_each_scripts_table_from_its_committed_json(tmp_path):
     """--render alone: every renderer's table from the JSON in --out (here the committed results)."""
     import shutil
 
-    for name in ("he_head", "hybrid_accuracy"):
+    for name in ("he_head", "hybrid_accuracy", "mpc_links", "dp_audit"):
         shutil.copy(ROOT / "benchmarks" / "results" / f"{name}.json", tmp_path / f"{name}.json")
     readme = tmp_path / "README.md"
     readme.write_text("# B\n<!-- run_all:he_head:begin -->\nold\n<!-- run_all:he_head:end -->\n"
                       "<!-- run_all:hybrid_accuracy:begin -->\nold\n<!-- run_all:hybrid_accuracy:end -->\n"
-                      "<!-- run_all:hybrid_speed:begin -->\nkept\n<!-- run_all:hybrid_speed:end -->\n")
+                      "<!-- run_all:hybrid_speed:begin -->\nkept\n<!-- run_all:hybrid_speed:end -->\n"
+                      "<!-- run_all:mpc_links:begin -->\nold\n<!-- run_all:mpc_links:end -->\n"
+                      "<!-- run_all:dp_audit:begin -->\nold\n<!-- run_all:dp_audit:end -->\n")
     out = subprocess.run([sys.executable, str(RUN_ALL), "--render", "--out", str(tmp_path), "--readme", str(readme)],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -88,3 +90,7 @@ def test_render_writes_each_scripts_table_from_its_committed_json(tmp_path):
     assert f"| {ours['batch']} | {ours['groups']} | {ours['forward_s']:.2f} |" in text
     assert f"{head['tenseal_batched']['per_sample_s'] / ours['per_sample_s']:.1f}x ours" in text
     assert "| seed | hybrid | plaintext_same_epsilon |" in text
+    links = json.loads((tmp_path / "mpc_links.json").read_text())
+    assert f"| 8 | {links[0]['gloo_ms']:.3g} | {links[0]['links_ms']:.3g} | {links[0]['ratio']:.2f}x" in text
+    audit = json.loads((tmp_path / "dp_audit.json").read_text())["audit"]
+    assert f"below the accounted {audit['accounted_epsilon']:.2f}" in text
