@@ -12,7 +12,8 @@ processes, each party Poisson-sampling its own site's rows), ``--repeats`` times
 * DP on (the product: per-sample norms, checked clipping, K's noise);
 * DP off (the same pipeline; exact sums opened, no norms, clipping or noise);
 
-interleaved (on, off, on, off, ...) so that machine noise hits both alike; ``--steps`` measured
+interleaved across splits and settings (split 3 on, off, split 4 on, off, ..., then the next
+repeat) so that machine drift hits every split alike (the split ratio included); ``--steps`` measured
 steps per run after one warm-up step (it opens the RPC channels and K's and E's sessions).
 
 Then, in one party session with the same processes layout, CrypTen's own non-private training
@@ -176,16 +177,16 @@ def main() -> int:
 
     runs: Dict[str, Any] = {"hybrid": {}, "config": {"batch": args.batch, "steps": args.steps,
                                                      "repeats": args.repeats, "overrides": args.overrides}}
-    for split in args.splits:
-        raw: Dict[str, List[Dict[str, Any]]] = {"on": [], "off": []}
-        for rep in range(args.repeats):
+    raw: Dict[str, List[Dict[str, Any]]] = {f"{split}/{dp}": [] for split in args.splits for dp in ("on", "off")}
+    for rep in range(args.repeats):  # every split and DP setting once per repeat: drift hits all alike
+        for split in args.splits:
             for dp in ("on", "off"):
                 print(f"split {split}, dp={dp}, repeat {rep + 1}/{args.repeats} ...", flush=True)
                 r = _hybrid(_cfg([*base, f"split_layer={split}", f"dp={dp}"]))
-                raw[dp].append(r)
+                raw[f"{split}/{dp}"].append(r)
                 print(f"  steps: {', '.join(f'{s:.2f}' for s in r['steps'])} s", flush=True)
-        for dp in ("on", "off"):
-            runs["hybrid"][f"{split}/{dp}"] = _pooled(raw[dp])
+    for key, rs in raw.items():
+        runs["hybrid"][key] = _pooled(rs)
     print("CrypTen whole model, non-private: as the model is written, then as a competent CrypTen user would "
           "write it (max pooling before ReLU, skip_forward in the loss) ...", flush=True)
     runs.update(_crypten(cfg0, splits, batch=args.batch, steps=args.steps))
