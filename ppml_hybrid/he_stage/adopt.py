@@ -12,7 +12,7 @@ for bit, with the fast bookkeeping. Decryption is not affected.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -37,3 +37,14 @@ def adopt_all(*, cc: Any, public_key: Any, cts: Sequence[Any]) -> Tuple[Any, ...
                                                                              ct.GetScalingFactor())
         out.append(cc.EvalAdd(z, ct) if same else ct)
     return tuple(out)
+
+
+def adopt_groups(*, cc: Any, public_key: Any, groups: Sequence[Sequence[Any]]) -> List[Tuple[Any, ...]]:
+    """:func:`adopt_all` over several lists of ciphertexts at once (one zero per level and degree
+    for all of them, not per list), returned as the same lists."""
+    flat = adopt_all(cc=cc, public_key=public_key, cts=[ct for g in groups for ct in g])
+    out, start = [], 0
+    for g in groups:
+        out.append(flat[start:start + len(g)])
+        start += len(g)
+    return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import deque
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from itertools import islice
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -145,13 +146,9 @@ def _in_order(encoder: Optional[Executor], jobs: Sequence[Tuple[int, int, int]],
         for job in jobs:
             yield encode(*job)
         return
-    pending: deque = deque()
     todo = iter(jobs)
+    pending = deque(encoder.submit(encode, *job) for job in islice(todo, ENCODE_AHEAD))
     try:
-        for job in todo:
-            pending.append(encoder.submit(encode, *job))
-            if len(pending) >= ENCODE_AHEAD:
-                break
         while pending:
             done = pending.popleft()
             nxt = next(todo, None)

@@ -32,7 +32,7 @@ from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ppml_hybrid.he_stage.adopt import adopt_all
+from ppml_hybrid.he_stage.adopt import adopt_groups
 from ppml_hybrid.he_stage.backends import CKKSTensor
 from ppml_hybrid.he_stage.codec import encrypt_batch
 from ppml_hybrid.he_stage.layout import SlotLayout
@@ -67,11 +67,9 @@ def chain_step(*, cc: Any, public_key: Any, layout: SlotLayout, rank: int, bits:
         raise ChainError(f"party {rank} expects the chain message of party {rank - 1}; got {received and received.sender}")
     if len(received.bits) != len(bits):
         raise ChainError(f"the chain message carries {len(received.bits)} carry bits; expected {len(bits)}")
-    out = tuple(
-        serialize_all(xor_step(cc=cc, public_key=public_key, layout=layout, bits=b,
-                               cts=adopt_all(cc=cc, public_key=public_key, cts=deserialize_all(cts))))
-        for cts, b in zip(received.bits, bits)
-    )
+    incoming = adopt_groups(cc=cc, public_key=public_key, groups=[deserialize_all(cts) for cts in received.bits])
+    out = tuple(serialize_all(xor_step(cc=cc, public_key=public_key, layout=layout, cts=cts, bits=b))
+                for cts, b in zip(incoming, bits))
     return ChainMessage(sender=rank, bits=out)
 
 
@@ -133,8 +131,9 @@ def combine(*, cc: Any, public_key: Any, layout: SlotLayout, shares: Sequence[En
     if any(len(s.cts) != k_cts for s in shares) or any(len(b) != k_cts for b in chain.bits):
         raise ChainError(f"every message must hold {k_cts} ciphertexts for {n_features} features")
     offset = layout.pack(values=np.full((batch, n_features), -float(1 << (params.clamp_bits - params.fraction_bits))))
-    u_cts = [adopt_all(cc=cc, public_key=public_key, cts=deserialize_all(s.cts)) for s in shares]
-    w_cts = [adopt_all(cc=cc, public_key=public_key, cts=deserialize_all(b)) for b in chain.bits]
+    adopted = adopt_groups(cc=cc, public_key=public_key,
+                           groups=[deserialize_all(s.cts) for s in shares] + [deserialize_all(b) for b in chain.bits])
+    u_cts, w_cts = adopted[:len(shares)], adopted[len(shares):]
     out = []
     for i in range(k_cts):
         acc = cc.EvalAdd(u_cts[0][i], cc.MakeCKKSPackedPlaintext(offset[i], 1, u_cts[0][i].GetLevel()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from he_helpers import load_he, load_model, make_run
-from ppml_hybrid.he_stage.adopt import adopt_all
+from ppml_hybrid.he_stage.adopt import adopt_all, adopt_groups
 from ppml_hybrid.he_stage.keys import deserialize_ciphertext, serialize_ciphertext
 
 
@@ -24,3 +24,5 @@ def test_adopted_ciphertexts_are_the_received_ones_bit_for_bit():
     adopted = adopt_all(cc=cc, public_key=pk, cts=received)
     assert [serialize_ciphertext(c) for c in adopted] == sent
     assert all(a is not r for a, r in zip(adopted, received))  # re-attached, not passed through
+    grouped = adopt_groups(cc=cc, public_key=pk, groups=[received[:1], [], received[1:]])
+    assert [[serialize_ciphertext(c) for c in g] for g in grouped] == [sent[:1], [], sent[1:]]
