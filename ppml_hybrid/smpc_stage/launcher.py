@@ -137,6 +137,7 @@ class PartySession:
             last=ctx.Array("d", [time.time()] * n, lock=False),
             in_comm=ctx.Array("i", [0] * n, lock=False),
             ops=ctx.Array("q", [0] * n, lock=False),
+            stage=ctx.Array("i", [0] * n, lock=False),
         )
         self._results = ctx.Queue()
         self._commands = [ctx.Queue() for _ in range(n)]
@@ -201,7 +202,8 @@ class PartySession:
             self._board.last[r] = start
             q.put((self._seq, payload))
         try:
-            results = _watch(self._parties, self._dealer, self._results, self._board, self._smpc.timeout_s)
+            results = _watch(self._parties, self._dealer, self._results, self._board, self._smpc.timeout_s,
+                             program=type(program).__name__)
         except BaseException:
             self._broken = True
             self._teardown()
@@ -294,7 +296,8 @@ def _process_context() -> Any:
     return ctx
 
 
-def _watch(parties: List[Any], dealer: Any, results_q: Any, board: ProgressBoard, timeout_s: float) -> Dict[int, Any]:
+def _watch(parties: List[Any], dealer: Any, results_q: Any, board: ProgressBoard, timeout_s: float, *,
+           program: str = "") -> Dict[int, Any]:
     n = len(parties)
     results: Dict[int, Any] = {}
     events: List[Tuple[str, int, str]] = []
@@ -324,10 +327,11 @@ def _watch(parties: List[Any], dealer: Any, results_q: Any, board: ProgressBoard
             if not busy:
                 fewest = min(board.ops[r] for r in range(n))
                 busy = [r for r in range(n) if board.ops[r] == fewest]
-            who = ", ".join(f"party {r}" for r in busy)
+            who = ", ".join(f"party {r} ({board.describe(r)})" for r in busy)
             raise PartyTimeoutError(
                 f"{who} made no progress for {timeout_s:g} s (smpc.timeout_s) while the others waited "
-                f"for it: it hangs or is far too slow. Check that host/process, or raise smpc.timeout_s",
+                f"for it{' in ' + program if program else ''}: it hangs or is far too slow. Check that "
+                "host/process, or raise smpc.timeout_s",
                 party=busy[0],
             )
     return results

@@ -13,7 +13,10 @@ framing.
 Setup, per link (steps):
 
 1. the higher rank dials the lower rank's ``host:port`` (retrying until ``connect_timeout_s``:
-   roles start in any order);
+   roles start in any order; a dial that lands on itself, or whose handshake stalls past
+   ``DIAL_HANDSHAKE_S``, is retried; one refused or broken fails at once). The acceptor gives each connecting host
+   ``ACCEPT_HANDSHAKE_S`` and refuses, logs and forgets one that fails: a stranger that connects
+   and stalls or drops cannot keep the roster's peers out;
 2. TLS 1.3 handshake, both sides presenting their own certificate: each side's trust store
    holds exactly the roster's pinned certificates, and after the handshake each side checks
    the SHA-256 fingerprint of the peer's certificate against the roster entry of the rank it
@@ -66,6 +69,14 @@ KIND_HELLO = 2
 KIND_BYE = 3
 READ_CHUNK = 1 << 20
 LINK_PROTOCOL = "ppml-hybrid mpc link v1"
+# A TLS handshake takes milliseconds; these bound one connection's, so that a host that
+# connects and stalls cannot hold up the mesh until its deadline.
+ACCEPT_HANDSHAKE_S = 15.0
+DIAL_HANDSHAKE_S = 30.0
+
+
+class _HandshakeStalled(LinkSetupError):
+    """A connection made no progress in its TLS handshake within its bound."""
 
 
 # ---------------------------------------------------------------------------- roster
@@ -185,6 +196,12 @@ class Link:
 
     def _read_loop(self) -> None:
         try:
+            # The handshake's last read can carry the peer's first records too (its hello, sent
+            # right after its Finished): decrypt what the BIO already holds before waiting on the
+            # socket, or that frame waits for the peer's next send (a hang until the timeout).
+            with self._tls_lock:
+                if self._decrypt_available():
+                    return
             while True:
                 chunk = self._sock.recv(READ_CHUNK)
                 if not chunk:
@@ -376,12 +393,21 @@ class Mesh:
             sock.settimeout(max(0.05, min(2.0, deadline - time.monotonic())))
             try:
                 sock.connect((peer.host, peer.port))
+                if sock.getsockname() == sock.getpeername():
+                    # TCP simultaneous open onto itself: the kernel gave this dial the peer's port as
+                    # its own while the peer was not listening yet. Not a link; try again.
+                    raise ConnectionRefusedError(f"port {peer.port} not listening yet (self-connect)")
             except OSError as exc:
                 sock.close()
                 last = exc
                 time.sleep(0.1)
                 continue
-            return self._secure(sock, peer=peer, server=False, deadline=deadline)
+            try:
+                return self._secure(sock, peer=peer, server=False,
+                                    deadline=min(deadline, time.monotonic() + DIAL_HANDSHAKE_S))
+            except _HandshakeStalled as exc:  # a listener that accepts and says nothing: redial
+                last = exc
+                time.sleep(0.1)
         raise LinkSetupError(
             f"{self.me.name} could not reach {peer.describe()} within {self.connect_timeout_s:g} s "
             f"({type(last).__name__ if last else 'timeout'}: {last}): is it running, and is port {peer.port} "
@@ -400,9 +426,14 @@ class Mesh:
             except OSError:
                 return
             try:
-                link = self._secure(sock, peer=None, server=True, deadline=deadline, candidates=waiting)
-            except PeerIdentityError as exc:
-                log.warning("%s", exc)  # a stranger: refuse it and keep waiting for the roster
+                # Each connecting host gets ACCEPT_HANDSHAKE_S, not the whole deadline: a connection
+                # that never completes its handshake must not keep the roster's peers waiting.
+                link = self._secure(sock, peer=None, server=True, candidates=waiting,
+                                    deadline=min(deadline, time.monotonic() + ACCEPT_HANDSHAKE_S))
+            except (PeerIdentityError, LinkSetupError) as exc:
+                # a stranger, or a connection that broke or stalled before it authenticated:
+                # refuse it and keep waiting for the roster
+                log.warning("%s", exc)
                 continue
             except BaseException as exc:  # noqa: BLE001 - reported by open()
                 errors.append(exc)
@@ -425,6 +456,10 @@ class Mesh:
                 f"{self.me.name}: TLS handshake with {where} failed ({exc.reason or exc}): its certificate is not "
                 "pinned in the consortium file, or it does not trust ours"
             ) from None
+        except socket.timeout:
+            sock.close()
+            raise _HandshakeStalled(f"{self.me.name}: {where} connected but did not complete the TLS handshake "
+                                    "in time") from None
         except OSError as exc:
             sock.close()
             raise LinkSetupError(f"{self.me.name}: connection to {where} broke during the TLS handshake ({exc})") from None

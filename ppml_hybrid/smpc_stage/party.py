@@ -56,16 +56,29 @@ log = logging.getLogger(__name__)
 PRECISION_BITS = FIXED_POINT_BITS
 
 
+# What a party process is doing, by ProgressBoard.stage index.
+STAGES = ("starting", "opening its MPC links", "waiting for the launcher's next program", "running a program")
+STAGE_STARTING, STAGE_LINKS, STAGE_IDLE, STAGE_PROGRAM = range(len(STAGES))
+
+
 class ProgressBoard:
     """Shared per-party progress, read by the orchestrator to attribute a hang.
 
     ``last[r]``: time of party r's last completed communicator call (or heartbeat);
-    ``in_comm[r]``: 1 while party r waits inside a communicator call; ``ops[r]``: calls done.
+    ``in_comm[r]``: 1 while party r waits inside a communicator call; ``ops[r]``: calls done;
+    ``stage[r]``: an index into :data:`STAGES` (what party r is doing, for the timeout's message).
     Built by the orchestrator from multiprocessing shared arrays.
     """
 
-    def __init__(self, *, last: Any, in_comm: Any, ops: Any) -> None:
-        self.last, self.in_comm, self.ops = last, in_comm, ops
+    def __init__(self, *, last: Any, in_comm: Any, ops: Any, stage: Any) -> None:
+        self.last, self.in_comm, self.ops, self.stage = last, in_comm, ops, stage
+
+    def at(self, rank: int, stage: int) -> None:
+        self.stage[rank] = stage
+        self.last[rank] = time.time()
+
+    def describe(self, rank: int) -> str:
+        return STAGES[self.stage[rank]] if 0 <= self.stage[rank] < len(STAGES) else "?"
 
     def enter(self, rank: int) -> None:
         self.in_comm[rank] = 1
@@ -182,6 +195,8 @@ def run_party(
 ) -> Any:
     """Run ``program`` as party ``rendezvous.rank`` and return its result (steps: module doc)."""
     crypten = _configure_crypten(rendezvous, orchestrated=board is not None)
+    if board is not None:
+        board.at(rendezvous.rank, STAGE_LINKS)
     # The dealer process provides triples, never the trusted-first-party default.
     provider = join_as_party(crypten, mesh=_mesh(rendezvous, links, orchestrated=board is not None),
                              parties=rendezvous.parties, hazmat_crypten_ttp=rendezvous.hazmat_crypten_ttp)
@@ -278,12 +293,14 @@ class _ServeCommands:
 
     def __call__(self, ctx: PartyContext, inputs: Any) -> None:
         while True:
+            if ctx.board is not None:
+                ctx.board.at(ctx.rank, STAGE_IDLE)
             command = self.commands.get()
             if command is None:
                 return
             seq, program = command
             if ctx.board is not None:
-                ctx.board.beat(ctx.rank)
+                ctx.board.at(ctx.rank, STAGE_PROGRAM)
             out = pickle.loads(program)(ctx, inputs)
             # Plain pickle (by value): torch's multiprocessing reducers would pass tensors as
             # file descriptors that die with this process.

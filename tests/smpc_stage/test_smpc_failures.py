@@ -38,7 +38,7 @@ def test_hang_times_out_naming_the_party():
     timeout = 3.0
     err, elapsed, pids = _run_with_fault(FaultPlan(party=2, kind="hang"), parties=3, timeout_s=timeout)
     assert isinstance(err, PartyTimeoutError)
-    assert err.party == 2 and str(err).startswith("party 2 made no progress"), str(err)
+    assert err.party == 2 and str(err).startswith("party 2 (running a program) made no progress"), str(err)
     # start-up (fork server warm: ~1 s) + the timeout + tear-down
     assert elapsed < timeout + 15
     assert len(pids) == 4 and not any(process_alive(p) for p in pids)
