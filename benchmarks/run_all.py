@@ -130,7 +130,9 @@ def run_one(bench: Bench, out: Path, *, smoke: bool, check: bool, extra: Sequenc
     (out / f"{bench.name}.txt").write_text(proc.stdout)
     if proc.returncode != 0:
         (out / f"{bench.name}.stderr.txt").write_text(proc.stderr)
-    record = {"name": bench.name, "command": " ".join(["benchmarks/" + bench.name + ".py", *argv[2:]]),
+    # paths as the README shows them: relative to the checkout the scripts ran in
+    shown = [os.path.relpath(a, ROOT) if a.startswith(str(ROOT) + os.sep) else a for a in argv[2:]]
+    record = {"name": bench.name, "command": " ".join(["benchmarks/" + bench.name + ".py", *shown]),
               "started": started, "seconds": round(seconds, 1), "returncode": proc.returncode,
               "load_before": [round(x, 2) for x in load_before],
               "load_after": [round(x, 2) for x in os.getloadavg()], "headline": headline(proc.stdout)}

@@ -171,6 +171,10 @@ def main(argv=None) -> int:
     print(table_markdown(result))
     print("\nratios:", json.dumps({k: round(v, 2) for k, v in ratios.items()}))
     print("targets:", " | ".join(f"{k}: {v}" for k, v in targets.items()))
+    print(f"ratio check against CrypTen rewritten: ReLU bytes {ratios['relu_bytes_crypten_over_ours']:.1f}x, time "
+          f"{ratios['relu_time_crypten_over_ours']:.1f}x; CrypTen ReLU bytes / ours poly "
+          f"{ratios['crypten_relu_bytes_over_ours_poly']:.1f}x (>= 10): "
+          f"{'met' if all(targets.values()) else 'missed: ' + ', '.join(k for k, v in targets.items() if not v)}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 1 if args.check and not all(targets.values()) else 0

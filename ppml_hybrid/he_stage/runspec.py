@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional
 
 from ppml_hybrid.config import HEConfig, ModelConfig, from_mapping
 from ppml_hybrid.errors import ConfigError

@@ -58,8 +58,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from ppml_hybrid.smpc_stage.bitsliced import b2a_bits, bit_slice, sum_bit_plane
 
 # l: |X| < 2^l (|x| < 2^24 at f = 16); 40 leaves 2^24 of real range for activations and

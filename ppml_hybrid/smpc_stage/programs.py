@@ -96,7 +96,6 @@ class StageStep:
 
     def __call__(self, ctx: Any, inputs: PartyInputs) -> StepReport:
         torch.set_num_threads(1)
-        crypten = ctx.crypten
         stage = MPCBlocks.build(model=self.model, state_dict=self.state_dict, image_size=self.image_size, stop=self.stop)
         if self.warmup:
             self._step(ctx, stage, inputs)

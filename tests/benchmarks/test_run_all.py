@@ -72,14 +72,13 @@ def test_render_writes_each_scripts_table_from_its_committed_json(tmp_path):
     """--render alone: every renderer's table from the JSON in --out (here the committed results)."""
     import shutil
 
-    for name in ("he_head", "hybrid_accuracy", "mpc_links", "dp_audit"):
+    rendered = ("he_head", "hybrid_accuracy", "mpc_links", "dp_audit", "dp_step_overhead", "plaintext_accuracy",
+                "smpc_stage", "hybrid_gradient_error")
+    for name in rendered:
         shutil.copy(ROOT / "benchmarks" / "results" / f"{name}.json", tmp_path / f"{name}.json")
     readme = tmp_path / "README.md"
-    readme.write_text("# B\n<!-- run_all:he_head:begin -->\nold\n<!-- run_all:he_head:end -->\n"
-                      "<!-- run_all:hybrid_accuracy:begin -->\nold\n<!-- run_all:hybrid_accuracy:end -->\n"
-                      "<!-- run_all:hybrid_speed:begin -->\nkept\n<!-- run_all:hybrid_speed:end -->\n"
-                      "<!-- run_all:mpc_links:begin -->\nold\n<!-- run_all:mpc_links:end -->\n"
-                      "<!-- run_all:dp_audit:begin -->\nold\n<!-- run_all:dp_audit:end -->\n")
+    readme.write_text("# B\n" + "".join(f"<!-- run_all:{n}:begin -->\nold\n<!-- run_all:{n}:end -->\n" for n in rendered)
+                      + "<!-- run_all:hybrid_speed:begin -->\nkept\n<!-- run_all:hybrid_speed:end -->\n")
     out = subprocess.run([sys.executable, str(RUN_ALL), "--render", "--out", str(tmp_path), "--readme", str(readme)],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -94,3 +93,12 @@ def test_render_writes_each_scripts_table_from_its_committed_json(tmp_path):
     assert f"| 8 | {links[0]['gloo_ms']:.3g} | {links[0]['links_ms']:.3g} | {links[0]['ratio']:.2f}x" in text
     audit = json.loads((tmp_path / "dp_audit.json").read_text())["audit"]
     assert f"below the accounted {audit['accounted_epsilon']:.2f}" in text
+    dso = json.loads((tmp_path / "dp_step_overhead.json").read_text())["rows"][0]
+    assert f"| {dso['batch']} | {dso['median_ms']['non-private']:.1f} ms |" in text
+    acc = json.loads((tmp_path / "plaintext_accuracy.json").read_text())
+    assert f"| DP-SGD | {acc['dp']['mean']:.1%} (" in text
+    stage = json.loads((tmp_path / "smpc_stage.json").read_text())
+    assert f"ReLU bytes {stage['ratios']['relu_bytes_crypten_over_ours']:.1f}x (>= 1)" in text
+    assert "| block1.conv | forward | 0 | 0 | 0 |" in text
+    err = json.loads((tmp_path / "hybrid_gradient_error.json").read_text())
+    assert f"**{err['clipped']['error_norm'] / err['dp_noise_norm']:.3%}**" in text
