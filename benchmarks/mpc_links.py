@@ -150,6 +150,9 @@ def main(argv=None) -> int:
         ok &= not miss
         rows.append({"bytes": s, "gloo_ms": g * 1e3, "links_ms": l * 1e3, "ratio": ratio, "target": target})
     print(table_markdown(rows))
+    worst = max(rows, key=lambda r: r["ratio"] / r["target"])
+    print(f"ratio check: links / gloo at most {worst['ratio']:.2f}x ({_size(int(worst['bytes']))} messages, target "
+          f"<= {worst['target']:g}x): {'met' if ok else 'missed'}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     if args.check and not ok:

@@ -107,7 +107,8 @@ def machine() -> Dict[str, object]:
 
 
 def headline(stdout: str) -> str:
-    lines = [ln.strip() for ln in stdout.splitlines() if any(w in ln for w in HEADLINE_WORDS)]
+    lines = [ln.strip() for ln in stdout.splitlines()
+             if any(w in ln for w in HEADLINE_WORDS) and not ln.lstrip().startswith("|")]  # not a table row
     return lines[-1] if lines else ""
 
 
