@@ -103,7 +103,9 @@ def machine() -> Dict[str, object]:
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem_gib, "platform": platform.platform(),
             "python": platform.python_version(), "versions": versions,
             "commit": _cmd_output(["git", "rev-parse", "HEAD"]),
-            "dirty": bool(_cmd_output(["git", "status", "--porcelain", "--untracked-files=no"]))}
+            # results/ is what the scripts write: a tree dirty only there ran committed code
+            "dirty": bool(_cmd_output(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                       ":(exclude)benchmarks/results"]))}
 
 
 def headline(stdout: str) -> str:

@@ -14,6 +14,7 @@ RUN_ALL = ROOT / "benchmarks" / "run_all.py"
 def test_run_all_records_the_machine_and_renders_the_table(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# Benchmarks\n\nbefore\n<!-- run_all:begin -->\nold table\n<!-- run_all:end -->\nmiddle\n"
+                      "<!-- run_all:plaintext_accuracy:begin -->\nold plain\n<!-- run_all:plaintext_accuracy:end -->\n"
                       "<!-- run_all:hybrid_speed:begin -->\nold speed\n<!-- run_all:hybrid_speed:end -->\n"
                       "<!-- run_all:hybrid_accuracy:begin -->\nold accuracy\n<!-- run_all:hybrid_accuracy:end -->\nafter\n")
     out = subprocess.run([sys.executable, str(RUN_ALL), "--smoke", "--only", "plaintext_accuracy", "hybrid_speed",
@@ -32,7 +33,8 @@ def test_run_all_records_the_machine_and_renders_the_table(tmp_path):
     assert run["headline"] and run["headline"] in printed  # the script's own summary line
     text = readme.read_text()
     assert "old table" not in text and text.startswith("# Benchmarks\n\nbefore\n") and text.endswith("after\n")
-    assert "| plaintext_accuracy | `benchmarks/plaintext_accuracy.py --smoke` |" in text
+    assert "| plaintext_accuracy | `benchmarks/plaintext_accuracy.py --smoke --json " in text
+    assert "old plain" not in text and "| DP-SGD | " in text and "intensity-statistics baseline" in text
     # the accuracy table is rendered from the script's own JSON: its seeds, both arms, the gap
     assert "old accuracy" not in text and "| seed | hybrid | plaintext_same_epsilon |" in text
     assert "| 0 | " in text and "95% Welch interval" in text and "\nmiddle\n" in text
