@@ -177,8 +177,8 @@ def main() -> int:
     zero_noise = DPStepParams(max_grad_norm=C, noise_multiplier=0.0, parties=cfg.smpc.parties)
     out = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
            "parameters": params, "dp_noise_norm": noise_norm, "warm_test_accuracy": trained.test.accuracy,
-           "he": cfg.he.name, "mask_hiding_bits": key_service_run_spec(cfg).he.mask_hiding_bits, "noise_source": cfg.dp.noise_source,
-           "noise_multiplier": cfg.dp.noise_multiplier}
+           "he": cfg.he.name, "mask_hiding_bits": key_service_run_spec(cfg).he.mask_hiding_bits,
+           "noise_source": cfg.dp.noise_source, "noise_multiplier": cfg.dp.noise_multiplier}
     clipped = _compare("DP step, noise 0 (clipped sums)", want["clipped"], _secure_sums(cfg, state, rows, zero_noise))
     exact = _compare("dp=off (exact sums)", want["plain"], _secure_sums(cfg, state, rows, None))
     out["clipped"], out["exact"] = clipped, exact

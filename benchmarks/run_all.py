@@ -21,8 +21,8 @@ Then it rewrites the table between ``<!-- run_all:begin -->`` and ``<!-- run_all
 the README and the console cannot disagree (``--render`` alone does only that, from what
 ``--out`` holds). Tables that no script here produces (the comparison microbenchmark of the
 tests, ``./train.sh`` timings, the split sweep) stay hand-written, each with its command and
-date. ``--check``
-passes ``--check`` to every script and exits 1 when any script failed or missed its target.
+date. ``--check`` passes ``--check`` to every script and exits 1 when any script failed or
+missed its target.
 
 Full sizes take about 3.5 hours here (hybrid_accuracy alone about 80 minutes); TenSEAL's
 baseline runs only when ``--tenseal-python`` names an interpreter that has it (it is not in the
