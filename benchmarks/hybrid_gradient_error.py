@@ -114,16 +114,16 @@ def _compare(label: str, want: Dict[str, torch.Tensor], got: Dict[str, torch.Ten
 
 
 def table_markdown(out: Dict[str, Any]) -> str:
-    """The README's tables from this script's JSON."""
+    """The README's tables from this script's JSON (norms written ‖x‖: a bare | would split a cell)."""
     c, e, noise = out["clipped"], out["exact"], out["dp_noise_norm"]
     worst = (f" (largest per tensor: {c['worst_tensor_relative']:.1%}, `{c['worst_tensor']}`)"
              if "worst_tensor" in c else "")
-    lines = ["| released sums | ||error|| / ||sum|| | ||error|| / DP noise norm of the default run |", "|---|---|---|",
+    lines = ["| released sums | ‖error‖ / ‖sum‖ | ‖error‖ / DP noise norm of the default run |", "|---|---|---|",
              f"| clipped (DP step, noise 0) | {c['error_norm'] / c['sum_norm']:.2%}{worst} | "
              f"**{c['error_norm'] / noise:.3%}** ({c['error_norm']:.3g} against {noise:.1f}) |",
              f"| exact (`dp=off`) | {e['error_norm'] / e['sum_norm']:.2%} | - |"]
     if out.get("hiding_widths"):
-        lines += ["", "| H (hiding bits per slot) | ||error|| of the clipped sums | in units of 2^-16 | / DP noise norm |",
+        lines += ["", "| H (hiding bits per slot) | ‖error‖ of the clipped sums | in units of 2^-16 | / DP noise norm |",
                   "|---|---|---|---|"]
         lines += [f"| {w['hiding_bits']} | {w['error_norm']:.3g} | {w['error_units']:,.0f} | {w['of_dp_noise']:.2%} |"
                   for w in out["hiding_widths"]]
