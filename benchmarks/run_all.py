@@ -52,11 +52,12 @@ SCRIPT_ENV = {"OMP_NUM_THREADS": "1"}  # one OpenMP thread per process, as every
 
 @dataclass(frozen=True)
 class Bench:
-    """One script: its README arguments, how it takes a JSON path (None: it writes none)."""
+    """One script: its README arguments and how it takes where to write its JSON (every script
+    writes one: the README's tables are rendered from it)."""
 
     name: str
     args: Sequence[str] = ()
-    json_flag: Optional[str] = "--json"  # "--out": the script writes NAME.json into a folder
+    json_flag: str = "--json"  # a file; "--out": the script writes NAME.json into a folder
 
 
 BENCHES = (
@@ -117,10 +118,7 @@ def headline(stdout: str) -> str:
 def run_one(bench: Bench, out: Path, *, smoke: bool, check: bool, extra: Sequence[str] = ()) -> Dict[str, object]:
     argv = [sys.executable, str(ROOT / "benchmarks" / f"{bench.name}.py")]
     argv += ["--smoke"] if smoke else list(bench.args)
-    if bench.json_flag == "--json":
-        argv += ["--json", str(out / f"{bench.name}.json")]
-    elif bench.json_flag == "--out":
-        argv += ["--out", str(out)]
+    argv += ["--out", str(out)] if bench.json_flag == "--out" else ["--json", str(out / f"{bench.name}.json")]
     if check:
         argv.append("--check")
     argv += list(extra)

@@ -37,7 +37,7 @@ from ppml_hybrid.config import SMPCConfig
 from ppml_hybrid.consortium import party_role
 from ppml_hybrid.smpc_stage.errors import PartyCrashedError, PartyFailedError, PartyTimeoutError, RendezvousError
 from ppml_hybrid.smpc_stage.links import Member, Roster
-from ppml_hybrid.smpc_stage.party import ProgressBoard, dealer_main, party_session_main
+from ppml_hybrid.smpc_stage.party import STAGE_STARTING, ProgressBoard, dealer_main, party_session_main
 from ppml_hybrid.smpc_stage.rendezvous import rendezvous_for
 from ppml_hybrid.smpc_stage.transport import LinkShaping
 
@@ -137,7 +137,7 @@ class PartySession:
             last=ctx.Array("d", [time.time()] * n, lock=False),
             in_comm=ctx.Array("i", [0] * n, lock=False),
             ops=ctx.Array("q", [0] * n, lock=False),
-            stage=ctx.Array("i", [0] * n, lock=False),
+            stage=ctx.Array("i", [STAGE_STARTING] * n, lock=False),
         )
         self._results = ctx.Queue()
         self._commands = [ctx.Queue() for _ in range(n)]

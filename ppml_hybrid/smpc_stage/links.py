@@ -14,9 +14,9 @@ Setup, per link (steps):
 
 1. the higher rank dials the lower rank's ``host:port`` (retrying until ``connect_timeout_s``:
    roles start in any order; a dial that lands on itself, or whose handshake stalls past
-   ``DIAL_HANDSHAKE_S``, is retried; one refused or broken fails at once). The acceptor gives each connecting host
-   ``ACCEPT_HANDSHAKE_S`` and refuses, logs and forgets one that fails: a stranger that connects
-   and stalls or drops cannot keep the roster's peers out;
+   ``DIAL_HANDSHAKE_S``, is retried; one refused or broken fails at once). The acceptor gives
+   each connecting host ``ACCEPT_HANDSHAKE_S`` and refuses, logs and forgets one that fails: a
+   stranger that connects and stalls or drops cannot keep the roster's peers out;
 2. TLS 1.3 handshake, both sides presenting their own certificate: each side's trust store
    holds exactly the roster's pinned certificates, and after the handshake each side checks
    the SHA-256 fingerprint of the peer's certificate against the roster entry of the rank it
@@ -430,7 +430,7 @@ class Mesh:
                 # that never completes its handshake must not keep the roster's peers waiting.
                 link = self._secure(sock, peer=None, server=True, candidates=waiting,
                                     deadline=min(deadline, time.monotonic() + ACCEPT_HANDSHAKE_S))
-            except (PeerIdentityError, LinkSetupError) as exc:
+            except LinkSetupError as exc:  # PeerIdentityError included
                 # a stranger, or a connection that broke or stalled before it authenticated:
                 # refuse it and keep waiting for the roster
                 log.warning("%s", exc)
