@@ -42,13 +42,20 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from bench_config import run_config
+from ppml_hybrid.errors import TrainingDivergedError
 from ppml_hybrid.pipeline import train
 
 
-def _run(label: str, overrides: List[str]) -> Dict[str, Any]:
+def _run(label: str, overrides: List[str], seed: int) -> Dict[str, Any]:
+    """One run's test metrics; a run the divergence check stops is returned as such (printed,
+    kept in the JSON, left out of the means), not allowed to end the benchmark."""
     start = time.perf_counter()
-    m = train(run_config(overrides))
-    out = {"accuracy": m["test"]["accuracy"], "auc": m["test"]["auc"], "epsilon": m["epsilon"],
+    try:
+        m = train(run_config(overrides))
+    except TrainingDivergedError as exc:
+        print(f"  {label:28s} STOPPED: {exc}", flush=True)
+        return {"seed": seed, "diverged": str(exc), "seconds": time.perf_counter() - start}
+    out = {"seed": seed, "accuracy": m["test"]["accuracy"], "auc": m["test"]["auc"], "epsilon": m["epsilon"],
            "noise_multiplier": m["noise_multiplier"], "seconds": time.perf_counter() - start}
     print(f"  {label:28s} test accuracy {out['accuracy']:.4f}  AUC {out['auc']:.4f}  "
           f"epsilon {out['epsilon']:.3f}  noise multiplier {out['noise_multiplier']:.4f}  "
@@ -56,11 +63,24 @@ def _run(label: str, overrides: List[str]) -> Dict[str, Any]:
     return out
 
 
+def _done(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return [r for r in runs if "accuracy" in r]
+
+
+def _by_seed(runs: List[Dict[str, Any]], seeds: List[int]) -> List[List[Dict[str, Any]]]:
+    """Completed runs grouped per seed in ``seeds`` order (JSON before runs carried their seed:
+    by position, as they were written seed by seed)."""
+    if runs and all("seed" in r for r in runs):  # a seed named twice (merged files) is one group
+        return [[r for r in runs if r["seed"] == s and "accuracy" in r] for s in dict.fromkeys(seeds)]
+    per = len(runs) // len(seeds)
+    return [runs[i * per:(i + 1) * per] for i in range(len(seeds))]
+
+
 def _mean_interval(runs: List[Dict[str, Any]]) -> Dict[str, float]:
     """Mean test accuracy in percent with its 95% t-interval over the runs, and their sd."""
     from scipy import stats
 
-    x = [100 * r["accuracy"] for r in runs]
+    x = [100 * r["accuracy"] for r in _done(runs)]
     mean = statistics.mean(x)
     if len(x) < 2:
         return {"mean": mean, "sd": float("nan"), "low": float("nan"), "high": float("nan"), "runs": len(x)}
@@ -74,8 +94,8 @@ def _welch(a: List[Dict[str, Any]], b: List[Dict[str, Any]]) -> Dict[str, float]
     batches and noise), so a gap is read against what the runs can resolve."""
     from scipy import stats
 
-    x = [100 * r["accuracy"] for r in a]
-    y = [100 * r["accuracy"] for r in b]
+    x = [100 * r["accuracy"] for r in _done(a)]
+    y = [100 * r["accuracy"] for r in _done(b)]
     gap = statistics.mean(x) - statistics.mean(y)
     if len(x) < 2 or len(y) < 2:
         return {"gap_points": gap, "low": float("nan"), "high": float("nan")}
@@ -91,9 +111,8 @@ def _paired(a: List[Dict[str, Any]], b: List[Dict[str, Any]], seeds: List[int]) 
     takes that shared part out of the gap's spread. Runs are stored seed by seed."""
     from scipy import stats
 
-    per_a, per_b = len(a) // len(seeds), len(b) // len(seeds)
-    d = [100 * (statistics.mean(r["accuracy"] for r in a[i * per_a:(i + 1) * per_a])
-                - statistics.mean(r["accuracy"] for r in b[i * per_b:(i + 1) * per_b])) for i in range(len(seeds))]
+    d = [100 * (statistics.mean(r["accuracy"] for r in ra) - statistics.mean(r["accuracy"] for r in rb))
+         for ra, rb in zip(_by_seed(a, seeds), _by_seed(b, seeds)) if ra and rb]
     gap = statistics.mean(d)
     if len(d) < 2:
         return {"gap_points": gap, "low": float("nan"), "high": float("nan"), "seeds": len(d)}
@@ -142,18 +161,22 @@ def main() -> int:
         print(f"seed {seed}:", flush=True)
         common = [*args.overrides, f"seed={seed}"]
         hybrid = _run(f"hybrid (split {args.split}, {args.noise_source})",
-                      ["mode=hybrid", f"split_layer={args.split}", f"dp.noise_source={args.noise_source}", *common])
-        sigma, eps = hybrid["noise_multiplier"], hybrid["epsilon"]
+                      ["mode=hybrid", f"split_layer={args.split}", f"dp.noise_source={args.noise_source}", *common],
+                      seed)
         runs["hybrid"].append(hybrid)
+        if "diverged" in hybrid:
+            print("  (no plaintext runs for this seed: they are calibrated to the hybrid run's epsilon)")
+            continue
+        sigma, eps = hybrid["noise_multiplier"], hybrid["epsilon"]
         for _ in range(args.plaintext_repeats):
             runs["plaintext_same_epsilon"].append(_run(
                 "plaintext, same epsilon", ["mode=plaintext", *common, "dp.noise_multiplier=null",
-                                            f"dp.target_epsilon={eps}"]))
+                                            f"dp.target_epsilon={eps}"], seed))
             if "plaintext_same_noise" in runs:
                 total = sigma * math.sqrt(parties / (parties - 1))
                 runs["plaintext_same_noise"].append(_run(
                     f"plaintext, noise x{total / sigma:.3f}", ["mode=plaintext", *common, "dp.target_epsilon=null",
-                                                               f"dp.noise_multiplier={total}"]))
+                                                               f"dp.noise_multiplier={total}"], seed))
     return _report(args, runs, arms)
 
 
@@ -162,16 +185,20 @@ def table_markdown(result: Dict[str, Any]) -> str:
     this script's JSON (``run_all.py`` renders the README's table with it)."""
     runs, means, gaps = result["runs"], result["means"], result["gaps"]
     arms, seeds = list(runs), result["config"]["seeds"]
-    per_seed = {a: len(runs[a]) // len(seeds) for a in arms}
+    grouped = {a: _by_seed(runs[a], seeds) for a in arms}
     rows = ["| seed | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
-    for i, seed in enumerate(seeds):
-        cells = [" / ".join(f"{100 * r['accuracy']:.1f}" for r in runs[a][i * per_seed[a]:(i + 1) * per_seed[a]]) + "%"
+    for i, seed in enumerate(dict.fromkeys(seeds) if all("seed" in r for a in arms for r in runs[a]) else seeds):
+        cells = [" / ".join(f"{100 * r['accuracy']:.1f}" for r in grouped[a][i]) + "%" if grouped[a][i] else "-"
                  for a in arms]
         rows.append(f"| {seed} | " + " | ".join(cells) + " |")
     rows.append("| mean (sd) [95% t-interval] | " + " | ".join(
         f"**{means[a]['mean']:.1f}%** ({means[a]['sd']:.1f}) [{means[a]['low']:.1f}, {means[a]['high']:.1f}]"
         for a in arms) + " |")
-    rows.append("| epsilon (delta 1e-5) | " + " | ".join(f"{runs[a][0]['epsilon']:.2f}" for a in arms) + " |")
+    rows.append("| epsilon (delta 1e-5) | " + " | ".join(f"{_done(runs[a])[0]['epsilon']:.2f}" for a in arms) + " |")
+    stopped = [f"{a} seed {r['seed']}" for a in arms for r in runs[a] if "diverged" in r]
+    if stopped:
+        rows.append(f"| stopped by the divergence check (left out of the means) | {', '.join(stopped)} |"
+                    + " |" * (len(arms) - 1))
     rows.append("")
     for arm, g in gaps.items():
         rows.append(f"- hybrid - {arm}: **{g['gap_points']:+.1f} points**, 95% Welch interval "

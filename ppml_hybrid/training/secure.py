@@ -294,7 +294,8 @@ def _loop(cfg: RunConfig, model: BlockModel, optimizer: torch.optim.Optimizer, s
                 if val.n and math.isfinite(val.loss):  # the public model's pooled val loss: all the run may watch
                     first_val = val.loss if first_val is None else first_val
                 check_divergence(val.loss if val.n else 0.0, first=first_val or 0.0, num_classes=cfg.model.num_classes,
-                                 what=f"pooled validation loss of the public model after epoch {epoch}", cfg=cfg)
+                                 what=f"pooled validation loss of the public model after epoch {epoch}", cfg=cfg,
+                                 snapshot=True)
                 eps = (float(accountant.get_epsilon(delta=cfg.dp.delta, **epsilon_options(discrete=enclave_noise(cfg))))
                        if accountant is not None else None)
                 epochs.append(SecureEpoch(epoch, step, val, eps, time.perf_counter() - start))
