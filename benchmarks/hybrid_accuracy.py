@@ -214,11 +214,14 @@ def table_markdown(result: Dict[str, Any]) -> str:
 
 
 def _merged(paths: List[Path], args: argparse.Namespace):
-    """Runs of earlier invocations pooled; refuses JSON of another configuration."""
-    same = ("split", "noise_source", "plaintext_repeats", "real_images", "overrides")
+    """Runs of earlier invocations pooled; refuses JSON of another configuration. Files whose runs
+    all carry their seed may differ in plaintext repeats (runs are grouped by seed); older files
+    are grouped by position and must not."""
     if len({p.resolve() for p in paths}) != len(paths):
         raise SystemExit("--merge: a file is named twice; its runs would count twice")
     loaded = [(p, json.loads(p.read_text())) for p in paths]
+    seeded = all("seed" in r for _, d in loaded for rs in d["runs"].values() for r in rs)
+    same = ("split", "noise_source", "real_images", "overrides") + (() if seeded else ("plaintext_repeats",))
     first = loaded[0][1]["config"]
     for p, d in loaded[1:]:
         for key in same:
@@ -227,6 +230,8 @@ def _merged(paths: List[Path], args: argparse.Namespace):
                                  "only runs of one configuration can be pooled")
     for key in same:
         setattr(args, key, first.get(key))
+    if seeded:
+        args.plaintext_repeats = sorted({d["config"].get("plaintext_repeats") for _, d in loaded}, key=str)
     args.seeds = [s for _, d in loaded for s in d["config"]["seeds"]]
     runs: Dict[str, List[Dict[str, Any]]] = {}
     for _, d in loaded:
