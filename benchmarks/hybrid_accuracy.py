@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/hybrid_accuracy.py [--seeds 0 1 2 3 4] [--split 3]
         [--noise-source enclave|parties] [--plaintext-repeats 3] [--json out.json] [--check]
-        [--real-images DIR] [hydra overrides ...]
+        [--real-images [DIR]] [hydra overrides ...]
     .venv/bin/python benchmarks/hybrid_accuracy.py --smoke   # tiny: every code path (the suite runs it)
     .venv/bin/python benchmarks/hybrid_accuracy.py --merge a.json b.json --json all.json [--check]
 
@@ -17,8 +17,9 @@ Same data (demo), same model, same schedule and the same clipping for every run;
 * plaintext, same total noise (``parties`` only): Opacus at ``sigma sqrt(n / (n - 1))``:
   isolates what encryption costs.
 
-``--real-images DIR`` trains every arm on real MR slices (``benchmarks/real_images.py`` writes
-the folder from files shipped in nilearn and nibabel) through the own-data path instead of the demo.
+``--real-images [DIR]`` trains every arm on real MR slices (``benchmarks/real_images.py`` writes
+the folder from files shipped in nilearn and nibabel; without DIR, once, into the demo's cache)
+through the own-data path instead of the demo.
 
 Each plaintext reference runs ``--plaintext-repeats`` times per seed (seconds each, against
 minutes for a hybrid run). ``--merge`` pools the JSON of earlier invocations of the same
@@ -41,6 +42,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
+import real_images
 from bench_config import run_config
 from ppml_hybrid.errors import TrainingDivergedError
 from ppml_hybrid.pipeline import train
@@ -138,9 +140,10 @@ def main() -> int:
                          "path but the two-sided interval (the suite runs it; its accuracies mean nothing)")
     ap.add_argument("--merge", type=Path, nargs="+", default=None,
                     help="pool these earlier JSON outputs (same configuration) instead of running")
-    ap.add_argument("--real-images", type=Path, default=None,
-                    help="a folder written by benchmarks/real_images.py: train on it through the own-data path "
-                         "(data=nifti) with " + " ".join(REAL_IMAGE_SCHEDULE) + " instead of the demo")
+    ap.add_argument("--real-images", type=Path, nargs="?", default=None, const=Path("auto"),
+                    help="train on real MR slices through the own-data path (data=nifti) with "
+                         + " ".join(REAL_IMAGE_SCHEDULE) + " instead of the demo: a folder written by "
+                         "benchmarks/real_images.py, or none named: its set in the demo's cache (written on first use)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run, e.g. train.epochs=4")
     args = ap.parse_args()
     if args.merge:
@@ -150,7 +153,9 @@ def main() -> int:
         args.overrides = ["data.image_size=8", "he=insecure_test", "train.max_steps=2", "train.batch_size=16",
                           *args.overrides]
     if args.real_images:
-        root = args.real_images.resolve()
+        root = real_images.ensure(real_images.default_folder() if str(args.real_images) == "auto"
+                                  else args.real_images).resolve()
+        args.real_images = root
         args.overrides = ["data=nifti", f"data.root={root}", f"data.labels={root / 'labels.csv'}",
                           *REAL_IMAGE_SCHEDULE, *args.overrides]
     logging.basicConfig(level=logging.WARNING)

@@ -31,7 +31,9 @@ import argparse
 import csv
 import importlib.metadata
 import importlib.util
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
@@ -42,10 +44,24 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ppml_hybrid.data.anatomy import template_path  # noqa: E402
+from ppml_hybrid.data.demo import default_cache_dir  # noqa: E402
 
 LABELS = {"axial": 0, "coronal": 1}
 SLAB = 8
 MIN_BRAIN_FRACTION = 0.05
+VERSION = "real-mr-v1"  # a new name whenever what prepare() writes changes
+
+
+def default_folder() -> Path:
+    """Where ``hybrid_accuracy.py --real-images`` (no folder named) keeps the set: beside the demo."""
+    return default_cache_dir() / VERSION
+
+
+def ensure(out: Path) -> Path:
+    """``out`` as a finished set (``SOURCES.txt`` is written last): reused, or written now."""
+    if not (Path(out) / "SOURCES.txt").is_file():
+        prepare(out)
+    return Path(out)
 
 
 def _package_file(package: str, *parts: str) -> Path:
@@ -85,14 +101,28 @@ def _sources() -> List[Tuple[str, Path, str]]:
 
 
 def prepare(out: Path) -> Dict[str, int]:
-    """Write the slices, ``labels.csv`` and ``SOURCES.txt`` under ``out`` (which must be empty or
-    absent); returns the number of rows per plane."""
+    """Write the slices, ``labels.csv`` and ``SOURCES.txt`` into ``out`` (which must be empty or
+    absent); returns the number of rows per plane. Written in a sibling folder and renamed into
+    place, so an interrupted run leaves no half-written set."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SystemExit(f"error: {out} is not empty; give a new folder (nothing was written)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        counts = _write(work)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        work.rename(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return counts
+
+
+def _write(out: Path) -> Dict[str, int]:
     import nibabel as nib
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"error: {out} is not empty; give a new folder (nothing was written)")
-    (out / "slices").mkdir(parents=True, exist_ok=True)
+    (out / "slices").mkdir()
     sources = _sources()
     volumes = {name: _ras(path) for name, path, _ in sources}
     template_brain = (volumes["mni_gm"] + volumes["mni_wm"]) > 0.5 * 255.0

@@ -58,6 +58,12 @@ class Bench:
     name: str
     args: Sequence[str] = ()
     json_flag: str = "--json"  # a file; "--out": the script writes NAME.json into a folder
+    script: Optional[str] = None  # benchmarks/SCRIPT.py when it is not NAME (one script, two tables)
+    smoke_args: Sequence[str] = ()  # besides --smoke
+
+    @property
+    def file(self) -> str:
+        return self.script or self.name
 
 
 BENCHES = (
@@ -70,6 +76,9 @@ BENCHES = (
     Bench("hybrid_gradient_error", ["--hiding-bits", "32", "36", "40"]),
     Bench("hybrid_speed", ["--splits", "3", "4", "5", "--steps", "4", "--repeats", "2"]),
     Bench("hybrid_accuracy", ["--seeds", "0", "1", "2", "3", "4"]),
+    # the same comparison on real MR slices through the own-data path (benchmarks/real_images.py)
+    Bench("hybrid_accuracy_real", ["--seeds", "0", "1", "2", "3", "4", "--plaintext-repeats", "5", "--real-images"],
+          script="hybrid_accuracy", smoke_args=["--real-images"]),
 )
 
 
@@ -116,8 +125,8 @@ def headline(stdout: str) -> str:
 
 
 def run_one(bench: Bench, out: Path, *, smoke: bool, check: bool, extra: Sequence[str] = ()) -> Dict[str, object]:
-    argv = [sys.executable, str(ROOT / "benchmarks" / f"{bench.name}.py")]
-    argv += ["--smoke"] if smoke else list(bench.args)
+    argv = [sys.executable, str(ROOT / "benchmarks" / f"{bench.file}.py")]
+    argv += ["--smoke", *bench.smoke_args] if smoke else list(bench.args)
     argv += ["--out", str(out)] if bench.json_flag == "--out" else ["--json", str(out / f"{bench.name}.json")]
     if check:
         argv.append("--check")
@@ -133,7 +142,7 @@ def run_one(bench: Bench, out: Path, *, smoke: bool, check: bool, extra: Sequenc
         (out / f"{bench.name}.stderr.txt").write_text(proc.stderr)
     # paths as the README shows them: relative to the checkout the scripts ran in
     shown = [os.path.relpath(a, ROOT) if a.startswith(str(ROOT) + os.sep) else a for a in argv[2:]]
-    record = {"name": bench.name, "command": " ".join(["benchmarks/" + bench.name + ".py", *shown]),
+    record = {"name": bench.name, "command": " ".join(["benchmarks/" + bench.file + ".py", *shown]),
               "started": started, "seconds": round(seconds, 1), "returncode": proc.returncode,
               "load_before": [round(x, 2) for x in load_before],
               "load_after": [round(x, 2) for x in os.getloadavg()], "headline": headline(proc.stdout)}
@@ -160,13 +169,14 @@ def render_table(summary: Dict[str, object]) -> str:
 # Scripts whose README table is rendered from their JSON by their own ``table_markdown(result)``
 # (the function the script prints its table with, so the two cannot drift apart).
 RENDERERS = ("dp_step_overhead", "plaintext_accuracy", "smpc_stage", "he_head", "hybrid_speed", "hybrid_accuracy",
-             "dp_audit", "hybrid_gradient_error", "mpc_links")
+             "hybrid_accuracy_real", "dp_audit", "hybrid_gradient_error", "mpc_links")
 
 
 def _renderer(name: str):
     if str(ROOT / "benchmarks") not in sys.path:
         sys.path.insert(0, str(ROOT / "benchmarks"))
-    return __import__(name).table_markdown
+    script = next((b.file for b in BENCHES if b.name == name), name)
+    return __import__(script).table_markdown
 
 
 def _replace_block(text: str, begin: str, end: str, body: str, where: Path) -> str:
