@@ -6,7 +6,7 @@
     .venv/bin/python benchmarks/hybrid_accuracy.py --smoke   # tiny: every code path (the suite runs it)
     .venv/bin/python benchmarks/hybrid_accuracy.py --merge a.json b.json --json all.json [--check]
 
-Same data (demo), same model, same schedule and the same clipping for every run; per seed:
+Same data (the demo, or real MR slices: below), same model, same schedule and the same clipping for every run; per seed:
 
 * hybrid: ``mode=hybrid split_layer=--split dp.noise_source=--noise-source`` (DP on). With
   ``enclave`` the key service draws one discrete Gaussian of std sigma C per step: the release
@@ -40,7 +40,7 @@ import math
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import real_images
 from bench_config import run_config
@@ -69,13 +69,13 @@ def _done(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return [r for r in runs if "accuracy" in r]
 
 
-def _by_seed(runs: List[Dict[str, Any]], seeds: List[int]) -> List[List[Dict[str, Any]]]:
-    """Completed runs grouped per seed in ``seeds`` order (JSON before runs carried their seed:
-    by position, as they were written seed by seed)."""
-    if runs and all("seed" in r for r in runs):  # a seed named twice (merged files) is one group
-        return [[r for r in runs if r["seed"] == s and "accuracy" in r] for s in dict.fromkeys(seeds)]
+def _by_seed(runs: List[Dict[str, Any]], seeds: List[int]) -> List[Tuple[int, List[Dict[str, Any]]]]:
+    """(seed, its completed runs) in ``seeds`` order; a seed named twice (merged files) is one
+    group. JSON from before runs carried their seed is grouped by position, as it was written."""
+    if all("seed" in r for r in runs):
+        return [(s, [r for r in runs if r["seed"] == s and "accuracy" in r]) for s in dict.fromkeys(seeds)]
     per = len(runs) // len(seeds)
-    return [runs[i * per:(i + 1) * per] for i in range(len(seeds))]
+    return [(s, runs[i * per:(i + 1) * per]) for i, s in enumerate(seeds)]
 
 
 def _mean_interval(runs: List[Dict[str, Any]]) -> Dict[str, float]:
@@ -83,7 +83,7 @@ def _mean_interval(runs: List[Dict[str, Any]]) -> Dict[str, float]:
     from scipy import stats
 
     x = [100 * r["accuracy"] for r in _done(runs)]
-    mean = statistics.mean(x)
+    mean = statistics.mean(x) if x else float("nan")
     if len(x) < 2:
         return {"mean": mean, "sd": float("nan"), "low": float("nan"), "high": float("nan"), "runs": len(x)}
     sd = statistics.stdev(x)
@@ -98,7 +98,7 @@ def _welch(a: List[Dict[str, Any]], b: List[Dict[str, Any]]) -> Dict[str, float]
 
     x = [100 * r["accuracy"] for r in _done(a)]
     y = [100 * r["accuracy"] for r in _done(b)]
-    gap = statistics.mean(x) - statistics.mean(y)
+    gap = statistics.mean(x) - statistics.mean(y) if x and y else float("nan")
     if len(x) < 2 or len(y) < 2:
         return {"gap_points": gap, "low": float("nan"), "high": float("nan")}
     ci = stats.ttest_ind(x, y, equal_var=False).confidence_interval(0.95)
@@ -114,8 +114,8 @@ def _paired(a: List[Dict[str, Any]], b: List[Dict[str, Any]], seeds: List[int]) 
     from scipy import stats
 
     d = [100 * (statistics.mean(r["accuracy"] for r in ra) - statistics.mean(r["accuracy"] for r in rb))
-         for ra, rb in zip(_by_seed(a, seeds), _by_seed(b, seeds)) if ra and rb]
-    gap = statistics.mean(d)
+         for (_, ra), (_, rb) in zip(_by_seed(a, seeds), _by_seed(b, seeds)) if ra and rb]
+    gap = statistics.mean(d) if d else float("nan")
     if len(d) < 2:
         return {"gap_points": gap, "low": float("nan"), "high": float("nan"), "seeds": len(d)}
     half = stats.t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
@@ -192,14 +192,15 @@ def table_markdown(result: Dict[str, Any]) -> str:
     arms, seeds = list(runs), result["config"]["seeds"]
     grouped = {a: _by_seed(runs[a], seeds) for a in arms}
     rows = ["| seed | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
-    for i, seed in enumerate(dict.fromkeys(seeds) if all("seed" in r for a in arms for r in runs[a]) else seeds):
-        cells = [" / ".join(f"{100 * r['accuracy']:.1f}" for r in grouped[a][i]) + "%" if grouped[a][i] else "-"
+    for i, (seed, _) in enumerate(grouped[arms[0]]):
+        cells = [" / ".join(f"{100 * r['accuracy']:.1f}" for r in grouped[a][i][1]) + "%" if grouped[a][i][1] else "-"
                  for a in arms]
         rows.append(f"| {seed} | " + " | ".join(cells) + " |")
     rows.append("| mean (sd) [95% t-interval] | " + " | ".join(
         f"**{means[a]['mean']:.1f}%** ({means[a]['sd']:.1f}) [{means[a]['low']:.1f}, {means[a]['high']:.1f}]"
         for a in arms) + " |")
-    rows.append("| epsilon (delta 1e-5) | " + " | ".join(f"{_done(runs[a])[0]['epsilon']:.2f}" for a in arms) + " |")
+    rows.append("| epsilon (delta 1e-5) | " + " | ".join(
+        f"{_done(runs[a])[0]['epsilon']:.2f}" if _done(runs[a]) else "-" for a in arms) + " |")
     stopped = [f"{a} seed {r['seed']}" for a in arms for r in runs[a] if "diverged" in r]
     if stopped:
         rows.append(f"| stopped by the divergence check (left out of the means) | {', '.join(stopped)} |"

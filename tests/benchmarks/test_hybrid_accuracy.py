@@ -39,7 +39,7 @@ def test_the_paired_gap_takes_out_what_a_seed_shares():
     stopped = [{"seed": 0, "diverged": "training diverged", "seconds": 5.0}, *hybrid[1:]]
     assert _paired(stopped, plain, [0, 1, 2])["seeds"] == 2
     assert _mean_interval(stopped)["runs"] == 2
-    assert [len(g) for g in _by_seed(stopped, [0, 1, 2])] == [0, 1, 1]
+    assert [(s, len(g)) for s, g in _by_seed(stopped, [0, 1, 2])] == [(0, 0), (1, 1), (2, 1)]
 
 
 def test_a_stopped_run_is_listed_in_the_table_not_averaged():
