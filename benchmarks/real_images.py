@@ -23,13 +23,16 @@ subject by its own intensities). Rows of one plane of one image are grouped in s
 nearly identical slices on one side.
 
 Each slice is written as a 2D NIfTI (float32, identity affine) and ``labels.csv`` lists
-``path,label,patient_id``; ``SOURCES.txt`` names every source file with its package version.
+``path,label,patient_id,split``: the split is fixed per slab (70/15/15 by a hash of its name),
+so a hybrid run (each party splits its own site's rows) and a plaintext run (one split of all
+rows) train and test on the same slices; ``SOURCES.txt`` names every source file with its package version.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import importlib.metadata
 import importlib.util
 import shutil
@@ -50,7 +53,12 @@ from ppml_hybrid.data.demo import default_cache_dir  # noqa: E402
 LABELS = {"axial": 0, "coronal": 1}
 SLAB = 8
 MIN_BRAIN_FRACTION = 0.05
-VERSION = "real-mr-v1"  # a new name whenever what prepare() writes changes
+VERSION = "real-mr-v2"  # a new name whenever what prepare() writes changes
+# Fixed split per slab (the ``split`` column), so that every arm of a comparison trains and is
+# tested on the same slices: without it each party of a hybrid run splits its own site's rows
+# while a plaintext run splits the union, and on a set this small the two test sets differ in
+# what matters (edge slices, the small subject volume).
+SPLIT_FRACTIONS = (("train", 0.70), ("val", 0.15), ("test", 0.15))
 
 
 def default_folder() -> Path:
@@ -135,11 +143,12 @@ def _write(out: Path) -> Dict[str, int]:
         for plane, k, pixels in _planes(volumes[name], brain):
             rel = f"slices/{name}_{plane}_{k:03d}.nii.gz"
             nib.save(nib.Nifti1Image(pixels, np.eye(4)), str(out / rel))
-            rows.append((rel, LABELS[plane], f"{name}-{plane}-{k // SLAB:02d}"))
+            slab = f"{name}-{plane}-{k // SLAB:02d}"
+            rows.append((rel, LABELS[plane], slab, _split_of(slab)))
             counts[plane] += 1
     with open(out / "labels.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "label", "patient_id"])
+        writer.writerow(["path", "label", "patient_id", "split"])
         writer.writerows(rows)
     with open(out / "SOURCES.txt", "w") as f:
         f.write("Real MR images shipped inside installed packages (written by benchmarks/real_images.py)\n")
@@ -148,6 +157,17 @@ def _write(out: Path) -> Dict[str, int]:
         f.write(f"labels: {LABELS}; slabs of {SLAB} slices share a patient_id; slices with >= "
                 f"{MIN_BRAIN_FRACTION:.0%} brain\n")
     return counts
+
+
+def _split_of(slab: str) -> str:
+    """train/val/test for a slab, by a stable hash of its name (the same on every machine)."""
+    u = int.from_bytes(hashlib.sha256(slab.encode()).digest()[:8], "big") / 2.0 ** 64
+    edge = 0.0
+    for name, fraction in SPLIT_FRACTIONS:
+        edge += fraction
+        if u < edge:
+            return name
+    return SPLIT_FRACTIONS[-1][0]
 
 
 def main(argv: List[str] | None = None) -> int:

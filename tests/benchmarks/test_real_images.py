@@ -45,9 +45,13 @@ def test_labels_follow_the_plane_and_sources_are_named(real_folder):
     out, _ = real_folder
     with open(out / "labels.csv") as f:
         rows = list(csv.DictReader(f))
+    split_of_slab = {}
     for row in rows:
         plane = "axial" if "_axial_" in row["path"] else "coronal"
         assert int(row["label"]) == LABELS[plane] and row["patient_id"].split("-")[1] == plane
+        # the split is fixed per slab, so every arm (and every site of a hybrid run) uses the same
+        assert split_of_slab.setdefault(row["patient_id"], row["split"]) == row["split"]
+    assert sorted(set(split_of_slab.values())) == ["test", "train", "val"]
     text = (out / "SOURCES.txt").read_text()
     assert "nilearn" in text and "nibabel" in text and "anatomical.nii" in text
 
