@@ -3,6 +3,7 @@ the gap paired by seed, runs the divergence check stopped, and which files may b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -79,3 +80,28 @@ def test_merge_refuses_another_configuration_and_names_it(tmp_path):
     proc = _merge(a, b, out=tmp_path / "ab.json")
     assert proc.returncode != 0 and "overrides" in proc.stderr and "b.json" in proc.stderr
     assert not (tmp_path / "ab.json").exists()
+
+
+def test_the_plaintext_arm_gets_exactly_the_hybrid_runs_split(tmp_path):
+    """A one-machine hybrid run splits each site's rows at that site; plaintext would split all
+    rows at once (other test patients). hybrid_split_overrides hands plaintext the sites' own
+    splits: same patients in every split, same images."""
+    from bench_config import run_config
+    from hybrid_accuracy import hybrid_split_overrides
+
+    from ppml_hybrid.data import load_splits
+    from ppml_hybrid.data.dataset import load_site_splits
+    from ppml_hybrid.data.sites import demo_site_folders
+
+    small = ["data.image_size=8"]
+    cfg = run_config(small)
+    plain = load_splits(run_config(hybrid_split_overrides(small, tmp_path)).data)
+    sites = [load_site_splits(dataclasses.replace(cfg.data, root=str(f), name="nifti"))
+             for f in demo_site_folders(cfg.data, parties=cfg.smpc.parties)]
+    drawn = load_splits(cfg.data)  # what a plaintext run would use by itself
+    for name in ("train", "val", "test"):
+        ours = getattr(plain, name)
+        union = sorted(p for s in sites for p in getattr(s, name).patient_ids)
+        assert sorted(ours.patient_ids) == union
+        assert tuple(ours.images.shape[1:]) == tuple(getattr(sites[0], name).images.shape[1:])
+    assert sorted(drawn.test.patient_ids) != sorted(plain.test.patient_ids)  # why the arm needs it
