@@ -161,8 +161,8 @@ def hybrid_split_overrides(overrides: List[str], work: Path) -> List[str]:
             f"data.slice_range=[{d.slice_range[0]},{d.slice_range[1]}]", f"data.slice_step={d.slice_step}"]
 
 
-# The real-image set (benchmarks/real_images.py) has about 680 training slices: batches of 128
-# over 6 epochs give 32 steps (the default's 256 x 4 would give 10, too few for DP-SGD).
+# The real-image set (benchmarks/real_images.py) has 740 training slices: batches of 128 over 6
+# epochs give 36 steps (the default's 256 x 4 would give 12, too few for DP-SGD).
 REAL_IMAGE_SCHEDULE = ["train.batch_size=128", "train.epochs=6"]
 
 
