@@ -74,8 +74,8 @@ def test_render_writes_each_scripts_table_from_its_committed_json(tmp_path):
     """--render alone: every renderer's table from the JSON in --out (here the committed results)."""
     import shutil
 
-    rendered = ("he_head", "hybrid_accuracy", "mpc_links", "dp_audit", "dp_step_overhead", "plaintext_accuracy",
-                "smpc_stage", "hybrid_gradient_error")
+    rendered = ("he_head", "hybrid_accuracy", "hybrid_accuracy_real", "mpc_links", "dp_audit", "dp_step_overhead",
+                "plaintext_accuracy", "smpc_stage", "hybrid_gradient_error")
     for name in rendered:
         shutil.copy(ROOT / "benchmarks" / "results" / f"{name}.json", tmp_path / f"{name}.json")
     readme = tmp_path / "README.md"
@@ -90,7 +90,8 @@ def test_render_writes_each_scripts_table_from_its_committed_json(tmp_path):
     assert "old" not in text and "kept" in text  # no hybrid_speed.json there: its block is left alone
     assert f"| {ours['batch']} | {ours['groups']} | {ours['forward_s']:.2f} |" in text
     assert f"{head['tenseal_batched']['per_sample_s'] / ours['per_sample_s']:.1f}x ours" in text
-    assert "| seed | hybrid | plaintext_same_epsilon |" in text
+    assert text.count("| seed | hybrid | plaintext_same_epsilon |") == 2  # demo and real images, one renderer
+    assert "paired by seed" in text and "| epsilon (delta 1e-5) | 6.57 |" in text
     links = json.loads((tmp_path / "mpc_links.json").read_text())
     assert f"| 8 | {links[0]['gloo_ms']:.3g} | {links[0]['links_ms']:.3g} | {links[0]['ratio']:.2f}x" in text
     audit = json.loads((tmp_path / "dp_audit.json").read_text())["audit"]
