@@ -24,7 +24,8 @@ tests, ``./train.sh`` timings, the split sweep) stay hand-written, each with its
 date. ``--check`` passes ``--check`` to every script and exits 1 when any script failed or
 missed its target.
 
-Full sizes take about 3.5 hours here (hybrid_accuracy alone about 80 minutes); TenSEAL's
+Full sizes take 3-4 hours here (hybrid_accuracy 30-80 minutes by the machine's load, its real-image
+run, hybrid_accuracy_real, about 20 more); TenSEAL's
 baseline runs only when ``--tenseal-python`` names an interpreter that has it (it is not in the
 lock).
 """
