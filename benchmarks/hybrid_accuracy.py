@@ -134,7 +134,7 @@ def hybrid_split_overrides(overrides: List[str], work: Path) -> List[str]:
     test sets then hold different patients, a fixed offset between the arms that more runs do
     not average away (on the real-image set before its split was fixed: +8.7 points for the
     hybrid, [+5.2, +12.2]). Same images otherwise: the slicing keys are the run's own."""
-    from ppml_hybrid.data import read_labels_csv, split_records
+    from ppml_hybrid.data.dataset import split_folder
     from ppml_hybrid.data.sites import demo_site_folders, site_label_files
 
     cfg = run_config(overrides)
@@ -143,10 +143,8 @@ def hybrid_split_overrides(overrides: List[str], work: Path) -> List[str]:
     sites = ([(f, f / "labels.csv") for f in demo_site_folders(d, parties=n)] if d.name == "demo"
              else site_label_files(d, parties=n, out_dir=work))
     rows = []
-    for root, labels in sites:
-        records = read_labels_csv(labels or root / "labels.csv", root=root, num_classes=cfg.model.num_classes)
-        parts = split_records(records, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=d.seed,
-                              num_classes=cfg.model.num_classes)
+    for root, labels in sites:  # each party's own split of its site (data.load_site_splits)
+        _, parts = split_folder(d, root=root, labels=labels, num_classes=cfg.model.num_classes)
         rows += [(r, name) for name in ("train", "val", "test") for r in getattr(parts, name)]
     base = Path(os.path.commonpath([str(r.path) for r, _ in rows]))
     base = base if base.is_dir() else base.parent

@@ -14,7 +14,7 @@ import does when a series arrives without a usable ImageOrientationPatient. The 
 Why this task: no labelled clinical set ships in the lock's packages, and every label built
 from these few volumes is either a property of the file (T1 against tissue map: trivially
 separable) or of the slice's position. Orientation is a real label of a real image, easy
-without privacy (98-99% for the default model, ``dp=off``) and not under DP with about 680
+without privacy (98-99% for the default model, ``dp=off``) and not under DP with 740
 training slices (epsilon about 6 at ``hybrid_accuracy.py``'s schedule for this set): the DP
 comparison then measures something. Slices hold at least ``MIN_BRAIN_FRACTION`` of
 brain (the T1 template's tissue maps decide for all three images of the template; nibabel's

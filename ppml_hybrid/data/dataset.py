@@ -21,7 +21,7 @@ from ppml_hybrid.config import DataConfig
 from ppml_hybrid.data.demo import LABELS_FILE, ensure_demo
 from ppml_hybrid.data.readers import read_image
 from ppml_hybrid.data.records import ImageRecord, read_labels_csv
-from ppml_hybrid.data.split import split_records
+from ppml_hybrid.data.split import RecordSplits, split_records
 from ppml_hybrid.data.transforms import ExtractSlices, slice_pipeline, volume_to_slices
 from ppml_hybrid.errors import ConfigError, DataError
 
@@ -96,8 +96,10 @@ def load_site_splits(cfg: DataConfig, *, num_classes: int = 2, progress: bool = 
     return _load_folder(cfg, root=root, labels=labels, num_classes=num_classes, progress=progress)
 
 
-def _load_folder(cfg: DataConfig, *, root: Path, labels: Path, num_classes: int, progress: bool) -> DataSplits:
-    start = time.perf_counter()
+def split_folder(cfg: DataConfig, *, root: Path, labels: Path,
+                 num_classes: int) -> tuple[tuple[ImageRecord, ...], RecordSplits]:
+    """``(records, RecordSplits)`` of one labelled folder, split as a run that loads it splits it
+    (a party its own site folder): the rows only, no image read."""
     records = read_labels_csv(labels, root=root, num_classes=num_classes)
     parts = split_records(
         records,
@@ -106,6 +108,12 @@ def _load_folder(cfg: DataConfig, *, root: Path, labels: Path, num_classes: int,
         seed=cfg.seed,
         num_classes=num_classes,
     )
+    return records, parts
+
+
+def _load_folder(cfg: DataConfig, *, root: Path, labels: Path, num_classes: int, progress: bool) -> DataSplits:
+    start = time.perf_counter()
+    records, parts = split_folder(cfg, root=root, labels=labels, num_classes=num_classes)
     sets = {}
     for name in ("train", "val", "test"):
         sets[name] = load_image_set(
